@@ -1,0 +1,39 @@
+//! One module per command group. Each `run` returns the process exit code.
+
+pub mod build;
+pub mod check;
+pub mod dockerfile;
+pub mod image;
+pub mod run;
+
+use crate::{Cli, Command};
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Build(a) => build::run(a, g),
+        Command::Check(a) => check::check(a, g),
+        Command::Compare(a) => check::compare(a, g),
+        Command::Run(a) => run::run(a, g),
+        Command::Ps(a) => run::ps(a, g),
+        Command::Logs(a) => run::logs(a, g),
+        Command::Stop(a) => run::stop(a, g),
+        Command::Rm(a) => run::rm(a, g),
+        Command::Images(a) => image::images(a, g),
+        Command::History(a) => image::history(a, g),
+        Command::Inspect(a) => image::inspect(a, g),
+        Command::Tag(a) => image::tag(a, g),
+        Command::Rmi(a) => image::rmi(a, g),
+        Command::Save(a) => image::save(a, g),
+        Command::Load(a) => image::load(a, g),
+        Command::Import(a) => image::import(a, g),
+        Command::Image(c) => image::image_command(c, g),
+        Command::System(c) => image::system_command(c, g),
+        Command::Dockerfile(c) => dockerfile::run(c, g),
+    }
+}
+
+/// The error for a command whose issue has not landed yet.
+pub fn not_yet(what: &str) -> anyhow::Result<i32> {
+    anyhow::bail!("`cairn {what}` is not implemented yet")
+}

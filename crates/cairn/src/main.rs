@@ -1,0 +1,86 @@
+//! `cairn`: the command line. Thin glue: each command group lives in `cmd/` and calls the crates.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A daemonless builder of small, correct, reproducible OCI images from Dockerfiles.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+#[command(disable_help_subcommand = false, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags that every command understands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Root directory of the store (default: /var/lib/cairn as root, $XDG_DATA_HOME/cairn otherwise)
+    #[arg(long, global = true, env = "CAIRN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print debug information
+    #[arg(long, short = 'D', global = true)]
+    pub debug: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(cmd::build::BuildArgs),
+    /// Check a Dockerfile and the image it builds against the multi-stage checklist
+    Check(cmd::check::CheckArgs),
+    /// Build each stage and compare their sizes and layers
+    Compare(cmd::check::CompareArgs),
+    /// Run a command in a new container
+    Run(cmd::run::RunArgs),
+    /// List containers
+    Ps(cmd::run::PsArgs),
+    /// Fetch the logs of a container
+    Logs(cmd::run::LogsArgs),
+    /// Stop one or more running containers
+    Stop(cmd::run::StopArgs),
+    /// Remove one or more containers
+    Rm(cmd::run::RmArgs),
+    /// List images
+    Images(cmd::image::ImagesArgs),
+    /// Show the history of an image
+    History(cmd::image::HistoryArgs),
+    /// Return low-level information on an image
+    Inspect(cmd::image::InspectArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(cmd::image::TagArgs),
+    /// Remove one or more images
+    Rmi(cmd::image::RmiArgs),
+    /// Save one or more images to a tar archive or an OCI layout
+    Save(cmd::image::SaveArgs),
+    /// Load an image from a tar archive or an OCI layout
+    Load(cmd::image::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(cmd::image::ImportArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
+    /// Manage cairn's store
+    #[command(subcommand)]
+    System(cmd::image::SystemCommand),
+    /// Dockerfile tools
+    #[command(subcommand)]
+    Dockerfile(cmd::dockerfile::DockerfileCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ERROR: {err:#}");
+            1
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
