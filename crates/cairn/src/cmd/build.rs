@@ -24,6 +24,9 @@ pub struct BuildArgs {
     pub context: String,
 }
 
-pub fn run(_args: BuildArgs, _g: &Global) -> anyhow::Result<i32> {
+pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
+    if let Some(request) = args.print.clone() {
+        return super::outline::print(&args, &request, g);
+    }
     super::not_yet("build")
 }

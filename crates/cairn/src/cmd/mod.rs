@@ -4,6 +4,7 @@ pub mod build;
 pub mod check;
 pub mod dockerfile;
 pub mod image;
+pub mod outline;
 pub mod run;
 
 use crate::{Cli, Command};
