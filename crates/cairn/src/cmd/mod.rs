@@ -7,7 +7,7 @@ pub mod image;
 pub mod outline;
 pub mod run;
 
-use crate::{Cli, Command};
+use crate::{Cli, Command, Global};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
@@ -37,4 +37,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 /// The error for a command whose issue has not landed yet.
 pub fn not_yet(what: &str) -> anyhow::Result<i32> {
     anyhow::bail!("`cairn {what}` is not implemented yet")
+}
+
+#[allow(dead_code)] // used by build/run until the image commands land
+/// Opens the store selected by `--root` (or `CAIRN_ROOT`), else the default root.
+pub fn open_store(g: &Global) -> anyhow::Result<cairn_store::Store> {
+    let root = g.root.clone().unwrap_or_else(cairn_store::default_root);
+    cairn_store::Store::open(&root)
+        .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", root.display()))
 }
