@@ -62,6 +62,14 @@ pub enum Command {
     Load(cmd::image::LoadArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(cmd::image::ImportArgs),
+    /// Download an image from a registry
+    Pull(cmd::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(cmd::registry::PushArgs),
+    /// Log in to a registry
+    Login(cmd::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(cmd::registry::LogoutArgs),
     /// Manage images
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),

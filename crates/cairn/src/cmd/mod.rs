@@ -5,6 +5,7 @@ pub mod check;
 pub mod dockerfile;
 pub mod image;
 pub mod outline;
+pub mod registry;
 pub mod run;
 
 use crate::{Cli, Command, Global};
@@ -28,6 +29,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Save(a) => image::save(a, g),
         Command::Load(a) => image::load(a, g),
         Command::Import(a) => image::import(a, g),
+        Command::Pull(a) => registry::pull(a, g),
+        Command::Push(a) => registry::push(a, g),
+        Command::Login(a) => registry::login(a, g),
+        Command::Logout(a) => registry::logout(a, g),
         Command::Image(c) => image::image_command(c, g),
         Command::System(c) => image::system_command(c, g),
         Command::Dockerfile(c) => dockerfile::run(c, g),
