@@ -4,26 +4,61 @@
 //!
 //! CONTRACT (used by cairn-store, cairn-sandbox and cairn-build, written in parallel): add freely,
 //! change a signature only together with its callers.
+//!
+//! ```text
+//! write_layer(DiffSource, Compression, &WriteOptions, out: impl Write) -> Result<LayerDescriptor>
+//! unpack_layer(reader: impl Read, target: &Path, UnpackMode) -> Result<UnpackStats>
+//! decompress(reader) -> Result<Box<dyn Read>>     // gzip / zstd / xz / plain, detected
+//! hash::{HashingWriter, HashingReader, sha256_digest}
+//! ```
+//!
+//! ```no_run
+//! # fn main() -> Result<(), cairn_layer::Error> {
+//! use cairn_layer::{write_layer, unpack_layer, Compression, DiffSource, UnpackMode, WriteOptions};
+//! let mut blob = Vec::new();
+//! let desc = write_layer(DiffSource::Tree("rootfs".as_ref()), Compression::Gzip,
+//!                        &WriteOptions { clamp_mtime: Some(0) }, &mut blob)?;
+//! let stats = unpack_layer(&blob[..], "out".as_ref(), UnpackMode::Apply)?;
+//! assert_eq!(stats.diff_id, desc.diff_id);
+//! # Ok(()) }
+//! ```
 
 use std::path::Path;
+
+pub mod compress;
+pub mod hash;
+mod unpack;
+mod write;
+
+pub use compress::{decompress, media_type};
+pub use unpack::{unpack_layer, UnpackStats};
+pub use write::write_layer;
 
 /// `sha256:<hex>`.
 pub type Digest = String;
 
+/// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
+    /// gzip (flate2, default level): what docker writes and every tool reads.
     #[default]
     Gzip,
+    /// zstd level 3: smaller and faster, read by containerd ≥ 1.5 and podman.
     Zstd,
+    /// A plain tar.
     None,
 }
 
 /// What was written: the blob's digest and size, and the digest of the uncompressed tar (diffID).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDescriptor {
+    /// sha256 of the blob as stored (compressed).
     pub digest: Digest,
+    /// sha256 of the uncompressed tar: what the image config's `rootfs.diff_ids` lists.
     pub diff_id: Digest,
+    /// Size in bytes of the blob as stored.
     pub size: u64,
+    /// OCI media type of the blob (`application/vnd.oci.image.layer.v1.tar+gzip`, ...).
     pub media_type: String,
 }
 
@@ -36,7 +71,12 @@ pub enum DiffSource<'a> {
     Tree(&'a Path),
     /// Two trees (native snapshotter): entries of `upper` that differ from `lower`, and whiteouts
     /// for what `upper` deleted.
-    Compare { lower: &'a Path, upper: &'a Path },
+    Compare {
+        /// The tree before.
+        lower: &'a Path,
+        /// The tree after.
+        upper: &'a Path,
+    },
 }
 
 /// How a tar is laid onto a directory.
@@ -48,21 +88,40 @@ pub enum UnpackMode {
     Apply,
 }
 
+/// Options of [`write_layer`].
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     /// Clamp every mtime to at most this (SOURCE_DATE_EPOCH); None keeps mtimes.
     pub clamp_mtime: Option<i64>,
 }
 
+/// Errors of the codec.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A filesystem or stream operation failed.
     #[error("{path}: {source}")]
     Io {
+        /// What was being read or written.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// An archive entry would land outside the target directory; nothing was written for it.
     #[error("layer entry {entry:?} escapes the target root")]
-    Escape { entry: String },
+    Escape {
+        /// The entry's name as written in the archive.
+        entry: String,
+    },
+    /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
 }
