@@ -82,6 +82,7 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    cairn_sandbox::maybe_run_init();
     let cli = Cli::parse();
     let code = match cmd::dispatch(cli) {
         Ok(code) => code,

@@ -1,0 +1,270 @@
+//! The container init: this same binary, re-exec'd as `<exe> __cairn-init` with the plan on fd 3
+//! and a message pipe on fd 4. Being a fresh exec it is single-threaded, so it may unshare, fork
+//! and allocate freely (what a fork of the multi-threaded cairn could not).
+//!
+//! A (this process) unshares the namespaces and forks B, PID 1 of the new PID namespace, which
+//! builds the mounts, pivots, and forks C, which becomes the user and execs the command. A and B
+//! block all asynchronous signals and wait for them with `sigwait`: SIGCHLD reaps, any other
+//! signal is forwarded one level down. Messages to the caller on fd 4, one per line:
+//! `pid <host pid of B>` and `error <code> <text>`.
+
+use crate::setup::{self, ContainerPlan};
+use crate::spec::Network;
+use crate::syscall::LinuxSyscall;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+
+/// The hidden first argument that turns the binary into the container init.
+pub const INIT_ARG: &str = "__cairn-init";
+pub(crate) const PLAN_FD: i32 = 3;
+pub(crate) const MSG_FD: i32 = 4;
+/// Exit code of a container that could not be set up (docker uses 125 for its own failures).
+pub(crate) const SETUP_FAILED: i32 = 125;
+
+/// If this process was started as the container init (`<exe> __cairn-init`), runs it and exits;
+/// otherwise returns at once. Call it as the very first line of `main` of every binary that runs
+/// containers (the `cairn` binary, test binaries with `harness = false`), before any thread exists.
+pub fn maybe_run_init() {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(INIT_ARG)) {
+        std::process::exit(init_main());
+    }
+}
+
+fn report(msg: &mut File, line: &str) {
+    let one_line: String = line
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    let _ = msg.write_all(format!("{one_line}\n").as_bytes());
+}
+
+fn fail(msg: &mut File, code: i32, text: &str) -> i32 {
+    report(msg, &format!("error {code} {text}"));
+    code
+}
+
+fn init_main() -> i32 {
+    // SAFETY: the caller set up fds 3 and 4 for us and nothing else in this process owns them.
+    let mut msg = unsafe { File::from_raw_fd(MSG_FD) };
+    let mut plan_file = unsafe { File::from_raw_fd(PLAN_FD) };
+    let mut text = String::new();
+    if let Err(e) = plan_file.read_to_string(&mut text) {
+        return fail(
+            &mut msg,
+            SETUP_FAILED,
+            &format!("reading the container plan: {e}"),
+        );
+    }
+    drop(plan_file);
+    let plan: ContainerPlan = match serde_json::from_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                &mut msg,
+                SETUP_FAILED,
+                &format!("decoding the container plan: {e}"),
+            )
+        }
+    };
+    let _ = nix::fcntl::fcntl(
+        &msg,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let mask = forwarded_signals();
+    if let Err(e) = mask.thread_block() {
+        return fail(&mut msg, SETUP_FAILED, &format!("blocking signals: {e}"));
+    }
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if plan.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = nix::sched::unshare(flags) {
+        return fail(&mut msg, SETUP_FAILED, &format!("creating namespaces: {e}"));
+    }
+    if let Err(e) = nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    ) {
+        return fail(&mut msg, SETUP_FAILED, &format!("making / private: {e}"));
+    }
+    if let Err(e) = setup::setup_network(&LinuxSyscall, plan.network) {
+        return fail(&mut msg, SETUP_FAILED, &e);
+    }
+    // SAFETY: single-threaded (a fresh exec that spawned no thread).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = pid1(&plan, msg, &mask);
+            // SAFETY: _exit skips atexit handlers that belong to A.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            report(&mut msg, &format!("pid {child}"));
+            drop(msg);
+            supervise(child, &mask)
+        }
+        Err(e) => fail(&mut msg, SETUP_FAILED, &format!("fork: {e}")),
+    }
+}
+
+/// Every signal but the synchronous ones (a fault must still kill us) is blocked and waited for.
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::all();
+    for s in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+        Signal::SIGTRAP,
+        Signal::SIGSYS,
+        Signal::SIGABRT,
+    ] {
+        set.remove(s);
+    }
+    set
+}
+
+/// Waits for `child`, reaping every other child (orphans reparented to PID 1) and forwarding
+/// every other signal to `child`. Returns the child's exit code, 128+N for signal N.
+fn supervise(child: Pid, mask: &SigSet) -> i32 {
+    loop {
+        let Ok(sig) = mask.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => return 128 + s as i32,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+/// B: PID 1 of the container.
+fn pid1(plan: &ContainerPlan, mut msg: File, mask: &SigSet) -> i32 {
+    // Dies with A, and its death kills everything in the PID namespace.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let sys = LinuxSyscall;
+    if let Err(e) = setup::setup_rootfs(&sys, plan) {
+        return fail(&mut msg, SETUP_FAILED, &e);
+    }
+    if let Err(e) = setup::restrict_capabilities(&sys) {
+        return fail(&mut msg, SETUP_FAILED, &e);
+    }
+    // SAFETY: single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = exec_process(plan, &mut msg);
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(msg);
+            supervise(child, mask)
+        }
+        Err(e) => fail(&mut msg, SETUP_FAILED, &format!("fork: {e}")),
+    }
+}
+
+/// C: becomes the process of the spec. Returns only on failure.
+fn exec_process(plan: &ContainerPlan, msg: &mut File) -> i32 {
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::unistd::setsid();
+    if plan.tty {
+        // SAFETY: plain ioctl on our stdin, the pty slave the caller gave us.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            let e = std::io::Error::last_os_error();
+            return fail(
+                msg,
+                SETUP_FAILED,
+                &format!("making the pty the controlling terminal: {e}"),
+            );
+        }
+    }
+    let cwd = if plan.cwd.is_empty() {
+        "/"
+    } else {
+        plan.cwd.as_str()
+    };
+    // WORKDIR is created as root, as docker does, before the switch to the user; through the
+    // image's symlinks (now relative to the new root), dangling ones included.
+    let created = crate::stubs::secure_join(std::path::Path::new("/"), cwd)
+        .unwrap_or_else(|_| cwd.to_string());
+    if let Err(e) = std::fs::create_dir_all(&created) {
+        return fail(
+            msg,
+            SETUP_FAILED,
+            &format!("creating working directory {cwd}: {e}"),
+        );
+    }
+    if let Err(e) = setup::become_user(&LinuxSyscall, plan) {
+        return fail(msg, SETUP_FAILED, &e);
+    }
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        return fail(msg, SETUP_FAILED, &format!("chdir to {cwd}: {e}"));
+    }
+    let path_var = plan
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(crate::spec::DEFAULT_PATH);
+    let prog = &plan.args[0];
+    let resolved = match find_executable(prog, path_var) {
+        Some(p) => p,
+        None => {
+            return fail(
+                msg,
+                127,
+                &format!("exec: {prog:?}: executable file not found in $PATH"),
+            );
+        }
+    };
+    let to_c = |s: &str| CString::new(s).unwrap_or_default();
+    let argv: Vec<CString> = plan.args.iter().map(|a| to_c(a)).collect();
+    let envp: Vec<CString> = plan.env.iter().map(|a| to_c(a)).collect();
+    let Ok(path_c) = CString::new(resolved.as_os_str().as_bytes()) else {
+        return fail(msg, 127, &format!("exec: {prog:?}: invalid path"));
+    };
+    let err = match nix::unistd::execve(&path_c, &argv, &envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    let code = if err == nix::Error::ENOENT { 127 } else { 126 };
+    fail(
+        msg,
+        code,
+        &format!("exec: {prog:?}: {}", std::io::Error::from(err)),
+    )
+}
+
+/// execvp's lookup, in the container's root and PATH.
+fn find_executable(prog: &str, path_var: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if prog.contains('/') {
+        return Some(prog.into());
+    }
+    path_var
+        .split(':')
+        .map(|d| std::path::Path::new(if d.is_empty() { "." } else { d }).join(prog))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}

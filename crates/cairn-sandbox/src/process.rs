@@ -1,0 +1,503 @@
+//! The caller's side of a run: plan, spawn the init, stream output, wait, clean up.
+
+use crate::error::{Error, IoContext, Result};
+use crate::init::{INIT_ARG, MSG_FD, PLAN_FD, SETUP_FAILED};
+use crate::setup::{self, ContainerPlan};
+use crate::spec::{MountKind, OutputStream, ProcessSpec, DEFAULT_PATH};
+use crate::stubs::{StubKind, Stubs};
+use crate::user;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+/// Host PIDs of the init processes (A) of the runs in flight, for [`kill_all_running`].
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Sends SIGKILL to every container this process is running: each init dies, PID 1 of its
+/// container dies with it (`PR_SET_PDEATHSIG`), and with PID 1 every process of the container.
+/// The `run` calls then return (128+9) and clean up their mounts. Meant for a thread that waits
+/// for SIGINT/SIGTERM.
+pub fn kill_all_running() {
+    signal_all_running(libc::SIGKILL);
+}
+
+/// Sends `signal` to every container this process is running; the init forwards it to the
+/// container's main process (SIGTERM for a graceful stop).
+pub fn signal_all_running(signal: i32) {
+    let pids = RUNNING.lock().map(|v| v.clone()).unwrap_or_default();
+    for pid in pids {
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+static TERMINATION: AtomicI32 = AtomicI32::new(0);
+
+/// Makes SIGINT, SIGTERM and SIGHUP kill every running container (see [`kill_all_running`])
+/// instead of killing cairn outright, so that each `run` returns and its caller can unmount and
+/// clean up; [`termination_signal`] then says which signal came. Blocks the signals in the calling
+/// thread, so call it before any other thread is spawned (threads inherit the mask).
+pub fn kill_containers_on_termination() -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()
+        .map_err(|e| Error::io("blocking signals", e.into()))?;
+    std::thread::Builder::new()
+        .name("cairn-signals".into())
+        .spawn(move || loop {
+            if let Ok(sig) = set.wait() {
+                TERMINATION.store(sig as i32, Ordering::SeqCst);
+                kill_all_running();
+            }
+        })
+        .map_err(|e| Error::io("starting the signal thread", e))?;
+    Ok(())
+}
+
+/// The signal that asked this process to terminate, once [`kill_containers_on_termination`]
+/// caught one.
+pub fn termination_signal() -> Option<i32> {
+    match TERMINATION.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Optional callbacks of [`run_with`].
+#[derive(Default)]
+pub struct RunHooks<'a> {
+    /// Called once the container's PID 1 exists, with its host PID (its namespaces are in
+    /// `/proc/<pid>/ns/`, to join for a health check).
+    pub on_start: Option<Box<dyn FnMut(u32) + 'a>>,
+    /// Where the process's stdin comes from when `spec.stdin` is set: None = this process's fd 0.
+    pub stdin: Option<OwnedFd>,
+}
+
+/// Runs `spec` in `rootfs` (see the crate docs), calling `on_output` with chunks of its output.
+/// Returns the exit code (128+N when killed by signal N); `Err` when the container could not be
+/// set up or the command could not be started ([`Error::Exec`] carries 126/127).
+pub fn run(
+    rootfs: &Path,
+    spec: &ProcessSpec,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+) -> Result<i32> {
+    run_with(rootfs, spec, on_output, &mut RunHooks::default())
+}
+
+/// [`run`] with hooks.
+pub fn run_with(
+    rootfs: &Path,
+    spec: &ProcessSpec,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    hooks: &mut RunHooks<'_>,
+) -> Result<i32> {
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        return Err(Error::InvalidSpec("no command given".into()));
+    }
+    for m in &spec.mounts {
+        setup::validate_target(&m.target).map_err(Error::InvalidSpec)?;
+        if let MountKind::Bind { source, .. } = &m.kind {
+            if !source.is_absolute() || !source.exists() {
+                return Err(Error::InvalidSpec(format!(
+                    "bind source path does not exist: {}",
+                    source.display()
+                )));
+            }
+        }
+    }
+    let user = user::resolve(rootfs, &spec.user)?;
+    let hostname = if spec.hostname.is_empty() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        spec.hostname.clone()
+    };
+    let etc = tempfile::Builder::new()
+        .prefix("cairn-etc-")
+        .tempdir()
+        .ctx(|| "creating a temp dir for /etc files".into())?;
+    let (resolv, hosts, hostname_file) = write_etc_files(etc.path(), &hostname, spec)?;
+    let mounts = setup::plan_mounts(
+        &spec.mounts,
+        setup::etc_mounts(&resolv, &hosts, &hostname_file),
+    );
+
+    let mut targets: Vec<(String, StubKind)> = ["/proc", "/dev", "/sys"]
+        .iter()
+        .map(|t| (t.to_string(), StubKind::Dir))
+        .collect();
+    for m in &mounts {
+        let kind = match &m.kind {
+            MountKind::Bind { source, .. } if !source.is_dir() => StubKind::File,
+            _ => StubKind::Dir,
+        };
+        targets.push((m.target.clone(), kind));
+    }
+    let stubs = Stubs::create(rootfs, &targets)?;
+
+    let plan = ContainerPlan {
+        rootfs: rootfs.to_path_buf(),
+        args: spec.args.clone(),
+        env: complete_env(&spec.env, &user.home, &hostname, spec.tty),
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.clone(),
+        cwd: if spec.cwd.is_empty() {
+            "/".into()
+        } else {
+            spec.cwd.clone()
+        },
+        hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
+        network: spec.network,
+        mounts,
+        tty: spec.tty,
+    };
+    let result = spawn_and_wait(&plan, spec.stdin, on_output, hooks);
+    drop(stubs);
+    drop(etc);
+    result
+}
+
+/// The environment a Dockerfile process sees: the given one plus PATH, HOME, HOSTNAME (and TERM
+/// on a tty) when absent.
+pub(crate) fn complete_env(env: &[String], home: &str, hostname: &str, tty: bool) -> Vec<String> {
+    let has = |k: &str| {
+        env.iter()
+            .any(|kv| kv.split_once('=').map(|(n, _)| n) == Some(k))
+    };
+    let mut out = Vec::with_capacity(env.len() + 4);
+    if !has("PATH") {
+        out.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has("HOSTNAME") {
+        out.push(format!("HOSTNAME={hostname}"));
+    }
+    out.extend(env.iter().cloned());
+    if tty && !has("TERM") {
+        out.push("TERM=xterm".into());
+    }
+    if !has("HOME") {
+        out.push(format!("HOME={home}"));
+    }
+    out
+}
+
+fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    spec: &ProcessSpec,
+) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let resolv = dir.join("resolv.conf");
+    let hosts = dir.join("hosts");
+    let host_file = dir.join("hostname");
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let hosts_text = match spec.network {
+        // With the host's network, the host's names are the right answer (docker does the same).
+        crate::spec::Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        crate::spec::Network::None => String::new(),
+    };
+    let hosts_text = if hosts_text.trim().is_empty() {
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+    } else {
+        hosts_text
+    };
+    for (path, text) in [
+        (&resolv, host_resolv),
+        (&hosts, hosts_text),
+        (&host_file, format!("{hostname}\n")),
+    ] {
+        std::fs::write(path, text).ctx(|| format!("writing {}", path.display()))?;
+    }
+    Ok((resolv, hosts, host_file))
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::io("pipe", e.into()))
+}
+
+/// Which binary to re-exec as the init: `CAIRN_INIT_EXE` (for test binaries of other crates that
+/// cannot call [`crate::maybe_run_init`]) or this very binary.
+fn init_exe() -> PathBuf {
+    std::env::var_os("CAIRN_INIT_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
+}
+
+struct Registered(i32);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut v) = RUNNING.lock() {
+            v.retain(|p| *p != self.0);
+        }
+    }
+}
+
+fn spawn_and_wait(
+    plan: &ContainerPlan,
+    stdin: bool,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    hooks: &mut RunHooks<'_>,
+) -> Result<i32> {
+    let json =
+        serde_json::to_vec(plan).map_err(|e| Error::Setup(format!("encoding the plan: {e}")))?;
+    let plan_fd = rustix::fs::memfd_create("cairn-plan", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| Error::io("memfd_create", e.into()))?;
+    let mut plan_file = File::from(plan_fd);
+    plan_file
+        .write_all(&json)
+        .ctx(|| "writing the plan".into())?;
+    plan_file.rewind().ctx(|| "rewinding the plan".into())?;
+    let (msg_r, msg_w) = cloexec_pipe()?;
+
+    let mut cmd = Command::new(init_exe());
+    cmd.arg(INIT_ARG).env_clear();
+    let mut pty_master: Option<OwnedFd> = None;
+    let (out_r, err_r) = if plan.tty {
+        let (master, slave) = open_pty()?;
+        let s = |f: &OwnedFd| -> Result<Stdio> {
+            Ok(Stdio::from(f.try_clone().ctx(|| "dup pty".into())?))
+        };
+        cmd.stdin(s(&slave)?).stdout(s(&slave)?).stderr(s(&slave)?);
+        pty_master = Some(master);
+        (None, None)
+    } else {
+        let (or, ow) = cloexec_pipe()?;
+        let (er, ew) = cloexec_pipe()?;
+        cmd.stdout(Stdio::from(ow)).stderr(Stdio::from(ew));
+        match (stdin, hooks.stdin.take()) {
+            (true, Some(fd)) => cmd.stdin(Stdio::from(fd)),
+            (true, None) => cmd.stdin(Stdio::inherit()),
+            (false, _) => cmd.stdin(Stdio::null()),
+        };
+        (Some(or), Some(er))
+    };
+    let plan_raw = plan_file.as_raw_fd();
+    let msg_raw = msg_w.as_raw_fd();
+    let own_group = !plan.tty;
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl, setpgid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both out of the way first: either may already be 3 or 4.
+            let p = libc::fcntl(plan_raw, libc::F_DUPFD_CLOEXEC, 10);
+            let m = libc::fcntl(msg_raw, libc::F_DUPFD_CLOEXEC, 10);
+            if p < 0 || m < 0 || libc::dup2(p, PLAN_FD) < 0 || libc::dup2(m, MSG_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The init dies with the thread that started it: no orphaned container survives cairn.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if own_group {
+                // Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
+                libc::setpgid(0, 0);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .ctx(|| format!("starting the container init {}", init_exe().display()))?;
+    drop(cmd);
+    drop(msg_w);
+    drop(plan_file);
+    let registered = Registered(child.id() as i32);
+    if let Ok(mut v) = RUNNING.lock() {
+        v.push(registered.0);
+    }
+    // A signal that came between spawn and registration found nothing to kill.
+    if termination_signal().is_some() {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(registered.0, libc::SIGKILL) };
+    }
+
+    let mut stdin_thread = None;
+    if let Some(master) = &pty_master {
+        if stdin {
+            let mut to_pty = File::from(master.try_clone().ctx(|| "dup pty".into())?);
+            let mut from: Box<dyn Read + Send> = match hooks.stdin.take() {
+                Some(fd) => Box::new(File::from(fd)),
+                None => Box::new(std::io::stdin()),
+            };
+            stdin_thread = Some(std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || to_pty.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    drop(stdin_thread);
+
+    let mut msgs = String::new();
+    pump(
+        pty_master.as_ref().or(out_r.as_ref()),
+        err_r.as_ref(),
+        &msg_r,
+        on_output,
+        &mut msgs,
+        hooks,
+    );
+    let status = child
+        .wait()
+        .ctx(|| "waiting for the container init".into())?;
+    drop(registered);
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+
+    for line in msgs.lines() {
+        if let Some(rest) = line.strip_prefix("error ") {
+            let (c, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let c: i32 = c.parse().unwrap_or(SETUP_FAILED);
+            return Err(if c == 126 || c == 127 {
+                Error::Exec {
+                    message: text.to_string(),
+                    code: c,
+                }
+            } else {
+                Error::Setup(text.to_string())
+            });
+        }
+    }
+    Ok(code)
+}
+
+/// Copies output to `on_output` and collects init messages until every stream is closed (every
+/// process of the container has exited or closed them).
+fn pump(
+    out: Option<&OwnedFd>,
+    err: Option<&OwnedFd>,
+    msg: &OwnedFd,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    msgs: &mut String,
+    hooks: &mut RunHooks<'_>,
+) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut open = [out.is_some(), err.is_some(), true];
+    let fds = [out, err, Some(msg)];
+    let mut buf = vec![0u8; 65536];
+    let mut msg_seen = 0;
+    while open.iter().any(|o| *o) {
+        let idx: Vec<usize> = (0..3).filter(|i| open[*i]).collect();
+        let mut pfds: Vec<PollFd<'_>> = idx
+            .iter()
+            .filter_map(|i| fds[*i].map(|f| PollFd::new(f, PollFlags::IN)))
+            .collect();
+        match poll(&mut pfds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<(usize, PollFlags)> = idx
+            .iter()
+            .zip(pfds.iter())
+            .map(|(i, p)| (*i, p.revents()))
+            .collect();
+        drop(pfds);
+        for (i, rev) in ready {
+            if rev.is_empty() {
+                continue;
+            }
+            let Some(fd) = fds[i] else { continue };
+            match rustix::io::read(fd.as_fd(), &mut buf) {
+                Ok(0) => open[i] = false,
+                Ok(n) => match i {
+                    0 => on_output(OutputStream::Stdout, &buf[..n]),
+                    1 => on_output(OutputStream::Stderr, &buf[..n]),
+                    _ => msgs.push_str(&String::from_utf8_lossy(&buf[..n])),
+                },
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                // EIO: a pty master whose slave side is closed by everyone.
+                Err(_) => open[i] = false,
+            }
+        }
+        // Report the start as soon as the init told us PID 1's pid.
+        while let Some(end) = msgs[msg_seen..].find('\n') {
+            let line = &msgs[msg_seen..msg_seen + end];
+            if let Some(pid) = line
+                .strip_prefix("pid ")
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                if let Some(cb) = hooks.on_start.as_mut() {
+                    cb(pid);
+                }
+            }
+            msg_seen += end + 1;
+        }
+    }
+}
+
+fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+        .map_err(|e| Error::io("opening a pty", e.into()))?;
+    grantpt(&master).map_err(|e| Error::io("grantpt", e.into()))?;
+    unlockpt(&master).map_err(|e| Error::io("unlockpt", e.into()))?;
+    let name = ptsname(&master, Vec::new()).map_err(|e| Error::io("ptsname", e.into()))?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::io("opening the pty slave", e.into()))?;
+    // Start with the caller's window size when it has a terminal.
+    if let Ok(ws) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+        let _ = rustix::termios::tcsetwinsize(&master, ws);
+    }
+    Ok((master, slave))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_gets_path_home_hostname_defaults_only_when_absent() {
+        let e = complete_env(&["A=1".into()], "/home/app", "box", false);
+        assert_eq!(
+            e,
+            vec![
+                format!("PATH={DEFAULT_PATH}"),
+                "HOSTNAME=box".into(),
+                "A=1".into(),
+                "HOME=/home/app".into()
+            ]
+        );
+        let e = complete_env(
+            &["PATH=/x".into(), "HOME=/h".into(), "HOSTNAME=y".into()],
+            "/root",
+            "box",
+            true,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "PATH=/x".to_string(),
+                "HOME=/h".into(),
+                "HOSTNAME=y".into(),
+                "TERM=xterm".into()
+            ]
+        );
+    }
+}

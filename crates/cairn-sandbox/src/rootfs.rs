@@ -1,0 +1,380 @@
+//! A container's root filesystem over a stack of snapshots: an overlay mount (the snapshots as
+//! shared, never-written lowerdirs and a fresh upperdir that becomes the change) or, without
+//! overlayfs, a copied tree diffed against a pristine copy.
+
+use crate::copy;
+use crate::error::{Error, IoContext, Result};
+use cairn_layer::DiffSource;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+/// How a [`Rootfs`] is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotterKind {
+    /// overlayfs: instant, shares the snapshots, the upper dir is the change.
+    Overlay,
+    /// A copy of the flattened snapshots, diffed against a second pristine copy: slow, works on
+    /// any filesystem.
+    Native,
+}
+
+impl SnapshotterKind {
+    /// `CAIRN_SNAPSHOTTER=native|overlay` if set, else overlay when the kernel has it.
+    pub fn detect() -> SnapshotterKind {
+        match std::env::var("CAIRN_SNAPSHOTTER").as_deref() {
+            Ok("native") => return SnapshotterKind::Native,
+            Ok("overlay") | Ok("overlayfs") => return SnapshotterKind::Overlay,
+            _ => {}
+        }
+        let listed = fs::read_to_string("/proc/filesystems")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.split_whitespace().last() == Some("overlay"))
+            })
+            .unwrap_or(false);
+        if listed || Path::new("/sys/module/overlay").exists() {
+            SnapshotterKind::Overlay
+        } else {
+            SnapshotterKind::Native
+        }
+    }
+
+    /// Parses `overlay`/`overlayfs`/`native` (the `--snapshotter` flag).
+    pub fn parse(s: &str) -> Option<SnapshotterKind> {
+        match s {
+            "overlay" | "overlayfs" => Some(SnapshotterKind::Overlay),
+            "native" => Some(SnapshotterKind::Native),
+            _ => None,
+        }
+    }
+}
+
+/// A prepared root filesystem. Dropping it unmounts it and removes the directories it made.
+#[derive(Debug)]
+pub struct Rootfs {
+    kind: SnapshotterKind,
+    /// The directories this rootfs created inside the caller's scratch dir (removed on drop).
+    owned: Vec<PathBuf>,
+    merged: PathBuf,
+    upper: PathBuf,
+    /// Native only: the pristine flattened lowers.
+    base: Option<PathBuf>,
+    mounted: bool,
+}
+
+/// Entries every container mounts over; the overlay snapshotter puts them in an "init" layer
+/// between the image and the upper dir (docker's `-init` layer), so that creating them never
+/// copies a directory of the image up into the change.
+const INIT_DIRS: [&str; 3] = ["proc", "dev", "sys"];
+const INIT_ETC_FILES: [&str; 3] = ["resolv.conf", "hosts", "hostname"];
+
+impl Rootfs {
+    /// Prepares a root from `lowers` (snapshot dirs, bottom layer first; may be empty for
+    /// `FROM scratch`) inside `scratch`, which must exist and be on a filesystem that can hold an
+    /// overlay upper dir (not itself overlayfs).
+    pub fn prepare(lowers: &[PathBuf], scratch: &Path, kind: SnapshotterKind) -> Result<Rootfs> {
+        let dir = tempfile::Builder::new()
+            .prefix("rootfs-")
+            .tempdir_in(scratch)
+            .ctx(|| format!("creating a rootfs dir in {}", scratch.display()))?
+            .keep();
+        let mut rootfs = Rootfs {
+            kind,
+            owned: vec![dir.clone()],
+            merged: dir.join("merged"),
+            upper: dir.join("upper"),
+            base: None,
+            mounted: false,
+        };
+        match kind {
+            SnapshotterKind::Overlay => rootfs.prepare_overlay(lowers, &dir)?,
+            SnapshotterKind::Native => rootfs.prepare_native(lowers, &dir)?,
+        }
+        Ok(rootfs)
+    }
+
+    fn prepare_overlay(&mut self, lowers: &[PathBuf], dir: &Path) -> Result<()> {
+        let work = dir.join("work");
+        let init = dir.join("init");
+        for d in [&self.merged, &self.upper, &work, &init] {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(d)
+                .ctx(|| format!("creating {}", d.display()))?;
+        }
+        let top_first: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
+        build_init_layer(&init, &top_first)
+            .ctx(|| format!("creating the init layer {}", init.display()))?;
+        // The merged root shows the upper dir's own attributes: give it the image's.
+        if let Some(top) = top_first.first() {
+            let m = fs::symlink_metadata(top).ctx(|| format!("reading {}", top.display()))?;
+            copy::copy_metadata(top, &m, &self.upper)
+                .ctx(|| format!("setting up {}", self.upper.display()))?;
+        }
+        let mut layers: Vec<&Path> = vec![init.as_path()];
+        layers.extend(top_first.iter().copied());
+        mount_overlay(&layers, &self.upper, &work, &self.merged)?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    fn prepare_native(&mut self, lowers: &[PathBuf], dir: &Path) -> Result<()> {
+        let base = dir.join("base");
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&base)
+            .ctx(|| format!("creating {}", base.display()))?;
+        for l in lowers {
+            copy::apply_tree(l, &base, true).ctx(|| format!("copying snapshot {}", l.display()))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&self.merged)
+            .ctx(|| format!("creating {}", self.merged.display()))?;
+        copy::apply_tree(&base, &self.merged, false)
+            .ctx(|| format!("copying {}", base.display()))?;
+        // The change is read by comparing the working copy (`merged`) with `base`.
+        self.upper = self.merged.clone();
+        self.base = Some(base);
+        Ok(())
+    }
+
+    /// The root to run processes in.
+    pub fn path(&self) -> &Path {
+        &self.merged
+    }
+
+    /// Which snapshotter made this root.
+    pub fn kind(&self) -> SnapshotterKind {
+        self.kind
+    }
+
+    /// Where the change is read from after the process exits: the overlay upper dir, or the
+    /// working copy compared with the pristine one.
+    pub fn diff_source(&self) -> DiffSource<'_> {
+        match &self.base {
+            Some(base) => DiffSource::Compare {
+                lower: base,
+                upper: &self.merged,
+            },
+            None => DiffSource::OverlayUpper(&self.upper),
+        }
+    }
+
+    /// Unmounts and removes everything now, reporting errors that `drop` would swallow.
+    pub fn cleanup(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        if self.mounted {
+            nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                Error::io(format!("unmounting {}", self.merged.display()), e.into())
+            })?;
+            self.mounted = false;
+        }
+        for d in std::mem::take(&mut self.owned) {
+            match fs::remove_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", d.display()), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            eprintln!("cairn: warning: cleaning up a rootfs: {e}");
+        }
+    }
+}
+
+/// Creates the init layer: the mount points of [`INIT_DIRS`] and /etc/{resolv.conf,hosts,hostname},
+/// each with the attributes the image gives that path when it has one, so the merged view (and any
+/// copy-up into the change) shows the image's metadata.
+fn build_init_layer(init: &Path, lowers_top_first: &[&Path]) -> io::Result<()> {
+    if let Some(top) = lowers_top_first.first() {
+        copy::copy_metadata(top, &fs::symlink_metadata(top)?, init)?;
+    }
+    for d in INIT_DIRS {
+        let p = init.join(d);
+        match copy::lookup_in_lowers(lowers_top_first, OsStr::new(d)) {
+            // A symlink or file there is the image's business: the run resolves it in the rootfs.
+            Some((_, m)) if !m.is_dir() => continue,
+            Some((src, m)) => {
+                fs::create_dir(&p)?;
+                copy::copy_metadata(&src, &m, &p)?;
+            }
+            None => fs::DirBuilder::new().mode(0o755).create(&p)?,
+        }
+    }
+    let etc = init.join("etc");
+    let etc_meta = match copy::lookup_in_lowers(lowers_top_first, OsStr::new("etc")) {
+        Some((_, m)) if !m.is_dir() => return Ok(()),
+        Some((src, m)) => Some((src, m)),
+        None => None,
+    };
+    fs::DirBuilder::new().mode(0o755).create(&etc)?;
+    for f in INIT_ETC_FILES {
+        let p = etc.join(f);
+        fs::File::create(&p)?;
+        match copy::lookup_in_lowers(lowers_top_first, OsStr::new(&format!("etc/{f}"))) {
+            Some((src, m)) if m.is_file() => copy::copy_metadata(&src, &m, &p)?,
+            _ => {}
+        }
+    }
+    // After the files, or creating them would have moved the mtime again.
+    if let Some((src, m)) = etc_meta {
+        copy::copy_metadata(&src, &m, &etc)?;
+    }
+    Ok(())
+}
+
+/// The kernel takes one page of mount options; overlayfs at most 500 layers.
+const MAX_OPTIONS: usize = 4000;
+const MAX_LAYERS: usize = 500;
+
+fn mount_overlay(
+    layers_top_first: &[&Path],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<()> {
+    if layers_top_first.len() > MAX_LAYERS {
+        return Err(Error::Setup(format!(
+            "{} layers: overlayfs stacks at most {MAX_LAYERS}",
+            layers_top_first.len()
+        )));
+    }
+    // The new mount API takes one lowerdir per call ("lowerdir+", Linux 6.8): no length limit.
+    match mount_overlay_fsconfig(layers_top_first, upper, work, merged) {
+        Ok(()) => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("mounting overlay on {}", merged.display()),
+                e,
+            ))
+        }
+    }
+    // Older kernels: one option string. Descriptor paths are short and fixed-size, so a long
+    // chain of long snapshot paths still fits.
+    let mut fds = Vec::new();
+    let mut lower_opt = String::new();
+    for l in layers_top_first {
+        let fd = rustix::fs::open(
+            *l,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::io(format!("opening {}", l.display()), e.into()))?;
+        if !lower_opt.is_empty() {
+            lower_opt.push(':');
+        }
+        lower_opt.push_str(&format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ));
+        fds.push(fd);
+    }
+    let data = format!(
+        "lowerdir={lower_opt},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    if data.len() > MAX_OPTIONS {
+        return Err(Error::Setup(format!(
+            "{} layers do not fit in one overlay mount on this kernel (needs Linux 6.8)",
+            layers_top_first.len()
+        )));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("mounting overlay on {}", merged.display()),
+            e.into(),
+        )
+    })
+}
+
+fn mount_overlay_fsconfig(
+    layers_top_first: &[&Path],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> io::Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
+        FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for l in layers_top_first {
+        fsconfig_set_string(&fs_fd, "lowerdir+", *l)?;
+    }
+    fsconfig_set_string(&fs_fd, "upperdir", upper)?;
+    fsconfig_set_string(&fs_fd, "workdir", work)?;
+    fsconfig_create(&fs_fd)?;
+    let mnt = fsmount(
+        &fs_fd,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        merged,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn init_layer_copies_image_metadata_and_respects_symlinked_etc() {
+        let t = tempfile::tempdir().unwrap();
+        let lower = t.path().join("lower");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::set_permissions(lower.join("etc"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(lower.join("etc/hosts"), b"image hosts").unwrap();
+        let init = t.path().join("init");
+        fs::create_dir(&init).unwrap();
+        build_init_layer(&init, &[lower.as_path()]).unwrap();
+        let etc = fs::metadata(init.join("etc")).unwrap();
+        assert_eq!(etc.mode() & 0o777, 0o750);
+        assert_eq!(
+            etc.mtime(),
+            fs::metadata(lower.join("etc")).unwrap().mtime()
+        );
+        assert!(init.join("proc").is_dir() && init.join("etc/resolv.conf").is_file());
+        let hosts = fs::metadata(init.join("etc/hosts")).unwrap();
+        assert_eq!((hosts.uid(), hosts.len()), (0, 0), "an empty mount point");
+
+        let lower2 = t.path().join("lower2");
+        fs::create_dir(&lower2).unwrap();
+        std::os::unix::fs::symlink("/somewhere", lower2.join("etc")).unwrap();
+        let init2 = t.path().join("init2");
+        fs::create_dir(&init2).unwrap();
+        build_init_layer(&init2, &[lower2.as_path()]).unwrap();
+        assert!(
+            !init2.join("etc").exists(),
+            "a symlinked /etc of the image must not be shadowed"
+        );
+    }
+}
