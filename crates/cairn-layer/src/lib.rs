@@ -7,7 +7,9 @@
 //!
 //! ```text
 //! write_layer(DiffSource, Compression, &WriteOptions, out: impl Write) -> Result<LayerDescriptor>
+//! write_layer_with_stats(..same..) -> Result<(LayerDescriptor, WriteStats)>   // + tar and content sizes
 //! unpack_layer(reader: impl Read, target: &Path, UnpackMode) -> Result<UnpackStats>
+//! measure_layer(reader: impl Read) -> Result<UnpackStats>  // diffID + sizes, writes nothing
 //! decompress(reader) -> Result<Box<dyn Read>>     // gzip / zstd / xz / plain, detected
 //! hash::{HashingWriter, HashingReader, sha256_digest}
 //! ```
@@ -31,8 +33,8 @@ mod unpack;
 mod write;
 
 pub use compress::{decompress, media_type};
-pub use unpack::{unpack_layer, UnpackStats};
-pub use write::write_layer;
+pub use unpack::{measure_layer, unpack_layer, UnpackStats};
+pub use write::{write_layer, write_layer_with_stats, WriteStats};
 
 /// `sha256:<hex>`.
 pub type Digest = String;

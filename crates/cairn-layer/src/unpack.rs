@@ -21,7 +21,8 @@ use std::path::{Component, Path, PathBuf};
 pub struct UnpackStats {
     /// Entries read from the archive (PAX headers excluded).
     pub entries: u64,
-    /// Bytes of regular file content written.
+    /// Regular file bytes plus symlink target lengths (hardlinks count once): the layer size
+    /// docker reports.
     pub bytes: u64,
     /// Entries skipped because this process lacks the privilege (device nodes when not root).
     pub skipped: u64,
@@ -58,6 +59,34 @@ pub fn unpack_layer<R: Read>(
         tar_size,
         ..stats
     })
+}
+
+/// Reads a layer (compressed or not) to its end without writing anything, and returns what an
+/// unpack would report: diffID, tar size, content size. Used to verify and size foreign layers.
+pub fn measure_layer<R: Read>(reader: R) -> Result<UnpackStats, Error> {
+    let plain = crate::compress::decompress(reader)?;
+    let mut hashed = HashingReader::new(plain);
+    let mut stats = UnpackStats::default();
+    {
+        let mut archive = tar::Archive::new(&mut hashed);
+        for entry in archive.entries().map_err(|e| Error::io("<tar>", e))? {
+            let entry = entry.map_err(|e| Error::io("<tar>", e))?;
+            match entry.header().entry_type() {
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+                tar::EntryType::Regular | tar::EntryType::Continuous => stats.bytes += entry.size(),
+                tar::EntryType::Symlink => {
+                    stats.bytes += entry.link_name_bytes().map(|l| l.len() as u64).unwrap_or(0)
+                }
+                _ => {}
+            }
+            stats.entries += 1;
+        }
+    }
+    io::copy(&mut hashed, &mut io::sink()).map_err(|e| Error::io("<tar>", e))?;
+    let (_, diff_id, tar_size) = hashed.finish();
+    stats.diff_id = diff_id;
+    stats.tar_size = tar_size;
+    Ok(stats)
 }
 
 struct Unpacker {
@@ -269,6 +298,7 @@ impl Unpacker {
                         Error::Other(format!("entry {entry:?}: symlink without target"))
                     })?
                     .into_owned();
+                self.stats.bytes += target.len() as u64;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &pdir, &name)
                     .map_err(|x| self.err(&entry, errno_io(x)))?;
                 self.own(&entry, &pdir, &name, uid, gid)?;

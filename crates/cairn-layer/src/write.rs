@@ -30,6 +30,28 @@ pub fn write_layer<W: Write>(
     opts: &WriteOptions,
     out: W,
 ) -> Result<LayerDescriptor, Error> {
+    write_layer_with_stats(source, compression, opts, out).map(|(d, _)| d)
+}
+
+/// Sizes measured while a layer was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Size of the uncompressed tar.
+    pub tar_size: u64,
+    /// Regular file bytes (each hardlinked file once) plus symlink target lengths: the layer size
+    /// docker reports.
+    pub content_size: u64,
+    /// Number of archive entries.
+    pub entries: u64,
+}
+
+/// [`write_layer`], also returning the sizes measured on the way.
+pub fn write_layer_with_stats<W: Write>(
+    source: DiffSource<'_>,
+    compression: crate::Compression,
+    opts: &WriteOptions,
+    out: W,
+) -> Result<(LayerDescriptor, WriteStats), Error> {
     let compressed = HashingWriter::new(out);
     let compressor =
         Compressor::new(compression, compressed).map_err(|e| Error::io("<compressor>", e))?;
@@ -38,6 +60,7 @@ pub fn write_layer<W: Write>(
         opts: opts.clone(),
         links: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
+        stats: WriteStats::default(),
     };
     match source {
         DiffSource::Tree(root) => tar.walk_tree(root, Path::new(""), Mode::Tree)?,
@@ -47,7 +70,9 @@ pub fn write_layer<W: Write>(
     tar.out
         .write_all(&[0u8; BLOCK * 2])
         .map_err(|e| Error::io("<tar>", e))?;
-    let (buffered, diff_id, _tar_size) = tar.out.finish();
+    let mut stats = tar.stats;
+    let (buffered, diff_id, tar_size) = tar.out.finish();
+    stats.tar_size = tar_size;
     let compressor = buffered
         .into_inner()
         .map_err(|e| Error::io("<tar>", e.into_error()))?;
@@ -56,12 +81,15 @@ pub fn write_layer<W: Write>(
         .map_err(|e| Error::io("<compressor>", e))?;
     let (mut out, digest, size) = compressed.finish();
     out.flush().map_err(|e| Error::io("<output>", e))?;
-    Ok(LayerDescriptor {
-        digest,
-        diff_id,
-        size,
-        media_type: crate::compress::media_type(compression).to_string(),
-    })
+    Ok((
+        LayerDescriptor {
+            digest,
+            diff_id,
+            size,
+            media_type: crate::compress::media_type(compression).to_string(),
+        },
+        stats,
+    ))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,6 +104,7 @@ struct TarWriter<W: Write> {
     /// (dev, ino) of files with several links → the archive path of the first one written.
     links: HashMap<(u64, u64), PathBuf>,
     buf: Vec<u8>,
+    stats: WriteStats,
 }
 
 /// Children of a directory, sorted by the bytes of their names.
@@ -178,6 +207,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     fn header(&mut self, e: EntrySpec<'_>) -> Result<(), Error> {
+        self.stats.entries += 1;
         let mut h = tar::Header::new_ustar();
         let mut pax = Vec::new();
         let mut name = e.path.as_os_str().as_bytes().to_vec();
@@ -317,6 +347,7 @@ impl<W: Write> TarWriter<W> {
             self.header(spec(tar::EntryType::Directory, None, 0, xattrs))
         } else if ft.is_symlink() {
             let target = fs::read_link(abs).map_err(|e| Error::io(abs, e))?;
+            self.stats.content_size += target.as_os_str().len() as u64;
             self.header(spec(
                 tar::EntryType::Symlink,
                 Some(target.as_os_str().as_bytes()),
@@ -336,6 +367,7 @@ impl<W: Write> TarWriter<W> {
                 }
                 self.links.insert(key, rel.to_path_buf());
             }
+            self.stats.content_size += m.len();
             self.header(spec(tar::EntryType::Regular, None, m.len(), xattrs))?;
             self.copy_file(abs, m.len())
         } else if ft.is_char_device() {

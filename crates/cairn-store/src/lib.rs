@@ -13,15 +13,19 @@
 //! store.has_blob(&Digest) -> bool
 //! store.put_blob(bytes: &[u8]) -> Result<Digest>            // atomic
 //! store.ingest(reader, expected: Option<&Digest>) -> Result<(Digest, u64)>   // streaming, verified
+//! store.read_blob(&Digest) -> Result<Vec<u8>>               // small blobs (configs, manifests)
 //! // layers and snapshots
 //! store.write_layer(DiffSource, Compression, &WriteOptions) -> Result<LayerDescriptor>  // blob committed
 //! store.snapshot(&LayerDescriptor) -> Result<PathBuf>       // unpacked once (UnpackMode::OverlayLower), shared
 //! store.snapshots_for(&ImageRecord) -> Result<Vec<PathBuf>> // bottom layer first
 //! // images
 //! store.commit_image(&oci_spec::image::ImageConfiguration, &[LayerDescriptor], tags: &[String]) -> Result<ImageRecord>
+//! store.commit_image_json(&serde_json::Value, &[LayerDescriptor], tags) -> Result<ImageRecord> // keeps docker-only keys
 //! store.resolve(reference_or_id_prefix: &str) -> Result<Option<ImageRecord>>
 //! store.tag(&ImageRecord or id, reference: &str) -> Result<()>
+//! store.untag(reference) -> Result<Option<Digest>>, store.delete_image(id) -> Result<()>
 //! store.list_images() -> Result<Vec<ImageRecord>>
+//! store.config_json(&ImageRecord) -> Result<serde_json::Value>  // the config blob as stored
 //! ImageRecord { id: Digest /* config digest */, manifest_digest: Digest, config: ImageConfiguration,
 //!               layers: Vec<LayerDescriptor>, repo_tags: Vec<String>, size: u64 /* unpacked, as docker */ }
 //! // build cache index: key → opaque value bytes, plus the blobs the value keeps alive (for GC)
@@ -29,14 +33,57 @@
 //! store.cache_put(key: &str, value: &[u8], blobs: &[Digest]) -> Result<()>
 //! // cache mounts (RUN --mount=type=cache)
 //! store.cache_mount_dir(id: &str) -> Result<PathBuf>
-//! reference::normalize("alpine") == "docker.io/library/alpine:latest"
+//! // maintenance
+//! store.check() -> Result<CheckReport>, store.prune(&PruneOptions) -> Result<PruneReport>
+//! reference::normalize("alpine") == Ok("docker.io/library/alpine:latest")
 //! ```
+//!
+//! # On disk
+//!
+//! ```text
+//! ROOT/oci-layout, ROOT/index.json, ROOT/blobs/sha256/<hex>   an OCI image layout
+//! ROOT/meta.redb                                              tags, images, layer sizes, cache index
+//! ROOT/snapshots/<diffID hex>/                                unpacked layers (overlay lowerdirs)
+//! ROOT/cache-mounts/<hash of id>/                             RUN --mount=type=cache dirs
+//! ROOT/tmp/                                                   work in progress; renamed into place
+//! ROOT/lock                                                   flock: held shared while a process writes
+//! ```
+//!
+//! `index.json` lists every tagged manifest twice, with `org.opencontainers.image.ref.name` set to
+//! the full name (`docker.io/library/alpine:latest`) and to the short one (`alpine:latest`), and
+//! every untagged image once without a name. So `skopeo inspect oci:ROOT:alpine:latest` and
+//! `umoci unpack --image ROOT:alpine:latest` (skopeo splits `oci:PATH:REF` at the first ':')
+//! both find tagged images; the index is regenerated from the database after every change.
+//!
+//! # Concurrency and crashes
+//!
+//! Metadata lives in redb, opened in `ConcurrencyMode::MultiWriter`: any number of cairn
+//! processes may hold it open, readers never wait, and write transactions are serialised across
+//! processes by redb's own file locks. Blobs and snapshots are content-addressed and land by
+//! `rename`, so two processes writing the same blob race harmlessly. `index.json` is written
+//! inside the write transaction that changes what it lists and re-derived on open if a crash
+//! separated the two. A process that writes holds `ROOT/lock` shared; `prune` deletes recent
+//! unreferenced files only if it can take that lock exclusively, otherwise only files older than
+//! an hour (so that a concurrent build's not-yet-committed layers survive).
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub use cairn_layer::{Digest, LayerDescriptor};
+pub use oci_spec;
+
+mod blobs;
+mod db;
+mod gc;
+mod images;
+mod layout;
+pub mod reference;
+mod snapshots;
+
+pub use gc::{CheckReport, PruneOptions, PruneReport};
+pub use images::ImageRecord;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +95,42 @@ pub enum Error {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// The metadata database failed.
+    #[error("store database: {0}")]
+    Db(String),
+    /// The layer codec failed.
+    #[error(transparent)]
+    Layer(#[from] cairn_layer::Error),
+    /// Content did not hash to the digest it was announced with.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The announced digest.
+        expected: Digest,
+        /// What the content hashes to.
+        actual: Digest,
+    },
+    /// A reference that docker would not accept either.
+    #[error("invalid reference format {reference:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No image matches.
+    #[error("No such image: {0}")]
+    NotFound(String),
+    /// A short ID prefix matches several images.
+    #[error("ambiguous image ID prefix {0:?}: it matches several images")]
+    Ambiguous(String),
+    /// A blob or a stored document does not parse.
+    #[error("corrupt {what}: {why}")]
+    Corrupt {
+        /// Which document.
+        what: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// Anything else, with a message meant for the user.
     #[error("{0}")]
@@ -75,30 +158,41 @@ pub fn default_root() -> PathBuf {
     PathBuf::from(home).join(".local/share/cairn")
 }
 
-/// An open store rooted at a directory.
-#[derive(Debug)]
+/// An open store rooted at a directory. Cheap to open; share one per process.
 pub struct Store {
     root: PathBuf,
+    db: redb::Database,
+    /// The shared flock on `ROOT/lock`, taken on the first write: tells `prune` that this
+    /// process may hold blobs that nothing references yet.
+    in_use: Mutex<Option<fs::File>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("root", &self.root).finish()
+    }
 }
 
 impl Store {
     /// Opens the store at `root`, creating the OCI layout if it is missing.
     pub fn open(root: &Path) -> Result<Store> {
-        for d in [root.to_path_buf(), root.join("blobs/sha256"), root.join("tmp")] {
+        for d in ["blobs/sha256", "tmp", "snapshots"] {
+            let d = root.join(d);
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
+        let db = db::open(&root.join("meta.redb"))?;
         let store = Store {
             root: root.to_path_buf(),
+            db,
+            in_use: Mutex::new(None),
         };
         if !root.join("oci-layout").exists() {
-            store.write_atomic(&root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        }
-        if !root.join("index.json").exists() {
-            store.write_atomic(
-                &root.join("index.json"),
-                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+            write_atomic(
+                &root.join("oci-layout"),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
             )?;
         }
+        store.ensure_index()?;
         Ok(store)
     }
 
@@ -107,20 +201,107 @@ impl Store {
         &self.root
     }
 
-    /// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
-    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-        ));
+    /// The directory for temporary files, on the same filesystem as the blobs.
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes the shared "in use" lock once per process (see the crate docs on prune).
+    pub(crate) fn mark_in_use(&self) -> Result<()> {
+        let mut g = self
+            .in_use
+            .lock()
+            .map_err(|_| Error::Other("store lock poisoned".into()))?;
+        if g.is_none() {
+            let p = self.root.join("lock");
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p)
+                .map_err(io_err(&p))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared).map_err(|e| {
+                Error::Io {
+                    path: p.clone(),
+                    source: e.into(),
+                }
+            })?;
+            *g = Some(f);
+        }
+        Ok(())
+    }
+
+    /// A directory for `RUN --mount=type=cache,id=ID`, created on first use and kept across
+    /// builds (prune leaves it alone).
+    pub fn cache_mount_dir(&self, id: &str) -> Result<PathBuf> {
+        let h = cairn_layer::hash::sha256_digest(id.as_bytes());
+        let d = self
+            .root
+            .join("cache-mounts")
+            .join(&h["sha256:".len()..][..32]);
+        fs::create_dir_all(&d).map_err(io_err(&d))?;
+        Ok(d)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}-{}",
+        std::process::id(),
+        unique(),
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let res = (|| {
         let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         fs::rename(&tmp, path).map_err(io_err(path))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    res
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// A process-unique counter for temp names.
+pub(crate) fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (N.fetch_add(1, Ordering::Relaxed) << 32) ^ t
+}
+
+/// Canonical JSON: keys sorted at every level, no whitespace. Configs and manifests are
+/// serialised this way so that equal content always gives equal digests (oci-spec keeps some
+/// maps in `HashMap`s, whose order varies from run to run).
+pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
+    fn sort(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sort(&m[k]));
+                }
+                serde_json::Value::Object(out)
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    // Serialising a Value cannot fail: every key is a string.
+    serde_json::to_vec(&sort(v)).unwrap_or_default()
 }

@@ -1,0 +1,480 @@
+//! Images: commit, resolve, tag, list, delete; and layer bookkeeping.
+
+use crate::blobs::{check_digest, TempFile};
+use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, TAGS};
+use crate::layout::MANIFEST_MEDIA_TYPE;
+use crate::reference::{self, Reference};
+use crate::{canonical_json, Digest, Error, LayerDescriptor, Result, Store};
+use cairn_layer::{Compression, DiffSource, WriteOptions};
+use oci_spec::image::ImageConfiguration;
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io;
+
+/// Media type of the image configs cairn writes.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+
+/// What the database keeps per image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ImageMeta {
+    pub manifest_digest: Digest,
+    pub manifest_size: u64,
+    pub layers: Vec<LayerDescriptor>,
+    pub size: u64,
+    pub created: Option<String>,
+}
+
+/// What the database keeps per layer blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LayerInfo {
+    pub diff_id: Digest,
+    /// Regular file bytes + symlink lengths (docker's layer size).
+    pub content_size: u64,
+    pub tar_size: u64,
+}
+
+/// An image in the store.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    /// The image ID: digest of the config blob.
+    pub id: Digest,
+    /// Digest of the OCI manifest.
+    pub manifest_digest: Digest,
+    /// The parsed config (docker-only keys such as Healthcheck are in [`Store::config_json`]).
+    pub config: ImageConfiguration,
+    /// Layer blobs, bottom first.
+    pub layers: Vec<LayerDescriptor>,
+    /// Normalised references (`docker.io/library/alpine:latest`), sorted; use
+    /// [`reference::familiar`] to show them as docker does.
+    pub repo_tags: Vec<String>,
+    /// Sum of the layers' unpacked sizes, as `docker images` reports.
+    pub size: u64,
+    /// The config's `created` (RFC 3339), if any.
+    pub created: Option<String>,
+}
+
+impl Store {
+    /// Writes a layer from `source` into the store and records its sizes. The blob is committed
+    /// (fsynced, renamed into place) when this returns.
+    pub fn write_layer(
+        &self,
+        source: DiffSource<'_>,
+        compression: Compression,
+        opts: &WriteOptions,
+    ) -> Result<LayerDescriptor> {
+        self.mark_in_use()?;
+        let mut tmp = TempFile::new(&self.tmp_dir(), "layer")?;
+        let file = tmp
+            .file
+            .take()
+            .ok_or_else(|| Error::Other("temp file gone".into()))?;
+        let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+        let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, opts, &mut w)?;
+        let file = w.into_inner().map_err(|e| Error::Io {
+            path: tmp.path.clone(),
+            source: e.into_error(),
+        })?;
+        self.persist_blob(tmp, file, &desc.digest)?;
+        self.record_layer(
+            &desc.digest,
+            &LayerInfo {
+                diff_id: desc.diff_id.clone(),
+                content_size: stats.content_size,
+                tar_size: stats.tar_size,
+            },
+        )?;
+        Ok(desc)
+    }
+
+    pub(crate) fn record_layer(&self, digest: &Digest, info: &LayerInfo) -> Result<()> {
+        let w = self.db.begin_write().map_err(dbe)?;
+        {
+            let mut t = w.open_table(LAYERS).map_err(dbe)?;
+            let v = serde_json::to_vec(info).map_err(|e| Error::Other(e.to_string()))?;
+            t.insert(digest.as_str(), &v[..]).map_err(dbe)?;
+        }
+        w.commit().map_err(dbe)
+    }
+
+    pub(crate) fn layer_info(&self, digest: &Digest) -> Result<Option<LayerInfo>> {
+        let r = self.db.begin_read().map_err(dbe)?;
+        let t = r.open_table(LAYERS).map_err(dbe)?;
+        let v = t.get(digest.as_str()).map_err(dbe)?;
+        Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    /// Sizes and diffID of a layer blob, measured (by reading it once) if not yet known; the
+    /// measured diffID must match `desc.diff_id`.
+    pub fn layer_size(&self, desc: &LayerDescriptor) -> Result<u64> {
+        Ok(self.layer_info_or_measure(desc)?.content_size)
+    }
+
+    pub(crate) fn layer_info_or_measure(&self, desc: &LayerDescriptor) -> Result<LayerInfo> {
+        if let Some(i) = self.layer_info(&desc.digest)? {
+            if i.diff_id != desc.diff_id {
+                return Err(Error::DigestMismatch {
+                    expected: desc.diff_id.clone(),
+                    actual: i.diff_id,
+                });
+            }
+            return Ok(i);
+        }
+        check_digest(&desc.digest)?;
+        let p = self.blob_path(&desc.digest);
+        let f = std::fs::File::open(&p).map_err(crate::io_err(&p))?;
+        let stats = cairn_layer::measure_layer(io::BufReader::with_capacity(256 * 1024, f))?;
+        if stats.diff_id != desc.diff_id {
+            return Err(Error::DigestMismatch {
+                expected: desc.diff_id.clone(),
+                actual: stats.diff_id,
+            });
+        }
+        let info = LayerInfo {
+            diff_id: stats.diff_id,
+            content_size: stats.bytes,
+            tar_size: stats.tar_size,
+        };
+        self.record_layer(&desc.digest, &info)?;
+        Ok(info)
+    }
+
+    /// Commits an image whose config is an oci-spec value (see [`Store::commit_image_json`]).
+    pub fn commit_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: &[LayerDescriptor],
+        tags: &[String],
+    ) -> Result<ImageRecord> {
+        let v = serde_json::to_value(config).map_err(|e| Error::Other(e.to_string()))?;
+        self.commit_image_json(&v, layers, tags)
+    }
+
+    /// Commits an image: writes the config (canonical JSON, `rootfs.diff_ids` filled in from
+    /// `layers` if empty, checked against them otherwise) and an OCI manifest, records the image
+    /// and points `tags` at it, all in one transaction. The layer blobs must be in the store.
+    /// Takes a JSON config so that docker-only keys (Healthcheck, OnBuild, Shell) survive.
+    pub fn commit_image_json(
+        &self,
+        config: &Value,
+        layers: &[LayerDescriptor],
+        tags: &[String],
+    ) -> Result<ImageRecord> {
+        self.mark_in_use()?;
+        let mut config = config.clone();
+        let obj = config
+            .as_object_mut()
+            .ok_or_else(|| Error::Other("image config must be a JSON object".into()))?;
+        let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+        let given: Vec<String> = obj
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default();
+        if given.is_empty() {
+            obj.insert(
+                "rootfs".into(),
+                json!({ "type": "layers", "diff_ids": diff_ids }),
+            );
+        } else if given != diff_ids {
+            return Err(Error::Other(format!(
+                "config rootfs.diff_ids {given:?} do not match the layers {diff_ids:?}"
+            )));
+        }
+        let normalized: Vec<String> = tags
+            .iter()
+            .map(|t| reference::normalize(t))
+            .collect::<Result<_>>()?;
+        let mut size = 0;
+        for l in layers {
+            if !self.has_blob(&l.digest) {
+                return Err(Error::Other(format!(
+                    "layer blob {} is not in the store",
+                    l.digest
+                )));
+            }
+            size += self.layer_info_or_measure(l)?.content_size;
+        }
+        let created = obj
+            .get("created")
+            .and_then(|c| c.as_str())
+            .map(str::to_string);
+        let config_bytes = canonical_json(&config);
+        let id = self.put_blob(&config_bytes)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": { "mediaType": CONFIG_MEDIA_TYPE, "digest": id, "size": config_bytes.len() },
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.media_type, "digest": l.digest, "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = canonical_json(&manifest);
+        let manifest_digest = self.put_blob(&manifest_bytes)?;
+        let meta = ImageMeta {
+            manifest_digest: manifest_digest.clone(),
+            manifest_size: manifest_bytes.len() as u64,
+            layers: layers.to_vec(),
+            size,
+            created: created.clone(),
+        };
+        let w = self.db.begin_write().map_err(dbe)?;
+        {
+            let mut images = w.open_table(IMAGES).map_err(dbe)?;
+            let v = serde_json::to_vec(&meta).map_err(|e| Error::Other(e.to_string()))?;
+            images.insert(id.as_str(), &v[..]).map_err(dbe)?;
+            let mut t = w.open_table(TAGS).map_err(dbe)?;
+            for n in &normalized {
+                t.insert(n.as_str(), id.as_str()).map_err(dbe)?;
+            }
+        }
+        self.write_index(&w)?;
+        w.commit().map_err(dbe)?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|e| Error::Corrupt {
+                what: format!("config {id}"),
+                why: e.to_string(),
+            })?;
+        let mut repo_tags = self.tags_of(&id)?;
+        repo_tags.sort();
+        Ok(ImageRecord {
+            id,
+            manifest_digest,
+            config,
+            layers: meta.layers,
+            repo_tags,
+            size,
+            created,
+        })
+    }
+
+    fn tags_of(&self, id: &str) -> Result<Vec<String>> {
+        let r = self.db.begin_read().map_err(dbe)?;
+        let t = r.open_table(TAGS).map_err(dbe)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(dbe)? {
+            let (k, v) = row.map_err(dbe)?;
+            if v.value() == id {
+                out.push(k.value().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn record(&self, id: &str, meta: ImageMeta, repo_tags: Vec<String>) -> Result<ImageRecord> {
+        let bytes = self.read_blob(&id.to_string())?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                what: format!("config {id}"),
+                why: e.to_string(),
+            })?;
+        Ok(ImageRecord {
+            id: id.to_string(),
+            manifest_digest: meta.manifest_digest,
+            config,
+            layers: meta.layers,
+            repo_tags,
+            size: meta.size,
+            created: meta.created,
+        })
+    }
+
+    /// The config blob of an image as stored, with docker's keys as written.
+    pub fn config_json(&self, image: &ImageRecord) -> Result<Value> {
+        let bytes = self.read_blob(&image.id)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            what: format!("config {}", image.id),
+            why: e.to_string(),
+        })
+    }
+
+    /// The manifest blob of an image as stored.
+    pub fn manifest_json(&self, image: &ImageRecord) -> Result<Value> {
+        let bytes = self.read_blob(&image.manifest_digest)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            what: format!("manifest {}", image.manifest_digest),
+            why: e.to_string(),
+        })
+    }
+
+    /// Every image, with its tags, sorted by ID.
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>> {
+        let (metas, tags) = self.read_all()?;
+        let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (t, id) in tags {
+            by_id.entry(id).or_default().push(t);
+        }
+        let mut out = Vec::new();
+        for (id, meta) in metas {
+            let mut t = by_id.remove(&id).unwrap_or_default();
+            t.sort();
+            out.push(self.record(&id, meta, t)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn read_all(
+        &self,
+    ) -> Result<(BTreeMap<String, ImageMeta>, BTreeMap<String, String>)> {
+        let r = self.db.begin_read().map_err(dbe)?;
+        let images = r.open_table(IMAGES).map_err(dbe)?;
+        let mut metas = BTreeMap::new();
+        for row in images.iter().map_err(dbe)? {
+            let (k, v) = row.map_err(dbe)?;
+            let meta: ImageMeta =
+                serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt {
+                    what: format!("image record {}", k.value()),
+                    why: e.to_string(),
+                })?;
+            metas.insert(k.value().to_string(), meta);
+        }
+        let t = r.open_table(TAGS).map_err(dbe)?;
+        let mut tags = BTreeMap::new();
+        for row in t.iter().map_err(dbe)? {
+            let (k, v) = row.map_err(dbe)?;
+            tags.insert(k.value().to_string(), v.value().to_string());
+        }
+        Ok((metas, tags))
+    }
+
+    /// Finds an image by reference (`alpine`, `alpine:3`, `x@sha256:…` by manifest digest), by
+    /// full ID (`sha256:…`) or by a unique ID prefix (`3fa1c`, `sha256:3fa1c`), as docker does.
+    pub fn resolve(&self, s: &str) -> Result<Option<ImageRecord>> {
+        let (metas, tags) = self.read_all()?;
+        let found = |id: &str| -> Result<Option<ImageRecord>> {
+            let Some(meta) = metas.get(id) else {
+                return Ok(None);
+            };
+            let mut t: Vec<String> = tags
+                .iter()
+                .filter(|(_, v)| *v == id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            t.sort();
+            self.record(id, meta.clone(), t).map(Some)
+        };
+        if check_digest(s).is_ok() && metas.contains_key(s) {
+            return found(s);
+        }
+        if let Ok(r) = Reference::parse(s) {
+            if let Some(d) = &r.digest {
+                if let Some((id, _)) = metas
+                    .iter()
+                    .find(|(id, m)| m.manifest_digest == *d || *id == d)
+                {
+                    return found(id);
+                }
+            } else if let Some(id) = tags.get(&r.to_string()) {
+                return found(id);
+            }
+        }
+        let prefix = s.strip_prefix("sha256:").unwrap_or(s);
+        if !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let want = format!("sha256:{}", prefix.to_ascii_lowercase());
+            let hits: Vec<&String> = metas.keys().filter(|k| k.starts_with(&want)).collect();
+            match hits.len() {
+                0 => {}
+                1 => return found(hits[0]),
+                _ => return Err(Error::Ambiguous(s.to_string())),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Like [`Store::resolve`], with "No such image" as the error when nothing matches.
+    pub fn get(&self, s: &str) -> Result<ImageRecord> {
+        self.resolve(s)?
+            .ok_or_else(|| Error::NotFound(s.to_string()))
+    }
+
+    /// Points `reference` at `image` (anything [`Store::resolve`] accepts, e.g. an ID).
+    pub fn tag(&self, image: &str, reference: &str) -> Result<()> {
+        self.mark_in_use()?;
+        let rec = self.get(image)?;
+        let r = Reference::parse(reference)?;
+        if r.digest.is_some() {
+            return Err(Error::InvalidReference {
+                reference: reference.to_string(),
+                reason: "a tag cannot contain a digest".into(),
+            });
+        }
+        let w = self.db.begin_write().map_err(dbe)?;
+        {
+            let mut t = w.open_table(TAGS).map_err(dbe)?;
+            t.insert(r.to_string().as_str(), rec.id.as_str())
+                .map_err(dbe)?;
+        }
+        self.write_index(&w)?;
+        w.commit().map_err(dbe)
+    }
+
+    /// Removes a tag; returns the ID it pointed to, or None if there was no such tag.
+    pub fn untag(&self, reference: &str) -> Result<Option<Digest>> {
+        let name = reference::normalize(reference)?;
+        let w = self.db.begin_write().map_err(dbe)?;
+        let old = {
+            let mut t = w.open_table(TAGS).map_err(dbe)?;
+            let old = t
+                .remove(name.as_str())
+                .map_err(dbe)?
+                .map(|v| v.value().to_string());
+            old
+        };
+        if old.is_some() {
+            self.write_index(&w)?;
+        }
+        w.commit().map_err(dbe)?;
+        Ok(old)
+    }
+
+    /// Removes an image record and every tag pointing at it. Its blobs stay until `prune`.
+    pub fn delete_image(&self, id: &str) -> Result<()> {
+        let w = self.db.begin_write().map_err(dbe)?;
+        {
+            let mut images = w.open_table(IMAGES).map_err(dbe)?;
+            images.remove(id).map_err(dbe)?;
+            let mut t = w.open_table(TAGS).map_err(dbe)?;
+            let names: Vec<String> = t
+                .iter()
+                .map_err(dbe)?
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| v.value() == id)
+                .map(|(k, _)| k.value().to_string())
+                .collect();
+            for n in names {
+                t.remove(n.as_str()).map_err(dbe)?;
+            }
+        }
+        self.write_index(&w)?;
+        w.commit().map_err(dbe)
+    }
+
+    /// The build cache value stored under `key`, if any.
+    pub fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let r = self.db.begin_read().map_err(dbe)?;
+        let t = r.open_table(CACHE).map_err(dbe)?;
+        let v = t.get(key).map_err(dbe)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    /// Stores a build cache value; `blobs` are kept alive by `prune` as long as the entry lives,
+    /// and the entry is dropped by `prune` if any of them disappears.
+    pub fn cache_put(&self, key: &str, value: &[u8], blobs: &[Digest]) -> Result<()> {
+        self.mark_in_use()?;
+        let b = serde_json::to_vec(blobs).map_err(|e| Error::Other(e.to_string()))?;
+        let w = self.db.begin_write().map_err(dbe)?;
+        {
+            w.open_table(CACHE)
+                .map_err(dbe)?
+                .insert(key, value)
+                .map_err(dbe)?;
+            w.open_table(CACHE_BLOBS)
+                .map_err(dbe)?
+                .insert(key, &b[..])
+                .map_err(dbe)?;
+        }
+        w.commit().map_err(dbe)
+    }
+}

@@ -1,0 +1,89 @@
+//! Snapshots: each layer unpacked once, as an overlay lowerdir, shared by every image using it.
+
+use crate::blobs::check_digest;
+use crate::images::{ImageRecord, LayerInfo};
+use crate::{io_err, sync_dir, unique, Error, LayerDescriptor, Result, Store};
+use cairn_layer::UnpackMode;
+use std::fs;
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+impl Store {
+    /// Where the snapshot of the layer with diffID `diff_id` is (or would be).
+    pub fn snapshot_path(&self, diff_id: &str) -> PathBuf {
+        self.root
+            .join("snapshots")
+            .join(diff_id.strip_prefix("sha256:").unwrap_or(diff_id))
+    }
+
+    /// The layer unpacked (OCI whiteouts as overlay whiteouts), made on first use by unpacking
+    /// into a temp dir that is renamed into place, so a snapshot is either whole or absent. The
+    /// unpacked stream must hash to `layer.diff_id`. Do not write into it: every image with this
+    /// layer shares it.
+    pub fn snapshot(&self, layer: &LayerDescriptor) -> Result<PathBuf> {
+        check_digest(&layer.diff_id)?;
+        let dst = self.snapshot_path(&layer.diff_id);
+        if dst.is_dir() {
+            return Ok(dst);
+        }
+        self.mark_in_use()?;
+        let tmp = self
+            .tmp_dir()
+            .join(format!("snap-{}-{:x}", std::process::id(), unique()));
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        let res = (|| {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(io_err(&tmp))?;
+            let p = self.blob_path(&layer.digest);
+            let f = fs::File::open(&p).map_err(io_err(&p))?;
+            let stats = cairn_layer::unpack_layer(
+                BufReader::with_capacity(256 * 1024, f),
+                &tmp,
+                UnpackMode::OverlayLower,
+            )?;
+            if stats.diff_id != layer.diff_id {
+                return Err(Error::DigestMismatch {
+                    expected: layer.diff_id.clone(),
+                    actual: stats.diff_id,
+                });
+            }
+            if self.layer_info(&layer.digest)?.is_none() {
+                self.record_layer(
+                    &layer.digest,
+                    &LayerInfo {
+                        diff_id: stats.diff_id,
+                        content_size: stats.bytes,
+                        tar_size: stats.tar_size,
+                    },
+                )?;
+            }
+            let d = fs::File::open(&tmp).map_err(io_err(&tmp))?;
+            rustix::fs::syncfs(&d).map_err(|e| Error::Io {
+                path: tmp.clone(),
+                source: e.into(),
+            })?;
+            match fs::rename(&tmp, &dst) {
+                Ok(()) => sync_dir(&self.root.join("snapshots")),
+                // Another process made it first: theirs is as good as ours.
+                Err(_) if dst.is_dir() => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    Ok(())
+                }
+                Err(e) => Err(Error::Io {
+                    path: dst.clone(),
+                    source: e,
+                }),
+            }
+        })();
+        if res.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        res.map(|()| dst)
+    }
+
+    /// The snapshots of every layer of `image`, bottom layer first (reverse this for overlay's
+    /// `lowerdir=`, which lists the top first).
+    pub fn snapshots_for(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
+        image.layers.iter().map(|l| self.snapshot(l)).collect()
+    }
+}

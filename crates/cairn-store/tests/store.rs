@@ -1,0 +1,309 @@
+//! The store as its users see it: layers in, images committed, resolved, tagged, pruned.
+//! Snapshot tests make overlay whiteouts (char devices): they need root (CI runs as root).
+
+use cairn_layer::{Compression, DiffSource, WriteOptions};
+use cairn_store::{PruneOptions, Store};
+use oci_spec::image::{ConfigBuilder, ImageConfiguration, ImageConfigurationBuilder};
+use std::fs;
+use std::path::Path;
+
+fn tree(dir: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let p = dir.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, c).unwrap();
+    }
+}
+
+fn config(cmd: &str) -> ImageConfiguration {
+    ImageConfigurationBuilder::default()
+        .architecture(oci_spec::image::Arch::Amd64)
+        .os(oci_spec::image::Os::Linux)
+        .created("2024-01-01T00:00:00Z".to_string())
+        .config(
+            ConfigBuilder::default()
+                .cmd(vec![cmd.to_string()])
+                .labels(
+                    [
+                        ("b".to_string(), "2".to_string()),
+                        ("a".to_string(), "1".to_string()),
+                    ]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+                )
+                .exposed_ports(vec![
+                    "80/tcp".to_string(),
+                    "443/tcp".to_string(),
+                    "8080/tcp".to_string(),
+                ])
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, Store, cairn_layer::LayerDescriptor) {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(
+        &src,
+        &[("etc/os-release", "ID=test\n"), ("bin/app", "binary")],
+    );
+    let store = Store::open(&t.path().join("root")).unwrap();
+    let l = store
+        .write_layer(
+            DiffSource::Tree(&src),
+            Compression::Gzip,
+            &WriteOptions {
+                clamp_mtime: Some(0),
+            },
+        )
+        .unwrap();
+    (t, store, l)
+}
+
+#[test]
+fn commit_resolve_tag_untag() {
+    let (_t, store, l) = setup();
+    assert!(store.has_blob(&l.digest));
+    let img = store
+        .commit_image(&config("sh"), std::slice::from_ref(&l), &["app:1".into()])
+        .unwrap();
+    assert_eq!(img.repo_tags, ["docker.io/library/app:1"]);
+    assert_eq!(img.size, "ID=test\n".len() as u64 + "binary".len() as u64);
+    assert_eq!(img.config.rootfs().diff_ids(), &vec![l.diff_id.clone()]);
+    // Resolution as docker does it.
+    for q in [
+        "app:1",
+        "docker.io/library/app:1",
+        &img.id,
+        &img.id[7..19],
+        &img.id[..14],
+    ] {
+        assert_eq!(
+            store.resolve(q).unwrap().map(|i| i.id),
+            Some(img.id.clone()),
+            "{q}"
+        );
+    }
+    assert!(
+        store.resolve("app").unwrap().is_none(),
+        "app means app:latest"
+    );
+    let by_digest = format!("app@{}", img.manifest_digest);
+    assert_eq!(store.resolve(&by_digest).unwrap().unwrap().id, img.id);
+    store.tag("app:1", "localhost:5000/app").unwrap();
+    assert_eq!(store.get(&img.id).unwrap().repo_tags.len(), 2);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "app:1",
+            "docker.io/library/app:1",
+            "localhost:5000/app:latest"
+        ]
+    );
+    assert_eq!(store.untag("app:1").unwrap(), Some(img.id.clone()));
+    assert_eq!(store.untag("app:1").unwrap(), None);
+    assert_eq!(
+        store.list_images().unwrap()[0].repo_tags,
+        ["localhost:5000/app:latest"]
+    );
+    store.delete_image(&img.id).unwrap();
+    assert!(store.list_images().unwrap().is_empty());
+    assert!(store.check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn commits_are_deterministic_despite_hash_maps() {
+    let (_t, store, l) = setup();
+    let a = store
+        .commit_image(&config("x"), std::slice::from_ref(&l), &[])
+        .unwrap();
+    for _ in 0..5 {
+        let b = store
+            .commit_image(&config("x"), std::slice::from_ref(&l), &[])
+            .unwrap();
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+    }
+    let c = store.commit_image(&config("y"), &[l], &[]).unwrap();
+    assert_ne!(a.id, c.id);
+    assert_eq!(store.list_images().unwrap().len(), 2);
+}
+
+#[test]
+fn wrong_diff_ids_and_missing_layers_are_refused() {
+    let (_t, store, mut l) = setup();
+    let mut bad = l.clone();
+    bad.digest = format!("sha256:{}", "0".repeat(64));
+    assert!(store.commit_image(&config("x"), &[bad], &[]).is_err());
+    l.diff_id = format!("sha256:{}", "1".repeat(64));
+    assert!(
+        store.commit_image(&config("x"), &[l], &[]).is_err(),
+        "measured diffID must match"
+    );
+    assert!(store
+        .commit_image(&config("x"), &[], &["Bad:Name".into()])
+        .is_err());
+}
+
+#[test]
+fn ingest_verifies() {
+    let (_t, store, _) = setup();
+    let (d, n) = store.ingest(&b"hello"[..], None).unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(store.read_blob(&d).unwrap(), b"hello");
+    let wrong = format!("sha256:{}", "2".repeat(64));
+    assert!(matches!(
+        store.ingest(&b"hello"[..], Some(&wrong)),
+        Err(cairn_store::Error::DigestMismatch { .. })
+    ));
+    assert!(!store.has_blob(&wrong));
+    assert!(
+        fs::read_dir(store.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temp file left"
+    );
+}
+
+#[test]
+fn snapshots_are_made_once_and_shared() {
+    let (_t, store, l) = setup();
+    let img = store
+        .commit_image(&config("sh"), &[l], &["a".into()])
+        .unwrap();
+    let s1 = store.snapshots_for(&img).unwrap();
+    assert_eq!(
+        fs::read_to_string(s1[0].join("etc/os-release")).unwrap(),
+        "ID=test\n"
+    );
+    let marker = s1[0].join(".probe");
+    fs::write(&marker, "").unwrap();
+    let s2 = store.snapshots_for(&img).unwrap();
+    assert_eq!(s1, s2);
+    assert!(marker.exists(), "the second call reuses the first snapshot");
+}
+
+#[test]
+fn cache_entries_and_prune() {
+    let (t, store, l) = setup();
+    let img = store
+        .commit_image(&config("sh"), std::slice::from_ref(&l), &[])
+        .unwrap();
+    store.snapshots_for(&img).unwrap();
+    // A second layer kept alive only by a cache entry.
+    let src2 = t.path().join("src2");
+    tree(&src2, &[("x", "y")]);
+    let l2 = store
+        .write_layer(
+            DiffSource::Tree(&src2),
+            Compression::Zstd,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    store
+        .cache_put("k", b"v", std::slice::from_ref(&l2.digest))
+        .unwrap();
+    assert_eq!(store.cache_get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    // Nothing else uses the store: prune may remove recent files.
+    let rep = store
+        .prune(&PruneOptions {
+            dangling_images: false,
+            build_cache: false,
+        })
+        .unwrap();
+    assert!(rep.images.is_empty() && rep.blobs.is_empty(), "{rep:?}");
+    assert!(store.has_blob(&l2.digest));
+    // The untagged image is dangling.
+    let rep = store
+        .prune(&PruneOptions {
+            dangling_images: true,
+            build_cache: false,
+        })
+        .unwrap();
+    assert_eq!(rep.images, std::slice::from_ref(&img.id));
+    assert!(rep.blobs.contains(&l.digest) && rep.blobs.contains(&img.id));
+    assert_eq!(rep.snapshots, 1);
+    assert!(!store.has_blob(&l.digest));
+    assert!(store.has_blob(&l2.digest), "kept by the cache entry");
+    // A cache entry whose blob is gone is dropped.
+    fs::remove_file(store.blob_path(&l2.digest)).unwrap();
+    let rep = store.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(rep.cache_entries, 1);
+    assert_eq!(store.cache_get("k").unwrap(), None);
+    let c = store.check().unwrap();
+    assert!(c.problems.is_empty() && c.garbage.is_empty(), "{c:?}");
+}
+
+#[test]
+fn check_finds_corruption_and_stale_index() {
+    let (_t, store, l) = setup();
+    store
+        .commit_image(&config("sh"), std::slice::from_ref(&l), &["a".into()])
+        .unwrap();
+    assert!(store.check().unwrap().problems.is_empty());
+    fs::write(store.blob_path(&l.digest), b"garbage").unwrap();
+    let c = store.check().unwrap();
+    assert!(
+        c.problems
+            .iter()
+            .any(|p| p.contains(&l.digest) && p.contains("corrupt")),
+        "{c:?}"
+    );
+    fs::write(store.root().join("index.json"), b"{}").unwrap();
+    assert!(store
+        .check()
+        .unwrap()
+        .problems
+        .iter()
+        .any(|p| p.contains("index.json")));
+    // Reopening repairs the index.
+    let root = store.root().to_path_buf();
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    assert!(!store
+        .check()
+        .unwrap()
+        .problems
+        .iter()
+        .any(|p| p.contains("index.json")));
+}
+
+#[test]
+fn two_handles_share_one_store() {
+    let (t, store, l) = setup();
+    let other = Store::open(store.root()).unwrap();
+    store
+        .commit_image(&config("a"), std::slice::from_ref(&l), &["one".into()])
+        .unwrap();
+    other
+        .commit_image(&config("b"), std::slice::from_ref(&l), &["two".into()])
+        .unwrap();
+    assert_eq!(store.list_images().unwrap().len(), 2);
+    assert!(other.resolve("one").unwrap().is_some());
+    drop(t);
+}
+
+#[test]
+fn cache_mount_dirs_are_stable() {
+    let (_t, store, _) = setup();
+    let a = store.cache_mount_dir("go-build").unwrap();
+    assert!(a.is_dir());
+    assert_eq!(a, store.cache_mount_dir("go-build").unwrap());
+    assert_ne!(a, store.cache_mount_dir("apt").unwrap());
+}
