@@ -2,15 +2,47 @@
 //!
 //! Pure: no I/O, no clock. Every error carries the file name, line and column.
 //!
-//! ```text
-//! let df = cairn_dockerfile::parse("Dockerfile", text)?;
-//! let plan = cairn_dockerfile::plan(&df, &PlanOptions::default(), &|_image| None)?;
 //! ```
+//! use cairn_dockerfile::{parse, plan, PlanOptions, StepKind};
+//! let text = "FROM alpine AS build\nARG V=1\nRUN echo $V\nFROM scratch\nCOPY --from=build /x /x\n";
+//! let df = parse("Dockerfile", text).unwrap();
+//! let plan = plan(&df, &PlanOptions::default(), &|_image| None).unwrap();
+//! assert_eq!(plan.stages.len(), 2);
+//! assert_eq!(plan.stages[1].deps, vec![0]);
+//! let StepKind::Run(run) = &plan.stages[0].steps[1].kind else { panic!() };
+//! assert_eq!(run.args_env, vec![("V".to_string(), "1".to_string())]);
+//! ```
+//!
+//! The pipeline, one module each: [`directives`] (`# syntax=` …), `parser` (lines, continuations,
+//! flags), `heredoc`, `instructions` (per-instruction arguments and flags), `shell` (BuildKit's
+//! word expansion), `values` (chmod, mounts, …), `vars` (ARG/ENV scoping, platform ARGs), `plan`
+//! (dispatch and the stage graph), `render` (outline and targets), `error` and `suggest`.
 //!
 //! CONTRACT (shared with cairn-build, which is written in parallel): the items below are the public
 //! surface other crates use. Add to them freely; change a signature only together with its callers.
 
 use std::collections::BTreeMap;
+
+mod ast;
+pub mod directives;
+mod error;
+mod heredoc;
+mod instructions;
+mod parser;
+mod plan;
+mod render;
+pub mod shell;
+mod suggest;
+mod values;
+mod vars;
+
+pub use ast::{
+    ArgDecl, Args, Directives, Dockerfile, Flag, HeredocBody, Instruction, KeyValue, Keyword,
+};
+pub use error::Error;
+pub use plan::DEFAULT_PATH;
+pub use render::{outline, targets, targets_table, TargetInfo};
+pub use vars::host_platform;
 
 /// A position in the Dockerfile: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -51,9 +83,18 @@ pub struct Plan {
     pub skipped: Vec<String>,
     /// Non-fatal findings (unknown frontend in `# syntax=`, …), with their spans.
     pub warnings: Vec<Warning>,
+    /// The target stage's display name (name, or index when unnamed).
+    pub target: String,
+    /// The platform built for (TARGETPLATFORM), e.g. `linux/amd64`.
+    pub target_platform: String,
+    /// The platform of the builder (BUILDPLATFORM).
+    pub build_platform: String,
+    /// The ARGs before the first FROM with their values (build-arg, else default, else unset).
+    pub global_args: Vec<(String, Option<String>)>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// A non-fatal finding with its position (line 0: not tied to a line).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
     pub span: Span,
     pub message: String,
@@ -72,6 +113,15 @@ pub struct Stage {
     pub steps: Vec<Step>,
     /// Indices of stages this stage needs (base, COPY --from, RUN --mount from=).
     pub deps: Vec<usize>,
+    /// The comment lines right above its FROM, joined (`--print=targets` shows them).
+    pub description: Option<String>,
+}
+
+impl Stage {
+    /// The name, or the index when the stage has none (as `--from=` and outlines show it).
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.index.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -244,38 +294,19 @@ pub struct Healthcheck {
     pub retries: Option<u32>,
 }
 
-/// The parsed file before expansion (the frontend helper defines its fields).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Dockerfile {
-    pub name: String,
-}
-
-/// A frontend error: `file:line:col: message`, then the quoted line with a caret.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct Error {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-/// Parses a Dockerfile. `name` is used in error messages.
-pub fn parse(name: &str, _text: &str) -> Result<Dockerfile, Error> {
-    Err(Error {
-        file: name.into(),
-        line: 1,
-        column: 1,
-        message: "parser not written yet".into(),
-    })
+/// Parses a Dockerfile. `name` is used in error messages (give the path as the user wrote it).
+///
+/// Checks everything that does not depend on variable values: instructions, flags (unknown,
+/// duplicate, malformed), argument counts, JSON forms, heredocs, parser directives.
+pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Error> {
+    parser::parse(name, text)
 }
 
 /// Expands and validates a parsed file into the stages the target needs.
-pub fn plan(df: &Dockerfile, _opts: &PlanOptions, _base: BaseLookup) -> Result<Plan, Error> {
-    Err(Error {
-        file: df.name.clone(),
-        line: 1,
-        column: 1,
-        message: "planner not written yet".into(),
-    })
+///
+/// `base` is asked for the config of each image named by a FROM (the expanded reference); its
+/// `Env` seeds the stage's variables and its `OnBuild` triggers become the stage's first steps.
+/// Return `None` when the image is unknown (its ENV then expands as unset).
+pub fn plan(df: &Dockerfile, opts: &PlanOptions, base: BaseLookup) -> Result<Plan, Error> {
+    plan::plan(df, opts, base)
 }

@@ -1,0 +1,205 @@
+//! The parsed Dockerfile before expansion: instructions with spans, flags, arguments and heredocs.
+//! This is what `cairn dockerfile parse --json` prints; [`crate::plan`] turns it into stages.
+
+use crate::{Command, Span, Warning};
+use serde::Serialize;
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Dockerfile {
+    /// The name used in error messages (the path as the user gave it).
+    pub name: String,
+    /// Parser directives from the top of the file.
+    pub directives: Directives,
+    /// Every instruction, in file order (ARGs before the first FROM included).
+    pub instructions: Vec<Instruction>,
+    /// Findings that do not stop the build (unknown `# syntax=` frontend, empty continuation lines).
+    pub warnings: Vec<Warning>,
+    /// The source lines (no line endings), to quote in errors.
+    #[serde(skip)]
+    pub(crate) lines: Vec<String>,
+}
+
+/// `# syntax=`, `# escape=`, `# check=`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Directives {
+    pub syntax: Option<String>,
+    pub escape: char,
+    pub check: Option<String>,
+}
+
+impl Default for Directives {
+    fn default() -> Self {
+        Directives {
+            syntax: None,
+            escape: '\\',
+            check: None,
+        }
+    }
+}
+
+/// The instruction keywords of the Dockerfile reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Keyword {
+    From,
+    Run,
+    Cmd,
+    Label,
+    Maintainer,
+    Expose,
+    Env,
+    Add,
+    Copy,
+    Entrypoint,
+    Volume,
+    User,
+    Workdir,
+    Arg,
+    Onbuild,
+    Stopsignal,
+    Healthcheck,
+    Shell,
+}
+
+impl Keyword {
+    /// Every keyword, for lookups and suggestions.
+    pub const ALL: [Keyword; 18] = [
+        Keyword::From,
+        Keyword::Run,
+        Keyword::Cmd,
+        Keyword::Label,
+        Keyword::Maintainer,
+        Keyword::Expose,
+        Keyword::Env,
+        Keyword::Add,
+        Keyword::Copy,
+        Keyword::Entrypoint,
+        Keyword::Volume,
+        Keyword::User,
+        Keyword::Workdir,
+        Keyword::Arg,
+        Keyword::Onbuild,
+        Keyword::Stopsignal,
+        Keyword::Healthcheck,
+        Keyword::Shell,
+    ];
+
+    /// The upper-case spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keyword::From => "FROM",
+            Keyword::Run => "RUN",
+            Keyword::Cmd => "CMD",
+            Keyword::Label => "LABEL",
+            Keyword::Maintainer => "MAINTAINER",
+            Keyword::Expose => "EXPOSE",
+            Keyword::Env => "ENV",
+            Keyword::Add => "ADD",
+            Keyword::Copy => "COPY",
+            Keyword::Entrypoint => "ENTRYPOINT",
+            Keyword::Volume => "VOLUME",
+            Keyword::User => "USER",
+            Keyword::Workdir => "WORKDIR",
+            Keyword::Arg => "ARG",
+            Keyword::Onbuild => "ONBUILD",
+            Keyword::Stopsignal => "STOPSIGNAL",
+            Keyword::Healthcheck => "HEALTHCHECK",
+            Keyword::Shell => "SHELL",
+        }
+    }
+
+    /// Case-insensitive lookup.
+    pub fn parse(word: &str) -> Option<Keyword> {
+        Keyword::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(word))
+    }
+}
+
+/// One instruction as written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instruction {
+    pub keyword: Keyword,
+    /// Start (line, column of the keyword) and last line (continuations and heredocs included).
+    pub span: Span,
+    /// The logical line: continuations joined, comments inside them dropped.
+    pub original: String,
+    /// `--name[=value]` flags before the arguments, quotes removed, not yet expanded.
+    pub flags: Vec<Flag>,
+    /// The arguments, split the way BuildKit splits them for this instruction.
+    pub args: Args,
+    /// Heredoc bodies that follow the line, in order.
+    pub heredocs: Vec<HeredocBody>,
+    /// Comment lines directly above (a stage's description, for FROM).
+    pub comments: Vec<String>,
+    /// Position of the first argument.
+    pub args_line: usize,
+    pub args_column: usize,
+}
+
+/// A flag of an instruction, e.g. `--from=builder`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flag {
+    pub name: String,
+    /// `None` for a bare `--link`.
+    pub value: Option<String>,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A heredoc body as read from the file (not expanded, tabs not stripped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeredocBody {
+    /// The delimiter word, quotes removed.
+    pub name: String,
+    pub content: String,
+    /// Unquoted delimiter: the body is expanded (COPY/ADD).
+    pub expand: bool,
+    /// `<<-`: leading tabs are stripped.
+    pub chomp: bool,
+    /// The file descriptor written before `<<` (`3<<EOF`), 0 if none.
+    pub fd: u32,
+}
+
+/// A `KEY=value` pair of ENV or LABEL (raw, quotes kept until expansion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// An ARG declaration: `NAME` or `NAME=default` (raw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArgDecl {
+    pub name: String,
+    pub default: Option<String>,
+}
+
+/// The arguments of an instruction, by instruction.
+#[derive(Debug, Clone, Serialize)]
+pub enum Args {
+    From {
+        image: String,
+        stage_name: Option<String>,
+    },
+    /// RUN, CMD, ENTRYPOINT: shell form (raw text) or JSON exec form.
+    Command(Command),
+    /// COPY and ADD: sources (heredoc markers included) then the destination.
+    Copy {
+        sources: Vec<String>,
+        dest: String,
+        json: bool,
+    },
+    Env(Vec<KeyValue>),
+    Label(Vec<KeyValue>),
+    Arg(Vec<ArgDecl>),
+    Expose(Vec<String>),
+    Volume(Vec<String>),
+    /// USER, WORKDIR, STOPSIGNAL, MAINTAINER.
+    Single(String),
+    Shell(Vec<String>),
+    /// `None` for `HEALTHCHECK NONE`.
+    Healthcheck(Option<Command>),
+    Onbuild(Box<Instruction>),
+}

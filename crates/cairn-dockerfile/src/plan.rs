@@ -1,0 +1,873 @@
+//! [`Dockerfile`] → [`Plan`]: ARG scoping, word expansion where BuildKit expands, base-image
+//! ENV and ONBUILD triggers, the stage graph (`FROM <stage>`, `COPY --from`, `RUN --mount from=`)
+//! and the pruning to the stages that the target needs.
+//!
+//! Stages are dispatched in file order: a stage can only use earlier stages (a later one is a
+//! forward reference, itself a cycle), so every stage it needs is done before it. An error in a
+//! stage that the target does not need is not reported, as BuildKit only dispatches what it builds.
+
+use crate::ast::{Args, Dockerfile, Flag, Instruction, Keyword};
+use crate::heredoc;
+use crate::instructions::parse_interval;
+use crate::parser::{parse_line, Ctx, PosMap};
+use crate::shell::{Lexer, Lookup};
+use crate::values;
+use crate::vars::{platform_args, Vars, PROXY_ARGS};
+use crate::{
+    Base, BaseLookup, Command, Copy, Error, Healthcheck, Heredoc, Mount, NetworkMode, Plan,
+    PlanOptions, Run, Source, Span, Stage, Step, StepKind, Warning,
+};
+use std::collections::BTreeSet;
+
+/// The PATH of an image whose config has none (BuildKit's `system.DefaultPathEnv` on Linux).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A stage as found in the file, before dispatch.
+struct Header<'a> {
+    from: &'a Instruction,
+    body: &'a [Instruction],
+    name: Option<String>,
+}
+
+/// What a dispatched stage hands to the stages built on it.
+struct Done {
+    stage: Stage,
+    vars: Vars,
+    onbuild: Vec<String>,
+    consumed: BTreeSet<String>,
+    warnings: Vec<Warning>,
+}
+
+struct Planner<'a> {
+    ctx: Ctx<'a>,
+    opts: &'a PlanOptions,
+    lookup: BaseLookup<'a>,
+    lexer: Lexer,
+    meta: Vars,
+    headers: Vec<Header<'a>>,
+    /// The first error in the stage graph itself, reported even for stages the target skips.
+    graph_error: std::cell::RefCell<Option<Error>>,
+}
+
+/// Per-stage state while its instructions are dispatched.
+struct State {
+    index: usize,
+    vars: Vars,
+    deps: Vec<usize>,
+    onbuild: Vec<String>,
+    consumed: BTreeSet<String>,
+    warnings: Vec<Warning>,
+}
+
+impl State {
+    fn dep(&mut self, s: &Option<Source>) {
+        if let Some(Source::Stage(i)) = s {
+            if !self.deps.contains(i) {
+                self.deps.push(*i);
+            }
+        }
+    }
+}
+
+pub(crate) fn plan(df: &Dockerfile, opts: &PlanOptions, lookup: BaseLookup) -> Result<Plan, Error> {
+    let ctx = Ctx {
+        name: &df.name,
+        lines: &df.lines,
+        escape: df.directives.escape,
+    };
+    let target_platform = opts
+        .target_platform
+        .clone()
+        .unwrap_or_else(crate::vars::host_platform);
+    let build_platform = opts
+        .build_platform
+        .clone()
+        .unwrap_or_else(crate::vars::host_platform);
+    let mut meta = Vars::default();
+    for (k, v) in
+        platform_args(&target_platform, &build_platform).map_err(|m| Error::plain(&df.name, m))?
+    {
+        meta.set(&k, v, true);
+    }
+    let lexer = Lexer::new(df.directives.escape);
+
+    // Global ARGs (before the first FROM) and the stage headers.
+    let first_from = df
+        .instructions
+        .iter()
+        .position(|i| i.keyword == Keyword::From);
+    let globals = &df.instructions[..first_from.unwrap_or(df.instructions.len())];
+    let mut global_args = Vec::new();
+    let mut consumed_global = BTreeSet::new();
+    for ins in globals {
+        let Args::Arg(decls) = &ins.args else {
+            return Err(ctx.err(
+                ins.span.line,
+                ins.span.column,
+                ins.keyword.as_str().len(),
+                format!(
+                    "{} cannot come before the first FROM: only ARG can",
+                    ins.keyword.as_str()
+                ),
+            ));
+        };
+        for d in decls {
+            let value = match (opts.build_args.get(&d.name), &d.default) {
+                (Some(v), _) => {
+                    consumed_global.insert(d.name.clone());
+                    Some(v.clone())
+                }
+                (None, Some(def)) => Some(lexer.process_word(def, &meta).map_err(|m| {
+                    ctx.err(ins.args_line, ins.args_column, def.chars().count(), m)
+                })?),
+                // A bare global ARG of a predefined name keeps the predefined value.
+                (None, None) => meta.get(&d.name).map(str::to_string),
+            };
+            if let Some(v) = &value {
+                meta.set(&d.name, v.clone(), true);
+            }
+            global_args.push((d.name.clone(), value));
+        }
+    }
+    let Some(first_from) = first_from else {
+        return Err(Error::plain(
+            &df.name,
+            "the Dockerfile has no FROM instruction: there is no stage to build",
+        ));
+    };
+
+    let mut headers: Vec<Header> = Vec::new();
+    let mut start = first_from;
+    while start < df.instructions.len() {
+        let end = df.instructions[start + 1..]
+            .iter()
+            .position(|i| i.keyword == Keyword::From)
+            .map_or(df.instructions.len(), |p| start + 1 + p);
+        let from = &df.instructions[start];
+        let name = match &from.args {
+            Args::From {
+                stage_name: Some(n),
+                ..
+            } => {
+                let expanded = lexer
+                    .process_word(n, &meta)
+                    .map_err(|m| ctx.err(from.args_line, from.args_column, 1, m))?
+                    .to_lowercase();
+                let col_of_name = from
+                    .original
+                    .rfind(n.as_str())
+                    .map(|o| from.original[..o].chars().count());
+                let (line, col) = (from.span.line, from.span.column + col_of_name.unwrap_or(0));
+                check_stage_name(&ctx, &expanded, line, col, n.chars().count())?;
+                if let Some(prev) = headers
+                    .iter()
+                    .find(|h| h.name.as_deref() == Some(expanded.as_str()))
+                {
+                    return Err(ctx.err(
+                        line,
+                        col,
+                        n.chars().count(),
+                        format!(
+                            "duplicate stage name {expanded:?}: already defined at line {}",
+                            prev.from.span.line
+                        ),
+                    ));
+                }
+                Some(expanded)
+            }
+            _ => None,
+        };
+        headers.push(Header {
+            from,
+            body: &df.instructions[start + 1..end],
+            name,
+        });
+        start = end;
+    }
+
+    let target = match &opts.target {
+        None => headers.len() - 1,
+        Some(t) => {
+            let lt = t.to_lowercase();
+            match headers
+                .iter()
+                .position(|h| h.name.as_deref() == Some(lt.as_str()))
+            {
+                Some(i) => i,
+                None => {
+                    let names: Vec<&str> =
+                        headers.iter().filter_map(|h| h.name.as_deref()).collect();
+                    let msg = crate::suggest::with_suggestion(
+                        format!("target stage {t:?} could not be found"),
+                        &lt,
+                        names.iter().copied(),
+                    );
+                    let msg = if names.is_empty() || msg.contains("did you mean") {
+                        msg
+                    } else {
+                        format!("{msg} (stages: {})", names.join(", "))
+                    };
+                    return Err(Error::plain(&df.name, msg));
+                }
+            }
+        }
+    };
+
+    let planner = Planner {
+        ctx,
+        opts,
+        lookup,
+        lexer,
+        meta,
+        headers,
+        graph_error: Default::default(),
+    };
+    let mut done: Vec<Result<Done, Error>> = Vec::new();
+    for i in 0..planner.headers.len() {
+        let r = planner.dispatch_stage(i, &done);
+        done.push(r);
+    }
+    // A broken stage graph (forward reference, cycle, bad index) is an error whatever the target.
+    if let Some(e) = planner.graph_error.borrow_mut().take() {
+        return Err(e);
+    }
+
+    // The target's closure.
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        match &done[i] {
+            Ok(d) => todo.extend(d.stage.deps.iter().copied()),
+            Err(e) => return Err(e.clone()),
+        }
+    }
+    let mut warnings = df.warnings.clone();
+    let mut stages = Vec::new();
+    let mut skipped = Vec::new();
+    let mut consumed = consumed_global;
+    for (i, r) in done.into_iter().enumerate() {
+        if needed.contains(&i) {
+            if let Ok(d) = r {
+                warnings.extend(d.warnings);
+                consumed.extend(d.consumed);
+                stages.push(d.stage);
+            }
+        } else {
+            skipped.push(
+                planner.headers[i]
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| i.to_string()),
+            );
+        }
+    }
+    for k in planner.opts.build_args.keys() {
+        if !consumed.contains(k) && !PROXY_ARGS.contains(&k.as_str()) && !k.starts_with("BUILDKIT_")
+        {
+            warnings.push(Warning {
+                span: Span::default(),
+                message: format!("build-arg {k} is not declared by an ARG of the stages that are built, so it is unused"),
+            });
+        }
+    }
+    let target_name = planner.headers[target]
+        .name
+        .clone()
+        .unwrap_or_else(|| target.to_string());
+    Ok(Plan {
+        stages,
+        skipped,
+        warnings,
+        target: target_name,
+        target_platform,
+        build_platform,
+        global_args,
+    })
+}
+
+fn check_stage_name(
+    ctx: &Ctx,
+    name: &str,
+    line: usize,
+    col: usize,
+    width: usize,
+) -> Result<(), Error> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(ctx.err(
+            line,
+            col,
+            width,
+            format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols"),
+        ));
+    }
+    if name == "scratch" || name == "context" {
+        return Err(ctx.err(
+            line,
+            col,
+            width,
+            format!("{name:?} is a reserved name and cannot name a build stage"),
+        ));
+    }
+    Ok(())
+}
+
+fn flag<'f>(ins: &'f Instruction, name: &str) -> Option<&'f Flag> {
+    ins.flags.iter().find(|f| f.name == name)
+}
+
+fn bool_flag(ins: &Instruction, name: &str) -> Option<bool> {
+    flag(ins, name).map(|f| {
+        f.value
+            .as_deref()
+            .is_none_or(|v| v.eq_ignore_ascii_case("true"))
+    })
+}
+
+impl Planner<'_> {
+    /// Records `e` as a stage-graph error (the first one wins) and returns it.
+    fn graph(&self, e: Error) -> Error {
+        self.graph_error
+            .borrow_mut()
+            .get_or_insert_with(|| e.clone());
+        e
+    }
+
+    fn flag_err(&self, f: &Flag, msg: String) -> Error {
+        self.ctx.err(
+            f.line,
+            f.column,
+            2 + f.name.chars().count() + f.value.as_ref().map_or(0, |v| 1 + v.chars().count()),
+            msg,
+        )
+    }
+
+    fn args_err(&self, ins: &Instruction, msg: String) -> Error {
+        let width = ins
+            .original
+            .chars()
+            .count()
+            .saturating_sub(ins.args_column.saturating_sub(ins.span.column));
+        self.ctx
+            .err(ins.args_line, ins.args_column, width.max(1), msg)
+    }
+
+    fn expand(&self, ins: &Instruction, word: &str, vars: &dyn Lookup) -> Result<String, Error> {
+        self.lexer
+            .process_word(word, vars)
+            .map_err(|m| self.args_err(ins, m))
+    }
+
+    fn expand_flag(&self, f: &Flag, vars: &dyn Lookup) -> Result<String, Error> {
+        self.lexer
+            .process_word(f.value.as_deref().unwrap_or_default(), vars)
+            .map_err(|m| self.flag_err(f, m))
+    }
+
+    /// Where `--from=name` / `from=name` points, seen from stage `current`.
+    fn resolve(&self, name: &str, current: usize, what: &str) -> Result<Source, String> {
+        let n = self.headers.len();
+        let later = |j: usize| {
+            let h = &self.headers[j];
+            let shown = h.name.clone().unwrap_or_else(|| j.to_string());
+            if j == current {
+                format!("circular dependency: stage {shown} uses itself through {what}={name}")
+            } else {
+                format!(
+                    "{what}={name} refers to stage {shown}, which is defined later (line {}): a stage can only use earlier stages",
+                    h.from.span.line
+                )
+            }
+        };
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            return match name.parse::<usize>() {
+                Ok(j) if j < current => Ok(Source::Stage(j)),
+                Ok(j) if j < n => Err(later(j)),
+                _ => Err(format!(
+                    "invalid stage index {name}: the Dockerfile has {n} stage(s), numbered from 0"
+                )),
+            };
+        }
+        let lower = name.to_lowercase();
+        match self
+            .headers
+            .iter()
+            .position(|h| h.name.as_deref() == Some(lower.as_str()))
+        {
+            Some(j) if j < current => Ok(Source::Stage(j)),
+            Some(j) => Err(later(j)),
+            None => Ok(Source::Image(name.to_string())),
+        }
+    }
+
+    /// A warning when an image reference looks like a misspelt stage name.
+    fn image_warning(&self, st: &mut State, src: &Option<Source>, f: &Flag, what: &str) {
+        let Some(Source::Image(name)) = src else {
+            return;
+        };
+        if name.contains(['/', ':', '@', '.']) {
+            return;
+        }
+        let names = self.headers.iter().filter_map(|h| h.name.as_deref());
+        if let Some(s) = crate::suggest::closest(name, names) {
+            st.warnings.push(Warning {
+                span: Span { line: f.line, column: f.column, end_line: f.line },
+                message: format!("{what}={name} is not a stage of this Dockerfile, so it is used as an image (did you mean {s}?)"),
+            });
+        }
+    }
+
+    fn dispatch_stage(&self, i: usize, done: &[Result<Done, Error>]) -> Result<Done, Error> {
+        let h = &self.headers[i];
+        let from = h.from;
+        let Args::From { image, .. } = &from.args else {
+            return Err(self.args_err(from, "FROM without an image".into()));
+        };
+        let platform = match flag(from, "platform") {
+            Some(f) => {
+                let p = self.expand_flag(f, &self.meta)?;
+                crate::vars::split_platform(&p).map_err(|m| self.flag_err(f, m))?;
+                Some(p)
+            }
+            None => None,
+        };
+        let base_name = self.expand(from, image, &self.meta)?;
+        if base_name.is_empty() {
+            return Err(self.args_err(from, format!("base name ({image}) should not be blank")));
+        }
+        let lower = base_name.to_lowercase();
+        let mut st = State {
+            index: i,
+            vars: Vars::default(),
+            deps: Vec::new(),
+            onbuild: Vec::new(),
+            consumed: BTreeSet::new(),
+            warnings: Vec::new(),
+        };
+        let (base, triggers) = if lower == "scratch" {
+            (Base::Scratch, Vec::new())
+        } else if let Some(j) = self.headers[..i]
+            .iter()
+            .position(|h| h.name.as_deref() == Some(lower.as_str()))
+        {
+            let parent = done[j].as_ref().map_err(Clone::clone)?;
+            st.vars = parent.vars.clone();
+            st.deps.push(j);
+            (Base::Stage(j), parent.onbuild.clone())
+        } else if let Some(j) = self.headers[i..]
+            .iter()
+            .position(|h| h.name.as_deref() == Some(lower.as_str()))
+        {
+            let j = i + j;
+            let msg = if j == i {
+                format!("FROM {base_name} AS {lower}: a stage cannot be its own base")
+            } else {
+                format!(
+                    "FROM {base_name} refers to stage {lower}, which is defined later (line {}): a stage can only build on an earlier one",
+                    self.headers[j].from.span.line
+                )
+            };
+            return Err(self.graph(self.args_err(from, msg)));
+        } else {
+            let info = (self.lookup)(&base_name).unwrap_or_default();
+            for (k, v) in info.env {
+                st.vars.set(&k, v, false);
+            }
+            (Base::Image(base_name.clone()), info.onbuild)
+        };
+
+        if !matches!(base, Base::Stage(_)) && st.vars.get("PATH").is_none() {
+            // As BuildKit: an image without PATH (and scratch) gets the default one.
+            st.vars.set("PATH", DEFAULT_PATH.to_string(), false);
+        }
+        let mut steps = Vec::new();
+        for t in &triggers {
+            let ins = self.trigger(from, t, &base_name)?;
+            let kind = self.dispatch(&ins, &mut st).map_err(|mut e| {
+                e.message = format!("ONBUILD trigger `{t}` of base {base_name}: {}", e.message);
+                e
+            })?;
+            steps.push(Step {
+                span: from.span,
+                original: t.clone(),
+                kind,
+            });
+        }
+        // Triggers run once: the new stage does not pass its base's triggers on.
+        st.onbuild.clear();
+        for ins in h.body {
+            let kind = self.dispatch(ins, &mut st)?;
+            steps.push(Step {
+                span: ins.span,
+                original: ins.original.clone(),
+                kind,
+            });
+        }
+        Ok(Done {
+            stage: Stage {
+                index: i,
+                name: h.name.clone(),
+                base,
+                platform,
+                span: from.span,
+                steps,
+                deps: st.deps,
+                description: (!from.comments.is_empty()).then(|| from.comments.join(" ")),
+            },
+            vars: st.vars,
+            onbuild: st.onbuild,
+            consumed: st.consumed,
+            warnings: st.warnings,
+        })
+    }
+
+    /// Parses an ONBUILD trigger of a base; its positions become the FROM's.
+    fn trigger(&self, from: &Instruction, text: &str, base: &str) -> Result<Instruction, Error> {
+        let lines = [text.to_string()];
+        let tctx = Ctx {
+            name: self.ctx.name,
+            lines: &lines,
+            escape: '\\',
+        };
+        let relocate = |mut e: Error| {
+            e.message = format!("ONBUILD trigger `{text}` of base {base}: {}", e.message);
+            e.line = from.span.line;
+            e.column = from.span.column;
+            e.source_line = self
+                .ctx
+                .lines
+                .get(from.span.line.wrapping_sub(1))
+                .cloned()
+                .unwrap_or_default();
+            e.width = 4;
+            e
+        };
+        let mut ins = parse_line(&tctx, text, &PosMap::single(1, 1), true).map_err(relocate)?;
+        if matches!(
+            ins.keyword,
+            Keyword::From | Keyword::Maintainer | Keyword::Onbuild
+        ) {
+            return Err(relocate(tctx.err(
+                1,
+                1,
+                1,
+                format!(
+                    "{} isn't allowed as an ONBUILD trigger",
+                    ins.keyword.as_str()
+                ),
+            )));
+        }
+        ins.span = from.span;
+        ins.args_line = from.span.line;
+        ins.args_column = from.span.column;
+        for f in &mut ins.flags {
+            f.line = from.span.line;
+            f.column = from.span.column;
+        }
+        Ok(ins)
+    }
+
+    fn dispatch(&self, ins: &Instruction, st: &mut State) -> Result<StepKind, Error> {
+        Ok(match (&ins.keyword, &ins.args) {
+            (Keyword::Env | Keyword::Label, Args::Env(kvs) | Args::Label(kvs)) => {
+                // Every pair is expanded with the values from before this line.
+                let mut out = Vec::new();
+                for kv in kvs {
+                    out.push((
+                        self.expand(ins, &kv.key, &st.vars)?,
+                        self.expand(ins, &kv.value, &st.vars)?,
+                    ));
+                }
+                if ins.keyword == Keyword::Label {
+                    return Ok(StepKind::Label(out));
+                }
+                for (k, v) in &out {
+                    st.vars.set(k, v.clone(), false);
+                }
+                StepKind::Env(out)
+            }
+            (Keyword::Arg, Args::Arg(decls)) => {
+                let mut out = Vec::new();
+                for d in decls {
+                    let given = self.opts.build_args.get(&d.name);
+                    let value = if let Some(v) = given {
+                        st.consumed.insert(d.name.clone());
+                        Some(v.clone())
+                    } else if let Some(def) = &d.default {
+                        Some(self.expand(ins, def, &st.vars)?)
+                    } else {
+                        // A bare `ARG NAME` picks up the global ARG (or the predefined one).
+                        self.meta.get(&d.name).map(str::to_string)
+                    };
+                    if let Some(v) = &value {
+                        st.vars.set(&d.name, v.clone(), true);
+                    }
+                    out.push((d.name.clone(), value));
+                }
+                StepKind::Arg(out)
+            }
+            (Keyword::Workdir, Args::Single(w)) => {
+                StepKind::Workdir(self.expand(ins, w, &st.vars)?)
+            }
+            (Keyword::User, Args::Single(w)) => StepKind::User(self.expand(ins, w, &st.vars)?),
+            (Keyword::Stopsignal, Args::Single(w)) => {
+                let s = self.expand(ins, w, &st.vars)?;
+                values::check_signal(&s).map_err(|m| self.args_err(ins, m))?;
+                StepKind::StopSignal(s)
+            }
+            (Keyword::Maintainer, Args::Single(w)) => StepKind::Maintainer(w.clone()),
+            (Keyword::Expose, Args::Expose(ports)) => {
+                let mut out = Vec::new();
+                for p in ports {
+                    for w in self.expand(ins, p, &st.vars)?.split_whitespace() {
+                        values::check_port(w).map_err(|m| self.args_err(ins, m))?;
+                        out.push(w.to_string());
+                    }
+                }
+                StepKind::Expose(out)
+            }
+            (Keyword::Volume, Args::Volume(vols)) => {
+                let mut out = Vec::new();
+                for v in vols {
+                    let e = self.expand(ins, v, &st.vars)?;
+                    if e.is_empty() {
+                        return Err(self
+                            .args_err(ins, "VOLUME specified can not be an empty string".into()));
+                    }
+                    out.push(e);
+                }
+                StepKind::Volume(out)
+            }
+            (Keyword::Shell, Args::Shell(v)) => StepKind::Shell(v.clone()),
+            (Keyword::Cmd, Args::Command(c)) => StepKind::Cmd(c.clone()),
+            (Keyword::Entrypoint, Args::Command(c)) => StepKind::Entrypoint(c.clone()),
+            (Keyword::Onbuild, Args::Onbuild(sub)) => {
+                st.onbuild.push(sub.original.clone());
+                StepKind::Onbuild(sub.original.clone())
+            }
+            (Keyword::Healthcheck, Args::Healthcheck(None)) => StepKind::Healthcheck(None),
+            (Keyword::Healthcheck, Args::Healthcheck(Some(test))) => {
+                let dur = |name: &str| -> Result<Option<u64>, Error> {
+                    match flag(ins, name) {
+                        Some(f) => {
+                            parse_interval(f.value.as_deref().unwrap_or_default()).map_err(|m| {
+                                self.flag_err(f, format!("invalid value for --{name}: {m}"))
+                            })
+                        }
+                        None => Ok(None),
+                    }
+                };
+                let retries = match flag(ins, "retries") {
+                    Some(f) => f
+                        .value
+                        .as_deref()
+                        .unwrap_or_default()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0),
+                    None => None,
+                };
+                StepKind::Healthcheck(Some(Healthcheck {
+                    test: test.clone(),
+                    interval_ns: dur("interval")?,
+                    timeout_ns: dur("timeout")?,
+                    start_period_ns: dur("start-period")?,
+                    start_interval_ns: dur("start-interval")?,
+                    retries,
+                }))
+            }
+            (Keyword::Run, Args::Command(command)) => self.dispatch_run(ins, command, st)?,
+            (Keyword::Copy | Keyword::Add, Args::Copy { sources, dest, .. }) => {
+                self.dispatch_copy(ins, sources, dest, st)?
+            }
+            _ => {
+                return Err(
+                    self.args_err(ins, format!("{} is not allowed here", ins.keyword.as_str()))
+                )
+            }
+        })
+    }
+
+    fn dispatch_run(
+        &self,
+        ins: &Instruction,
+        command: &Command,
+        st: &mut State,
+    ) -> Result<StepKind, Error> {
+        let mut mounts = Vec::new();
+        for f in ins.flags.iter().filter(|f| f.name == "mount") {
+            let vars = &st.vars;
+            let expand = |v: &str| self.lexer.process_word(v, vars);
+            let resolve = |name: &str| self.resolve(name, st.index, "--mount from");
+            let mut graph = false;
+            let mut resolve = |name: &str| {
+                let r = resolve(name);
+                graph |= r.is_err();
+                r
+            };
+            let m = values::parse_mount(
+                f.value.as_deref().unwrap_or_default(),
+                &expand,
+                &mut resolve,
+            )
+            .map_err(|m| {
+                if graph {
+                    self.graph(self.flag_err(f, m))
+                } else {
+                    self.flag_err(f, m)
+                }
+            })?;
+            if let Mount::Bind { from, .. } | Mount::Cache { from, .. } = &m {
+                let from = from.clone();
+                st.dep(&from);
+                self.image_warning(st, &from, f, "--mount from");
+            }
+            mounts.push(m);
+        }
+        let network = flag(ins, "network").map(|f| match f.value.as_deref() {
+            Some("none") => NetworkMode::None,
+            Some("host") => NetworkMode::Host,
+            _ => NetworkMode::Default,
+        });
+        let heredocs = ins
+            .heredocs
+            .iter()
+            .map(|h| Heredoc {
+                name: h.name.clone(),
+                content: if h.chomp {
+                    heredoc::chomp(&h.content)
+                } else {
+                    h.content.clone()
+                },
+                quoted: !h.expand,
+                strip_tabs: h.chomp,
+            })
+            .collect();
+        let mut args_env = st.vars.args_env();
+        for p in PROXY_ARGS {
+            if let Some(v) = self.opts.build_args.get(p) {
+                if !args_env.iter().any(|(k, _)| k == p) {
+                    args_env.push((p.to_string(), v.clone()));
+                }
+            }
+        }
+        Ok(StepKind::Run(Run {
+            command: command.clone(),
+            heredocs,
+            mounts,
+            network,
+            security: flag(ins, "security").and_then(|f| f.value.clone()),
+            args_env,
+        }))
+    }
+
+    fn dispatch_copy(
+        &self,
+        ins: &Instruction,
+        sources: &[String],
+        dest: &str,
+        st: &mut State,
+    ) -> Result<StepKind, Error> {
+        let add = ins.keyword == Keyword::Add;
+        let from = match flag(ins, "from") {
+            Some(f) => {
+                let name = self.expand_flag(f, &st.vars)?;
+                if name.is_empty() {
+                    return Err(self.flag_err(
+                        f,
+                        "--from needs a stage name, a stage index or an image".into(),
+                    ));
+                }
+                let src = Some(
+                    self.resolve(&name, st.index, "--from")
+                        .map_err(|m| self.graph(self.flag_err(f, m)))?,
+                );
+                st.dep(&src);
+                self.image_warning(st, &src, f, "--from");
+                src
+            }
+            None => None,
+        };
+        let chown = match flag(ins, "chown") {
+            Some(f) => Some(self.expand_flag(f, &st.vars)?),
+            None => None,
+        };
+        let chmod = match flag(ins, "chmod") {
+            Some(f) => {
+                let v = self.expand_flag(f, &st.vars)?;
+                Some(values::parse_chmod(&v).map_err(|m| self.flag_err(f, m))?)
+            }
+            None => None,
+        };
+        let checksum = match flag(ins, "checksum") {
+            Some(f) => {
+                let v = self.expand_flag(f, &st.vars)?;
+                values::check_checksum(&v).map_err(|m| self.flag_err(f, m))?;
+                if sources.len() > 1 {
+                    return Err(self.flag_err(
+                        f,
+                        "--checksum can't be specified for multiple sources".into(),
+                    ));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let mut exclude = Vec::new();
+        for f in ins.flags.iter().filter(|f| f.name == "exclude") {
+            exclude.push(self.expand_flag(f, &st.vars)?);
+        }
+        let mut out_sources = Vec::new();
+        let mut heredocs = Vec::new();
+        let mut bodies = ins.heredocs.iter();
+        for s in sources {
+            if let Ok(Some(_)) = heredoc::parse_marker(s) {
+                let Some(h) = bodies.next() else {
+                    return Err(self.args_err(ins, format!("heredoc {s} has no body")));
+                };
+                let mut content = if h.chomp {
+                    heredoc::chomp(&h.content)
+                } else {
+                    h.content.clone()
+                };
+                if h.expand {
+                    let mut lx = self.lexer;
+                    lx.skip_quotes = true;
+                    lx.raw_escapes = true;
+                    content = lx
+                        .process_word(&content, &st.vars)
+                        .map_err(|m| self.args_err(ins, m))?;
+                }
+                heredocs.push(Heredoc {
+                    name: h.name.clone(),
+                    content,
+                    quoted: !h.expand,
+                    strip_tabs: h.chomp,
+                });
+            } else {
+                out_sources.push(self.expand(ins, s, &st.vars)?);
+            }
+        }
+        Ok(StepKind::Copy(Copy {
+            add,
+            from,
+            sources: out_sources,
+            heredocs,
+            dest: self.expand(ins, dest, &st.vars)?,
+            chown,
+            chmod,
+            link: bool_flag(ins, "link").unwrap_or(false),
+            parents: bool_flag(ins, "parents").unwrap_or(false),
+            exclude,
+            checksum,
+            keep_git_dir: bool_flag(ins, "keep-git-dir").unwrap_or(false),
+            unpack: bool_flag(ins, "unpack"),
+        }))
+    }
+}
