@@ -10,3 +10,262 @@
 //!     // paths, types, modes, owners (for Dir sources), link targets and contents; never mtimes
 //! apply(&CopyRequest, &SourceRoot, dest_root: &Path /* the stage's merged rootfs */) -> Result<CopyStats>
 //! ```
+//! Added:
+//! ```text
+//! resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32)>  // --chown via the stage's /etc/passwd
+//! resolve_in_root(root, path, follow_final) / mkdir_all_in_root(root, path, owner)
+//! ```
+//!
+//! Semantics follow BuildKit (dockerfile2llb + fsutil copy), with these notes:
+//! - Context files are owned by root in the image and keep their permission bits; `--from`
+//!   sources keep owner and bits; `--chown` sets both on every copied entry and on the
+//!   destination directories the copy creates; `--chmod` (octal or symbolic) applies to every
+//!   copied file and directory.
+//! - Several sources (or a glob matching several) need a destination ending in `/`, as docker.
+//! - `--link` builds the same filesystem result; it only changes how BuildKit stacks layers, so
+//!   it is accepted and ignored here.
+//! - Nothing is ever written outside `dest_root`: paths are resolved inside it
+//!   ([`resolve_in_root`]), so `/link -> /etc` in the image means the image's `/etc`.
+//! - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd; detected by content) unless
+//!   `--unpack=false`; URLs are fetched (mode 0600, mtime from `Last-Modified`), never unpacked,
+//!   checked against `--checksum`. Git URLs are refused as not supported yet.
+
+pub mod archive;
+pub mod chmod;
+pub mod chown;
+pub mod dest;
+mod digest;
+pub mod error;
+mod select;
+pub mod url;
+mod write;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_dockerfile::Copy;
+
+use crate::context::pattern::go_clean;
+use crate::context::{BuildContext, IgnoreRules};
+pub use chmod::ModeChange;
+pub use chown::resolve_chown;
+pub use dest::{mkdir_all_in_root, resolve_in_root};
+use error::io_err;
+pub use error::{CopyError, Result};
+use select::{Item, Selector};
+use write::{Owners, Writer};
+
+/// Where the sources of a COPY/ADD are read from.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceRoot<'a> {
+    /// The build context (`.dockerignore` applies; files land owned by root).
+    Context(&'a BuildContext),
+    /// The rootfs of a stage or image (`--from`): owners and modes are kept.
+    Dir(&'a Path),
+}
+
+/// One COPY/ADD to run.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyRequest<'a> {
+    /// The instruction, already expanded by the frontend.
+    pub copy: &'a Copy,
+    /// The stage's WORKDIR at this step (a relative destination is taken from it).
+    pub workdir: &'a str,
+    /// `--chown` resolved by the caller (see [`resolve_chown`]).
+    pub owner: Option<(u32, u32)>,
+}
+
+/// What an [`apply`] wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Regular files written (hardlinks excluded).
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Hardlinks created to files copied earlier in the same step.
+    pub hardlinks: u64,
+    /// Devices, fifos and sockets.
+    pub other: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+pub(crate) fn cmd_name(c: &Copy) -> &'static str {
+    if c.add {
+        "ADD"
+    } else {
+        "COPY"
+    }
+}
+
+/// The destination of an instruction, as the image sees it.
+struct Dest {
+    /// Absolute, cleaned.
+    path: PathBuf,
+    /// Written as a directory (`/x/`, `.`, empty).
+    is_dir: bool,
+}
+
+fn dest_of(req: &CopyRequest) -> Dest {
+    let d = req.copy.dest.as_str();
+    let is_dir = d.is_empty() || d == "." || d.ends_with('/') || d.ends_with("/.");
+    let joined = if d.starts_with('/') {
+        d.to_string()
+    } else {
+        format!("/{}/{}", req.workdir, d)
+    };
+    Dest {
+        path: PathBuf::from(go_clean(&joined)),
+        is_dir,
+    }
+}
+
+fn select<'a>(req: &CopyRequest, src: &'a SourceRoot<'a>) -> Result<Vec<Item>> {
+    let cmd = cmd_name(req.copy);
+    let exclude =
+        IgnoreRules::new(&req.copy.exclude).map_err(|source| CopyError::Pattern { cmd, source })?;
+    let sel = Selector {
+        cmd,
+        src,
+        exclude,
+        parents: req.copy.parents,
+    };
+    sel.select(req.copy)
+}
+
+/// The cache input of the step: `sha256:<hex>` over what it selects (see the module docs of
+/// `digest`): paths, types, modes, owners (for `--from` sources), link targets and contents,
+/// never mtimes, plus the flags that change the result. ADD of a URL without `--checksum`
+/// downloads it to hash it.
+pub fn inputs_digest(req: &CopyRequest, src: &SourceRoot) -> Result<String> {
+    let items = select(req, src)?;
+    digest::digest(req, src, &items)
+}
+
+/// Runs the COPY/ADD onto `dest_root` (the stage's rootfs).
+pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<CopyStats> {
+    let c = req.copy;
+    let cmd = cmd_name(c);
+    let mode = match &c.chmod {
+        Some(m) => Some(ModeChange::parse(m).map_err(|message| CopyError::Invalid {
+            cmd,
+            message: format!("--chmod: {message}"),
+        })?),
+        None => None,
+    };
+    let checksum = match &c.checksum {
+        Some(s) => Some(url::Checksum::parse(s)?),
+        None => None,
+    };
+    let items = select(req, src)?;
+    let dest = dest_of(req);
+    if items.len() > 1 && !dest.is_dir && !c.parents {
+        return Err(CopyError::DestNotDir {
+            cmd,
+            dest: c.dest.clone(),
+        });
+    }
+    let owners = match (req.owner, src) {
+        (Some((u, g)), _) => Owners::Fixed(u, g),
+        (None, SourceRoot::Context(_)) => Owners::Fixed(0, 0),
+        (None, SourceRoot::Dir(_)) => Owners::Keep,
+    };
+    let created_owner = req.owner.unwrap_or((0, 0));
+    let root = dest_root;
+    let unpack = c.add && c.unpack != Some(false);
+    let mut w = Writer::new(cmd, root, owners, mode.as_ref());
+    let shown = |p: &Path| p.display().to_string();
+    let dir_at = |p: &Path| mkdir_all_in_root(root, p, created_owner).map_err(io_err(cmd, p));
+    // Where a single non-directory lands: inside a directory destination, else at the path
+    // (inside it if it already is a directory).
+    let file_target = |name: &str| -> Result<PathBuf> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(CopyError::Invalid {
+                cmd,
+                message: format!("invalid file name {name:?}"),
+            });
+        }
+        if dest.is_dir {
+            return Ok(dir_at(&dest.path)?.join(name));
+        }
+        if let Some(parent) = dest.path.parent() {
+            dir_at(parent)?;
+        }
+        let t = resolve_in_root(root, &dest.path, true).map_err(io_err(cmd, &dest.path))?;
+        if fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
+            Ok(t.join(name))
+        } else {
+            Ok(t)
+        }
+    };
+    for item in &items {
+        match item {
+            Item::File {
+                display,
+                name,
+                path,
+                meta,
+            } => {
+                if unpack
+                    && meta.is_file()
+                    && archive::is_archive(path).map_err(io_err(cmd, path))?
+                {
+                    let d = dir_at(&dest.path)?;
+                    let f = fs::File::open(path).map_err(io_err(cmd, path))?;
+                    let stream = archive::decompress(f).map_err(io_err(cmd, path))?;
+                    archive::unpack(stream, root, &d, req.owner, &mut w.stats).map_err(
+                        |message| CopyError::Archive {
+                            archive: display.clone(),
+                            message,
+                        },
+                    )?;
+                    continue;
+                }
+                let target = file_target(&name.to_string_lossy())?;
+                w.node(path, meta, &target)?;
+            }
+            Item::Inline { name, content } => {
+                let target = file_target(name)?;
+                // Fixed mtime: an inline file has no source to take one from, and the image
+                // must not depend on when it was built.
+                w.inline(&mut content.as_slice(), &target, 0o644, 0)?;
+            }
+            Item::Url { url: u } => {
+                let target = file_target(&url::file_name(u))?;
+                let fetch = url::fetch(u)?;
+                let mut body = url::Hashing::new(fetch.body, checksum.as_ref());
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                w.inline(&mut body, &target, 0o600, fetch.mtime.unwrap_or(now))?;
+                if let Some(want) = &checksum {
+                    if let Err(e) = url::verify(u, want, &body.finish().1) {
+                        let _ = fs::remove_file(&target);
+                        return Err(e);
+                    }
+                }
+            }
+            Item::Dir {
+                path,
+                meta,
+                entries,
+            } => {
+                let target = if dest.is_dir || c.parents {
+                    dir_at(&dest.path)?
+                } else {
+                    if let Some(parent) = dest.path.parent() {
+                        dir_at(parent)?;
+                    }
+                    resolve_in_root(root, &dest.path, true)
+                        .map_err(io_err(cmd, shown(&dest.path)))?
+                };
+                w.dir(path, meta, entries, &target)?;
+            }
+        }
+    }
+    w.done()
+}

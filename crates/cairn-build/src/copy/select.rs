@@ -1,0 +1,416 @@
+//! Source selection: what a COPY/ADD takes, decided once and used both for the cache digest and
+//! for the copy itself (so that the digest covers exactly what lands in the image).
+//!
+//! BuildKit's rules: a source is cleaned and taken from the root (`../x` is `x`); a glob (Go
+//! `filepath.Match`) is matched from its first wildcard component on, and a match is not walked
+//! into; a top-level symlink is followed inside the root; a directory's contents are copied; files
+//! hidden by `.dockerignore` do not exist; `--parents` keeps the path below the `/./` pivot (the
+//! root without one); `--exclude` drops entries matching (relative to the source) at any depth.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::dest::resolve_in_root;
+use super::error::{io_err, CopyError, Result};
+use super::SourceRoot;
+use crate::context::pattern::{go_clean, has_wildcards, Pattern, Syntax};
+use crate::context::IgnoreRules;
+
+/// One file, directory, symlink or device below a directory source.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Path relative to the directory source (never empty).
+    pub rel: PathBuf,
+    /// Host path.
+    pub path: PathBuf,
+    /// `lstat` of `path`.
+    pub meta: fs::Metadata,
+}
+
+/// One top-level source after glob expansion.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A non-directory (a top-level symlink is already followed).
+    File {
+        /// As written (or the glob match), for errors.
+        display: String,
+        /// Name used when copying into a directory: the source's own name, not its target's.
+        name: OsString,
+        path: PathBuf,
+        meta: fs::Metadata,
+    },
+    /// A directory whose contents are copied.
+    Dir {
+        path: PathBuf,
+        meta: fs::Metadata,
+        entries: Vec<Entry>,
+    },
+    /// A heredoc (`COPY <<EOF /x`).
+    Inline { name: String, content: Vec<u8> },
+    /// An http(s) URL (ADD only).
+    Url { url: String },
+}
+
+/// Selection rules shared by every source of one instruction.
+pub(crate) struct Selector<'a> {
+    pub cmd: &'static str,
+    pub src: &'a SourceRoot<'a>,
+    pub exclude: IgnoreRules,
+    pub parents: bool,
+}
+
+fn is_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
+}
+
+/// Git sources as BuildKit recognises them in ADD.
+pub(crate) fn is_git_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    let base = l.split('#').next().unwrap_or("");
+    l.starts_with("git@") || l.starts_with("git://") || base.ends_with(".git")
+}
+
+impl<'a> Selector<'a> {
+    fn root(&self) -> &Path {
+        match self.src {
+            SourceRoot::Context(c) => c.root(),
+            SourceRoot::Dir(d) => d,
+        }
+    }
+
+    fn ignored(&self, host: &Path) -> bool {
+        match self.src {
+            SourceRoot::Context(c) => match host.strip_prefix(c.root()) {
+                Ok(rel) => c.is_ignored(rel),
+                Err(_) => false,
+            },
+            SourceRoot::Dir(_) => false,
+        }
+    }
+
+    fn may_reinclude(&self) -> bool {
+        self.exclude.has_exceptions()
+            || matches!(self.src, SourceRoot::Context(c) if c.rules().has_exceptions())
+    }
+
+    fn not_found(&self, path: &str) -> CopyError {
+        match self.src {
+            SourceRoot::Context(_) => CopyError::NotInContext {
+                cmd: self.cmd,
+                path: path.to_string(),
+            },
+            SourceRoot::Dir(_) => CopyError::NotInSource {
+                cmd: self.cmd,
+                path: path.to_string(),
+            },
+        }
+    }
+
+    fn pattern_err(&self) -> impl Fn(crate::context::PatternError) -> CopyError + '_ {
+        move |source| CopyError::Pattern {
+            cmd: self.cmd,
+            source,
+        }
+    }
+
+    /// Expands every source of the instruction, in order.
+    pub fn select(&self, copy: &cairn_dockerfile::Copy) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut had_glob = false;
+        for s in &copy.sources {
+            if s.starts_with("<<") && !copy.heredocs.is_empty() {
+                // The frontend may keep `<<EOF` among the sources; its content is in `heredocs`.
+                continue;
+            }
+            if is_url(s) {
+                if !copy.add {
+                    return Err(CopyError::Invalid {
+                        cmd: self.cmd,
+                        message: format!("source can't be a URL for COPY: {s}"),
+                    });
+                }
+                if is_git_url(s) {
+                    return Err(CopyError::GitUnsupported { url: s.clone() });
+                }
+                items.push(Item::Url { url: s.clone() });
+                continue;
+            }
+            if copy.add && is_git_url(s) && s.contains("://") {
+                return Err(CopyError::GitUnsupported { url: s.clone() });
+            }
+            let found = if self.parents {
+                had_glob |= has_wildcards(s);
+                self.select_parents(s)?
+            } else if has_wildcards(s) {
+                had_glob = true;
+                self.select_glob(s)?
+            } else {
+                let rel = go_clean(&format!("/{s}"));
+                let rel = rel.trim_start_matches('/');
+                match self.item_at(Path::new(rel), s)? {
+                    Some(i) => vec![i],
+                    None => return Err(self.not_found(s)),
+                }
+            };
+            items.extend(found);
+        }
+        for h in &copy.heredocs {
+            items.push(Item::Inline {
+                name: h.name.clone(),
+                content: h.content.clone().into_bytes(),
+            });
+        }
+        if items.is_empty() {
+            if had_glob || copy.sources.is_empty() {
+                return Err(CopyError::NoSources { cmd: self.cmd });
+            }
+            if let Some(s) = copy.sources.first() {
+                return Err(self.not_found(s));
+            }
+        }
+        Ok(items)
+    }
+
+    /// The item for the root-relative `rel`, following a symlink there; `None` when it does not
+    /// exist or is ignored.
+    fn item_at(&self, rel: &Path, display: &str) -> Result<Option<Item>> {
+        let root = self.root();
+        let resolved = resolve_in_root(root, rel, true).map_err(io_err(self.cmd, rel))?;
+        let meta = match fs::symlink_metadata(&resolved) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(None),
+            Err(e) => return Err(io_err(self.cmd, resolved)(e)),
+        };
+        if resolved != root && self.ignored(&resolved) {
+            return Ok(None);
+        }
+        if meta.is_dir() {
+            let mut entries = Vec::new();
+            self.walk(&resolved, Path::new(""), None, &mut entries)
+                .map_err(io_err(self.cmd, &resolved))?;
+            return Ok(Some(Item::Dir {
+                path: resolved,
+                meta,
+                entries,
+            }));
+        }
+        let name = rel
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| resolved.file_name().unwrap_or_default().to_os_string());
+        Ok(Some(Item::File {
+            display: display.to_string(),
+            name,
+            path: resolved,
+            meta,
+        }))
+    }
+
+    /// Collects the entries below `dir` (sorted by name, parents before children). `include`
+    /// (for `--parents`) keeps only paths it matches, their contents and their parent dirs.
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &Path,
+        include: Option<&Pattern>,
+        out: &mut Vec<Entry>,
+    ) -> io::Result<()> {
+        let mut names: Vec<OsString> = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let rel = rel.join(&name);
+            let meta = fs::symlink_metadata(&path)?;
+            let rel_str = rel.to_string_lossy();
+            let hidden = self.ignored(&path) || self.exclude.is_excluded(&rel_str);
+            let (matched, descend_include) = match include {
+                None => (true, None),
+                Some(p) => {
+                    if matches_or_parent(p, &rel_str) {
+                        (true, None)
+                    } else {
+                        (false, Some(p))
+                    }
+                }
+            };
+            if meta.is_dir() {
+                if hidden && !self.may_reinclude() {
+                    continue;
+                }
+                if !matched && !could_contain(descend_include, &rel_str) {
+                    continue;
+                }
+                let mark = out.len();
+                out.push(Entry {
+                    rel: rel.clone(),
+                    path: path.clone(),
+                    meta,
+                });
+                self.walk(&path, &rel, descend_include, out)?;
+                // A hidden or unmatched directory is only kept as the parent of what is.
+                if (hidden || !matched) && out.len() == mark + 1 {
+                    out.truncate(mark);
+                }
+            } else if !hidden && matched {
+                out.push(Entry { rel, path, meta });
+            }
+        }
+        Ok(())
+    }
+
+    fn select_glob(&self, s: &str) -> Result<Vec<Item>> {
+        let cleaned = go_clean(&format!("/{s}"));
+        let comps: Vec<&str> = cleaned.trim_start_matches('/').split('/').collect();
+        let first = comps.iter().position(|c| has_wildcards(c)).unwrap_or(0);
+        let base_rel: PathBuf = comps[..first].iter().collect();
+        let glob = comps[first..].join("/");
+        let pat = Pattern::new(&glob, Syntax::GoMatch).map_err(self.pattern_err())?;
+        let root = self.root();
+        let base = resolve_in_root(root, &base_rel, true).map_err(io_err(self.cmd, &base_rel))?;
+        if !base.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut matches = Vec::new();
+        self.glob_walk(
+            &base,
+            Path::new(""),
+            &pat,
+            comps.len() - first,
+            &mut matches,
+        )
+        .map_err(io_err(self.cmd, &base))?;
+        let mut items = Vec::new();
+        for m in matches {
+            let rel_in_root = match base.join(&m).strip_prefix(root) {
+                Ok(r) => r.to_path_buf(),
+                Err(_) => continue,
+            };
+            if let Some(i) = self.item_at(&rel_in_root, &rel_in_root.to_string_lossy())? {
+                items.push(i);
+            }
+        }
+        Ok(items)
+    }
+
+    /// Finds paths below `dir` matching `pat` (which has `depth` components); a match is not
+    /// walked into, and nothing deeper than `depth` can match since `*` never spans a `/`.
+    fn glob_walk(
+        &self,
+        dir: &Path,
+        rel: &Path,
+        pat: &Pattern,
+        depth: usize,
+        out: &mut Vec<PathBuf>,
+    ) -> io::Result<()> {
+        let mut names: Vec<OsString> = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let rel = rel.join(&name);
+            let rel_str = rel.to_string_lossy();
+            let hidden = self.ignored(&path) || self.exclude.is_excluded(&rel_str);
+            if pat.matches(&rel_str) {
+                if !hidden {
+                    out.push(rel);
+                }
+                continue;
+            }
+            if (!hidden || self.may_reinclude())
+                && rel.components().count() < depth
+                && fs::symlink_metadata(&path)?.is_dir()
+            {
+                self.glob_walk(&path, &rel, pat, depth, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--parents`: the source is `pivot/./pattern` (or just `pattern`, pivot = root); the pivot
+    /// is copied as a directory, restricted to what the pattern selects.
+    fn select_parents(&self, s: &str) -> Result<Vec<Item>> {
+        let (pivot, pattern) = match s.split_once("/./") {
+            Some((p, rest)) => (p.to_string(), rest.to_string()),
+            None => ("/".to_string(), s.to_string()),
+        };
+        let pivot = go_clean(&format!("/{pivot}"));
+        let pattern = go_clean(&format!("/{pattern}"));
+        let pattern = pattern.trim_start_matches('/');
+        let pivot_rel = Path::new(pivot.trim_start_matches('/'));
+        let root = self.root();
+        let dir = resolve_in_root(root, pivot_rel, true).map_err(io_err(self.cmd, pivot_rel))?;
+        let meta = match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => m,
+            _ => return Err(self.not_found(s)),
+        };
+        let mut entries = Vec::new();
+        if pattern.is_empty() {
+            self.walk(&dir, Path::new(""), None, &mut entries)
+        } else {
+            let pat = Pattern::new(pattern, Syntax::Docker).map_err(self.pattern_err())?;
+            self.walk(&dir, Path::new(""), Some(&pat), &mut entries)
+        }
+        .map_err(io_err(self.cmd, &dir))?;
+        if entries.is_empty() {
+            if has_wildcards(pattern) {
+                return Ok(Vec::new());
+            }
+            return Err(self.not_found(s));
+        }
+        Ok(vec![Item::Dir {
+            path: dir,
+            meta,
+            entries,
+        }])
+    }
+}
+
+fn matches_or_parent(p: &Pattern, rel: &str) -> bool {
+    if p.matches(rel) {
+        return true;
+    }
+    let mut acc = String::new();
+    for (i, c) in rel.split('/').enumerate() {
+        if i > 0 {
+            acc.push('/');
+        }
+        acc.push_str(c);
+        if acc.len() < rel.len() && p.matches(&acc) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a path below the directory `rel` could match `p`: compares the pattern's leading
+/// components with the directory's, stopping at the first `**`.
+fn could_contain(p: Option<&Pattern>, rel: &str) -> bool {
+    let Some(p) = p else { return true };
+    let pcomps: Vec<&str> = p.as_str().split('/').collect();
+    for (i, c) in rel.split('/').enumerate() {
+        let Some(pc) = pcomps.get(i) else {
+            return false;
+        };
+        if pc.contains("**") {
+            return true;
+        }
+        let ok = if has_wildcards(pc) {
+            Pattern::new(pc, Syntax::GoMatch)
+                .map(|x| x.matches(c))
+                .unwrap_or(true)
+        } else {
+            *pc == c
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}

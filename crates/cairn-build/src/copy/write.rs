@@ -1,0 +1,310 @@
+//! Writing selected sources into a rootfs, with BuildKit's (fsutil `copy`) rules: a directory
+//! that the copy creates takes its source's metadata, one that exists keeps its own at the top
+//! but is updated below it; files replace non-directories; hardlinks within one copy stay
+//! hardlinks; symlinks are copied as they are; owners come from `--chown`, else from the source
+//! (a `--from` rootfs) or are root (the context).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+use super::chmod::ModeChange;
+use super::dest::{display_in_root, resolve_in_root};
+use super::error::{io_err, CopyError, Result};
+use super::select::Entry;
+use super::CopyStats;
+
+/// Whose ownership copied entries get.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Owners {
+    /// `--chown`, or root for context files and downloads.
+    Fixed(u32, u32),
+    /// The source's own uid/gid (`--from` a stage or image).
+    Keep,
+}
+
+pub(crate) struct Writer<'a> {
+    pub cmd: &'static str,
+    pub root: &'a Path,
+    pub owners: Owners,
+    pub mode: Option<&'a ModeChange>,
+    pub stats: CopyStats,
+    /// (dev, ino) of a multiply linked source file → where its first copy went.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Directory times are set last: writing into a directory changes its mtime.
+    dir_times: Vec<(PathBuf, Timestamps)>,
+}
+
+fn ts(sec: i64, nsec: i64) -> Timespec {
+    Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    }
+}
+
+fn times_of(meta: &fs::Metadata) -> Timestamps {
+    Timestamps {
+        last_access: ts(meta.atime(), meta.atime_nsec()),
+        last_modification: ts(meta.mtime(), meta.mtime_nsec()),
+    }
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(
+        cmd: &'static str,
+        root: &'a Path,
+        owners: Owners,
+        mode: Option<&'a ModeChange>,
+    ) -> Self {
+        Writer {
+            cmd,
+            root,
+            owners,
+            mode,
+            stats: CopyStats::default(),
+            links: HashMap::new(),
+            dir_times: Vec::new(),
+        }
+    }
+
+    fn dest_err(&self, p: &Path) -> impl FnOnce(io::Error) -> CopyError {
+        io_err(self.cmd, display_in_root(self.root, p))
+    }
+
+    fn owner_for(&self, meta: Option<&fs::Metadata>) -> (u32, u32) {
+        match (self.owners, meta) {
+            (Owners::Fixed(u, g), _) => (u, g),
+            (Owners::Keep, Some(m)) => (m.uid(), m.gid()),
+            (Owners::Keep, None) => (0, 0),
+        }
+    }
+
+    /// Sets owner, mode, xattrs and times of `target` after `src_meta` (the source's lstat).
+    fn finish(&mut self, target: &Path, src: Option<&Path>, src_meta: &fs::Metadata) -> Result<()> {
+        let (uid, gid) = self.owner_for(Some(src_meta));
+        std::os::unix::fs::lchown(target, Some(uid), Some(gid)).map_err(self.dest_err(target))?;
+        let ft = src_meta.file_type();
+        if !ft.is_symlink() {
+            let mut mode = src_meta.mode() & 0o7777;
+            if let Some(m) = self.mode {
+                mode = m.apply(mode, ft.is_dir());
+            }
+            // After chown, which clears setuid/setgid.
+            fs::set_permissions(target, fs::Permissions::from_mode(mode))
+                .map_err(self.dest_err(target))?;
+        }
+        if let Some(src) = src {
+            copy_xattrs(src, target);
+        }
+        if ft.is_dir() {
+            self.dir_times
+                .push((target.to_path_buf(), times_of(src_meta)));
+        } else {
+            rustix::fs::utimensat(CWD, target, &times_of(src_meta), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.dest_err(target)(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes room for a non-directory at `target`: an existing file or symlink is replaced, a
+    /// directory is an error (as BuildKit).
+    fn clear(&self, target: &Path) -> Result<()> {
+        match fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => Err(CopyError::Invalid {
+                cmd: self.cmd,
+                message: format!(
+                    "cannot replace directory {} with a non-directory",
+                    display_in_root(self.root, target)
+                ),
+            }),
+            Ok(_) => fs::remove_file(target).map_err(self.dest_err(target)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.dest_err(target)(e)),
+        }
+    }
+
+    /// Copies one non-directory `src` (lstat `meta`) to `target`.
+    pub fn node(&mut self, src: &Path, meta: &fs::Metadata, target: &Path) -> Result<()> {
+        self.clear(target)?;
+        let ft = meta.file_type();
+        if ft.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.links.get(&key) {
+                    fs::hard_link(first, target).map_err(self.dest_err(target))?;
+                    self.stats.hardlinks += 1;
+                    return Ok(());
+                }
+                self.links.insert(key, target.to_path_buf());
+            }
+            let mut from = File::open(src).map_err(io_err(self.cmd, src))?;
+            self.stats.bytes += write_new(&mut from, target).map_err(self.dest_err(target))?;
+            self.stats.files += 1;
+        } else if ft.is_symlink() {
+            let link = fs::read_link(src).map_err(io_err(self.cmd, src))?;
+            std::os::unix::fs::symlink(&link, target).map_err(self.dest_err(target))?;
+            self.stats.symlinks += 1;
+        } else {
+            // Devices, fifos and sockets only come from a --from rootfs in practice.
+            let kind = rustix::fs::FileType::from_raw_mode(meta.mode());
+            let mode = rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777);
+            rustix::fs::mknodat(CWD, target, kind, mode, meta.rdev())
+                .map_err(|e| self.dest_err(target)(e.into()))?;
+            self.stats.other += 1;
+        }
+        self.finish(target, Some(src), meta)
+    }
+
+    /// Writes an inline file (heredoc, download) at `target`, mode `mode` before `--chmod`.
+    pub fn inline(
+        &mut self,
+        content: &mut dyn Read,
+        target: &Path,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<()> {
+        self.clear(target)?;
+        self.stats.bytes += write_new(content, target).map_err(self.dest_err(target))?;
+        self.stats.files += 1;
+        let (uid, gid) = self.owner_for(None);
+        std::os::unix::fs::lchown(target, Some(uid), Some(gid)).map_err(self.dest_err(target))?;
+        let mode = self.mode.map(|m| m.apply(mode, false)).unwrap_or(mode);
+        fs::set_permissions(target, fs::Permissions::from_mode(mode))
+            .map_err(self.dest_err(target))?;
+        let t = Timestamps {
+            last_access: ts(mtime, 0),
+            last_modification: ts(mtime, 0),
+        };
+        rustix::fs::utimensat(CWD, target, &t, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.dest_err(target)(e.into()))?;
+        Ok(())
+    }
+
+    /// Copies the contents of the directory `src` (lstat `meta`, entries already selected) into
+    /// `target` (resolved in the root). `target` takes `src`'s metadata only if created here.
+    pub fn dir(
+        &mut self,
+        src: &Path,
+        meta: &fs::Metadata,
+        entries: &[Entry],
+        target: &Path,
+    ) -> Result<()> {
+        match fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(CopyError::Invalid {
+                    cmd: self.cmd,
+                    message: format!(
+                        "cannot copy to non-directory: {}",
+                        display_in_root(self.root, target)
+                    ),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(target).map_err(self.dest_err(target))?;
+                self.stats.dirs += 1;
+                self.finish(target, Some(src), meta)?;
+            }
+            Err(e) => return Err(self.dest_err(target)(e)),
+        }
+        let mut placed: HashMap<&Path, PathBuf> = HashMap::new();
+        for e in entries {
+            let parent = match e.rel.parent() {
+                Some(p) if !p.as_os_str().is_empty() => match placed.get(p) {
+                    Some(t) => t.clone(),
+                    // The walk emits parents first; a missing one means it was not a directory.
+                    None => continue,
+                },
+                _ => target.to_path_buf(),
+            };
+            let name = e.rel.file_name().unwrap_or(OsStr::new(""));
+            let t = parent.join(name);
+            if e.meta.is_dir() {
+                let t = self.subdir(&t)?;
+                self.finish(&t, Some(&e.path), &e.meta)?;
+                placed.insert(&e.rel, t);
+            } else {
+                self.node(&e.path, &e.meta, &t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory at `t` for a directory entry: created if missing, reused if it exists. An
+    /// existing symlink there is followed inside the root when it leads to a directory (merged
+    /// /usr: `lib -> usr/lib`); BuildKit refuses that case, we prefer the image it would build
+    /// if it did not, and the root confinement keeps it safe.
+    fn subdir(&mut self, t: &Path) -> Result<PathBuf> {
+        match fs::symlink_metadata(t) {
+            Ok(m) if m.is_dir() => Ok(t.to_path_buf()),
+            Ok(m) if m.file_type().is_symlink() => {
+                let rel = t.strip_prefix(self.root).unwrap_or(t);
+                let r = resolve_in_root(self.root, rel, true).map_err(self.dest_err(t))?;
+                if r.is_dir() {
+                    Ok(r)
+                } else {
+                    Err(CopyError::Invalid {
+                        cmd: self.cmd,
+                        message: format!(
+                            "cannot copy to non-directory: {}",
+                            display_in_root(self.root, t)
+                        ),
+                    })
+                }
+            }
+            Ok(_) => Err(CopyError::Invalid {
+                cmd: self.cmd,
+                message: format!(
+                    "cannot copy to non-directory: {}",
+                    display_in_root(self.root, t)
+                ),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(t).map_err(self.dest_err(t))?;
+                self.stats.dirs += 1;
+                Ok(t.to_path_buf())
+            }
+            Err(e) => Err(self.dest_err(t)(e)),
+        }
+    }
+
+    /// Sets the deferred directory times (deepest first) and returns the counters.
+    pub fn done(mut self) -> Result<CopyStats> {
+        while let Some((p, t)) = self.dir_times.pop() {
+            rustix::fs::utimensat(CWD, &p, &t, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.dest_err(&p)(e.into()))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Creates `target` (which must not exist) with `content`; returns the bytes written.
+fn write_new(content: &mut dyn Read, target: &Path) -> io::Result<u64> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(target)?;
+    io::copy(content, &mut f)
+}
+
+/// Copies extended attributes; failures (unsupported filesystem, `security.*` without the
+/// capability) are ignored, as BuildKit ignores them.
+pub(crate) fn copy_xattrs(src: &Path, dst: &Path) {
+    let mut names = vec![0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(src, &mut names) else {
+        return;
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 64 * 1024];
+        if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut value) {
+            let _ =
+                rustix::fs::lsetxattr(dst, name, &value[..len], rustix::fs::XattrFlags::empty());
+        }
+    }
+}

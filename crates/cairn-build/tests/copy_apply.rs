@@ -1,0 +1,343 @@
+//! COPY onto a real rootfs directory: sources from the context and from another rootfs, globs,
+//! destinations, owners and modes, symlinks, hardlinks, and the cache digest.
+//!
+//! Tests that chown (every `apply` does: context files become root-owned) need root; the
+//! project's tests run as root (CI too).
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use cairn_build::context::BuildContext;
+use cairn_build::copy::{apply, inputs_digest, CopyError, CopyRequest, SourceRoot};
+use cairn_dockerfile::{Chmod, Copy};
+
+fn copy(sources: &[&str], dest: &str) -> Copy {
+    Copy {
+        add: false,
+        from: None,
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        heredocs: Vec::new(),
+        dest: dest.to_string(),
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        checksum: None,
+        keep_git_dir: false,
+        unpack: None,
+    }
+}
+
+fn write(p: &Path, content: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    ctx_dir: std::path::PathBuf,
+    rootfs: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx_dir = tmp.path().join("ctx");
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir_all(&ctx_dir).unwrap();
+    fs::create_dir_all(&rootfs).unwrap();
+    write(&ctx_dir.join("main.go"), "package main\n");
+    write(&ctx_dir.join("go.mod"), "module x\n");
+    write(&ctx_dir.join("src/a.txt"), "a");
+    write(&ctx_dir.join("src/sub/b.txt"), "b");
+    fs::set_permissions(ctx_dir.join("main.go"), fs::Permissions::from_mode(0o640)).unwrap();
+    Fixture {
+        _tmp: tmp,
+        ctx_dir,
+        rootfs,
+    }
+}
+
+fn run(f: &Fixture, c: &Copy, workdir: &str) -> Result<cairn_build::copy::CopyStats, CopyError> {
+    let ctx = BuildContext::open(&f.ctx_dir, None).unwrap();
+    let req = CopyRequest {
+        copy: c,
+        workdir,
+        owner: None,
+    };
+    apply(&req, &SourceRoot::Context(&ctx), &f.rootfs)
+}
+
+#[test]
+fn file_into_directory_and_relative_to_workdir() {
+    let f = fixture();
+    run(&f, &copy(&["main.go"], "/app/"), "/").unwrap();
+    assert_eq!(
+        fs::read_to_string(f.rootfs.join("app/main.go")).unwrap(),
+        "package main\n"
+    );
+    assert_eq!(
+        mode(&f.rootfs.join("app/main.go")),
+        0o640,
+        "context mode bits kept"
+    );
+    assert_eq!(
+        mode(&f.rootfs.join("app")),
+        0o755,
+        "created parents are 0755"
+    );
+    let m = fs::metadata(f.rootfs.join("app/main.go")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+
+    // Relative destination: from WORKDIR; "." is a directory.
+    run(&f, &copy(&["go.mod"], "."), "/work/dir").unwrap();
+    assert!(f.rootfs.join("work/dir/go.mod").is_file());
+    // No trailing slash, missing: the file is renamed.
+    run(&f, &copy(&["go.mod"], "renamed.mod"), "/work").unwrap();
+    assert!(f.rootfs.join("work/renamed.mod").is_file());
+    // No trailing slash, existing directory: goes inside.
+    run(&f, &copy(&["go.mod"], "/app"), "/").unwrap();
+    assert!(f.rootfs.join("app/go.mod").is_file());
+}
+
+#[test]
+fn directory_contents_not_the_directory() {
+    let f = fixture();
+    let stats = run(&f, &copy(&["src"], "/dst"), "/").unwrap();
+    assert_eq!(fs::read_to_string(f.rootfs.join("dst/a.txt")).unwrap(), "a");
+    assert_eq!(
+        fs::read_to_string(f.rootfs.join("dst/sub/b.txt")).unwrap(),
+        "b"
+    );
+    assert!(!f.rootfs.join("dst/src").exists());
+    assert_eq!(stats.files, 2);
+    // `COPY . .` copies the whole context, the Dockerfile-less root included.
+    run(&f, &copy(&["."], "."), "/all").unwrap();
+    assert!(f.rootfs.join("all/src/sub/b.txt").is_file());
+    assert!(f.rootfs.join("all/main.go").is_file());
+}
+
+#[test]
+fn globs_and_multiple_sources() {
+    let f = fixture();
+    run(&f, &copy(&["*.go", "go.*", "nomatch*"], "/g/"), "/").unwrap();
+    assert!(f.rootfs.join("g/main.go").is_file());
+    assert!(f.rootfs.join("g/go.mod").is_file());
+    // A glob in a subdirectory; a match that is a directory has its contents copied.
+    run(&f, &copy(&["s?c/*"], "/h/"), "/").unwrap();
+    assert!(f.rootfs.join("h/a.txt").is_file());
+    assert!(
+        f.rootfs.join("h/b.txt").is_file(),
+        "contents of the matched dir src/sub"
+    );
+
+    let e = run(&f, &copy(&["nomatch*", "none?"], "/x/"), "/").unwrap_err();
+    assert_eq!(e.to_string(), "COPY failed: no source files were specified");
+    let e = run(&f, &copy(&["main.go", "go.mod"], "/x"), "/").unwrap_err();
+    assert!(matches!(e, CopyError::DestNotDir { .. }), "{e}");
+    let e = run(&f, &copy(&["*.go", "go.*"], "/y"), "/").unwrap_err();
+    assert!(matches!(e, CopyError::DestNotDir { .. }), "{e}");
+}
+
+#[test]
+fn missing_source_names_the_file() {
+    let f = fixture();
+    let e = run(&f, &copy(&["nothere.go"], "/app/"), "/").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat nothere.go: file does not exist"
+    );
+    // `..` cannot leave the context: it is taken from the context root.
+    write(&f.ctx_dir.join("../outside.txt"), "secret");
+    let e = run(&f, &copy(&["../outside.txt"], "/app/"), "/").unwrap_err();
+    assert!(matches!(e, CopyError::NotInContext { .. }));
+}
+
+#[test]
+fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
+    let f = fixture();
+    let mut c = copy(&["src"], "/m");
+    c.chmod = Some(Chmod::Octal(0o700));
+    run(&f, &c, "/").unwrap();
+    assert_eq!(mode(&f.rootfs.join("m/a.txt")), 0o700);
+    assert_eq!(mode(&f.rootfs.join("m/sub")), 0o700);
+    let mut c = copy(&["src"], "/s");
+    c.chmod = Some(Chmod::Symbolic("u+x,go-r".into()));
+    fs::set_permissions(
+        f.ctx_dir.join("src/a.txt"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    run(&f, &c, "/").unwrap();
+    assert_eq!(mode(&f.rootfs.join("s/a.txt")), 0o700);
+    let mut c = copy(&["main.go"], "/bad");
+    c.chmod = Some(Chmod::Symbolic("q+z".into()));
+    assert!(run(&f, &c, "/")
+        .unwrap_err()
+        .to_string()
+        .contains("--chmod"));
+}
+
+// Needs root: chown.
+#[test]
+fn chown_applies_to_entries_and_created_parents() {
+    let f = fixture();
+    let ctx = BuildContext::open(&f.ctx_dir, None).unwrap();
+    let c = copy(&["src"], "/deep/er/");
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: Some((1000, 1001)),
+    };
+    apply(&req, &SourceRoot::Context(&ctx), &f.rootfs).unwrap();
+    for p in [
+        "deep",
+        "deep/er",
+        "deep/er/a.txt",
+        "deep/er/sub",
+        "deep/er/sub/b.txt",
+    ] {
+        let m = fs::symlink_metadata(f.rootfs.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 1001), "{p}");
+    }
+}
+
+// Needs root: the source rootfs has files owned by other users.
+#[test]
+fn from_dir_keeps_owner_and_mode() {
+    let f = fixture();
+    let stage = f.rootfs.parent().unwrap().join("stage");
+    write(&stage.join("usr/bin/tool"), "#!/bin/sh\n");
+    // chown first: it clears setuid.
+    std::os::unix::fs::lchown(stage.join("usr/bin/tool"), Some(7), Some(8)).unwrap();
+    fs::set_permissions(
+        stage.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    symlink("tool", stage.join("usr/bin/alias")).unwrap();
+    fs::hard_link(stage.join("usr/bin/tool"), stage.join("usr/bin/tool2")).unwrap();
+    let c = copy(&["/usr/bin"], "/opt/bin");
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let stats = apply(&req, &SourceRoot::Dir(&stage), &f.rootfs).unwrap();
+    let t = f.rootfs.join("opt/bin/tool");
+    let m = fs::metadata(&t).unwrap();
+    assert_eq!((m.uid(), m.gid(), mode(&t)), (7, 8, 0o4755));
+    assert_eq!(
+        fs::read_link(f.rootfs.join("opt/bin/alias")).unwrap(),
+        Path::new("tool")
+    );
+    let m2 = fs::metadata(f.rootfs.join("opt/bin/tool2")).unwrap();
+    assert_eq!(m.ino(), m2.ino(), "hardlink kept");
+    assert_eq!(stats.hardlinks, 1);
+    // A missing --from source has its own message.
+    let c = copy(&["/nope"], "/x/");
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let e = apply(&req, &SourceRoot::Dir(&stage), &f.rootfs).unwrap_err();
+    assert!(matches!(e, CopyError::NotInSource { .. }));
+}
+
+#[test]
+fn top_level_symlink_followed_inner_symlinks_copied() {
+    let f = fixture();
+    symlink("main.go", f.ctx_dir.join("link.go")).unwrap();
+    symlink("a.txt", f.ctx_dir.join("src/inner")).unwrap();
+    symlink("/etc/passwd", f.ctx_dir.join("abs")).unwrap();
+    run(&f, &copy(&["link.go"], "/l/"), "/").unwrap();
+    let t = f.rootfs.join("l/link.go");
+    assert!(
+        fs::symlink_metadata(&t).unwrap().is_file(),
+        "target content under the link's name"
+    );
+    assert_eq!(fs::read_to_string(&t).unwrap(), "package main\n");
+    run(&f, &copy(&["src"], "/s"), "/").unwrap();
+    assert_eq!(
+        fs::read_link(f.rootfs.join("s/inner")).unwrap(),
+        Path::new("a.txt")
+    );
+    // An absolute top-level symlink resolves inside the context, never to the host's /etc.
+    let e = run(&f, &copy(&["abs"], "/x/"), "/").unwrap_err();
+    assert!(matches!(e, CopyError::NotInContext { .. }), "{e}");
+}
+
+#[test]
+fn destination_symlinks_never_leave_the_rootfs() {
+    let f = fixture();
+    // /link -> /etc and /etc2 -> ../../../../etc: both must mean the rootfs's /etc.
+    symlink("/etc", f.rootfs.join("link")).unwrap();
+    symlink("../../../../../etc", f.rootfs.join("etc2")).unwrap();
+    let host_before = fs::read_dir("/etc").unwrap().count();
+    run(&f, &copy(&["main.go"], "/link/"), "/").unwrap();
+    run(&f, &copy(&["go.mod"], "/etc2/"), "/").unwrap();
+    run(&f, &copy(&["src"], "/link/sub/"), "/").unwrap();
+    assert!(f.rootfs.join("etc/main.go").is_file());
+    assert!(f.rootfs.join("etc/go.mod").is_file());
+    assert!(f.rootfs.join("etc/sub/a.txt").is_file());
+    assert!(!Path::new("/etc/main.go").exists());
+    assert!(!Path::new("/etc/sub/a.txt").exists());
+    assert_eq!(fs::read_dir("/etc").unwrap().count(), host_before);
+    // A symlink at a file's final position is replaced, not written through.
+    let host_file = f.rootfs.parent().unwrap().join("host-file");
+    fs::write(&host_file, "host").unwrap();
+    fs::remove_file(f.rootfs.join("etc/sub/a.txt")).unwrap();
+    symlink(&host_file, f.rootfs.join("etc/sub/a.txt")).unwrap();
+    run(&f, &copy(&["src"], "/etc/sub/"), "/").unwrap();
+    assert!(fs::symlink_metadata(f.rootfs.join("etc/sub/a.txt"))
+        .unwrap()
+        .is_file());
+    assert_eq!(fs::read_to_string(&host_file).unwrap(), "host");
+}
+
+#[test]
+fn digest_covers_content_not_mtime() {
+    let f = fixture();
+    let ctx = BuildContext::open(&f.ctx_dir, None).unwrap();
+    let c = copy(&["src", "*.go"], "/app/");
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let d1 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
+    assert!(d1.starts_with("sha256:") && d1.len() == 71);
+    // Touching (same content) does not change it.
+    let later = fs::File::options()
+        .write(true)
+        .open(f.ctx_dir.join("src/a.txt"))
+        .unwrap();
+    later
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap(), d1);
+    // A file the step does not select does not change it.
+    write(&f.ctx_dir.join("README.md"), "docs");
+    assert_eq!(inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap(), d1);
+    // Content, mode and flags do.
+    write(&f.ctx_dir.join("src/sub/b.txt"), "B");
+    let d2 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
+    assert_ne!(d2, d1);
+    fs::set_permissions(f.ctx_dir.join("main.go"), fs::Permissions::from_mode(0o755)).unwrap();
+    let d3 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
+    assert_ne!(d3, d2);
+    let req2 = CopyRequest {
+        owner: Some((1, 1)),
+        ..req
+    };
+    assert_ne!(
+        inputs_digest(&req2, &SourceRoot::Context(&ctx)).unwrap(),
+        d3
+    );
+}
