@@ -1,0 +1,359 @@
+//! `pull`: manifest (through an index if need be) → config → layers in parallel → store.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use sha2::Digest as _;
+
+use cairn_store::{ImageRecord, LayerDescriptor, Store};
+
+use crate::client::{error_chain, Client};
+use crate::manifest::{self, Descriptor, Fetched, ImageManifest, Platform};
+use crate::reference::{validate_digest, Reference};
+use crate::{sha256, sources, Error, Event, PullOptions, RegistryOptions, Result};
+
+/// Pulls `reference` into `store` and tags it with its normalised name (no tag for a pull by
+/// digest). Blobs already in the store are not downloaded; each blob lands in the store as soon
+/// as it is verified, so an interrupted pull resumes where it stopped.
+pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<ImageRecord> {
+    let r = Reference::parse(reference)?;
+    let ro = &opts.registry;
+    let cred = ro.credential_for(&r.registry)?;
+    let client = Client::new(
+        &r.registry,
+        vec![format!("repository:{}:pull", r.repository)],
+        cred,
+        ro,
+    )?;
+    let repo = r.repository.as_str();
+    let (top_bytes, ct) = client.get_manifest(repo, r.manifest_ref())?;
+    let top_digest = sha256(&top_bytes);
+    if let Some(want) = &r.digest {
+        if *want != top_digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {r}"),
+                expected: want.clone(),
+                actual: top_digest,
+            });
+        }
+    }
+    ro.emit(Event::PullingFrom {
+        tag: r.tag.clone().or(r.digest.clone()).unwrap_or_default(),
+        repository: r.repository.clone(),
+    });
+    let (fetched, _) = manifest::parse(&top_bytes, &ct)?;
+    let (manifest_bytes, image) = match fetched {
+        Fetched::Image(m) => (top_bytes.clone(), m),
+        Fetched::Index(index) => {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let desc = manifest::select(&index, &want)?;
+            validate_digest(&desc.digest).map_err(Error::Invalid)?;
+            let (bytes, ct) = client.get_manifest(repo, &desc.digest)?;
+            let got = sha256(&bytes);
+            if got != desc.digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest for {want} in {r}"),
+                    expected: desc.digest.clone(),
+                    actual: got,
+                });
+            }
+            match manifest::parse(&bytes, &ct)?.0 {
+                Fetched::Image(m) => (bytes, m),
+                Fetched::Index(_) => {
+                    return Err(Error::Unsupported(format!("{r}: an index inside an index")))
+                }
+            }
+        }
+    };
+    let mut downloaded = false;
+    let record = fetch_image(
+        store,
+        &client,
+        &r,
+        &manifest_bytes,
+        &image,
+        ro,
+        &mut downloaded,
+    )?;
+    ro.emit(Event::Digest {
+        digest: top_digest.clone(),
+    });
+    ro.emit(Event::PullFinished { downloaded });
+    Ok(record)
+}
+
+fn fetch_image(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    manifest_bytes: &[u8],
+    image: &ImageManifest,
+    ro: &RegistryOptions,
+    downloaded: &mut bool,
+) -> Result<ImageRecord> {
+    let repo = r.repository.as_str();
+    validate_digest(&image.config.digest).map_err(Error::Invalid)?;
+    for l in &image.layers {
+        validate_digest(&l.digest).map_err(Error::Invalid)?;
+        manifest::check_layer_media_type(&l.media_type)?;
+    }
+    if !store.has_blob(&image.config.digest) {
+        fetch_blob(store, client, repo, &image.config, ro, false)?;
+        *downloaded = true;
+    }
+    let config_path = store.blob_path(&image.config.digest);
+    let config_bytes = std::fs::read(&config_path).map_err(|source| Error::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| Error::Invalid(format!("image config {}: {e}", image.config.digest)))?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for d in &diff_ids {
+        validate_digest(d).map_err(|e| Error::Invalid(format!("image config: diff ID {e}")))?;
+    }
+    if diff_ids.len() != image.layers.len() {
+        return Err(Error::Invalid(format!(
+            "{r}: the manifest has {} layers but the config lists {} diff IDs",
+            image.layers.len(),
+            diff_ids.len()
+        )));
+    }
+
+    let missing: Vec<&Descriptor> = image
+        .layers
+        .iter()
+        .filter(|l| {
+            let have = store.has_blob(&l.digest);
+            if have {
+                ro.emit(Event::AlreadyExists {
+                    digest: l.digest.clone(),
+                });
+            } else {
+                ro.emit(Event::Waiting {
+                    digest: l.digest.clone(),
+                });
+            }
+            !have
+        })
+        .collect();
+    // The same blob may appear twice in one image; fetch it once.
+    let mut queue: Vec<&Descriptor> = Vec::new();
+    for l in missing {
+        if !queue.iter().any(|q| q.digest == l.digest) {
+            queue.push(l);
+        }
+    }
+    *downloaded |= !queue.is_empty();
+    queue.reverse();
+    let queue = Mutex::new(queue);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..ro.max_concurrent.max(1) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let next = match queue.lock() {
+                    Ok(mut q) => q.pop(),
+                    Err(_) => None,
+                };
+                let Some(desc) = next else { return };
+                if let Err(e) = fetch_blob(store, client, repo, desc, ro, true) {
+                    failed.store(true, Ordering::SeqCst);
+                    if let Ok(mut fe) = first_error.lock() {
+                        fe.get_or_insert(e);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    if failed.load(Ordering::SeqCst) {
+        return Err(Error::Transport("a download thread failed".into()));
+    }
+
+    let layers: Vec<LayerDescriptor> = image
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, diff_id)| LayerDescriptor {
+            digest: l.digest.clone(),
+            diff_id,
+            size: l.size,
+            media_type: l.media_type.clone(),
+        })
+        .collect();
+    for l in &layers {
+        sources::record(store, &l.digest, &r.registry, &r.repository);
+    }
+    sources::record(store, &image.config.digest, &r.registry, &r.repository);
+    let tags: Vec<String> = match &r.tag {
+        Some(t) => vec![format!("{}:{t}", r.name())],
+        None => Vec::new(),
+    };
+    commit(store, manifest_bytes, &config, &layers, &tags)
+}
+
+/// Records the image. The store's `commit_image_json` writes its own config and manifest, so
+/// until it can commit an existing manifest blob the local digests equal the registry's only
+/// for images cairn wrote itself (its canonical JSON round-trips).
+fn commit(
+    store: &Store,
+    manifest_bytes: &[u8],
+    config: &serde_json::Value,
+    layers: &[LayerDescriptor],
+    tags: &[String],
+) -> Result<ImageRecord> {
+    store.put_blob(manifest_bytes)?;
+    Ok(store.commit_image_json(config, layers, tags)?)
+}
+
+/// Downloads one blob into the store, verifying size and digest as it streams. Transient
+/// failures start the blob again; a digest mismatch is final and stores nothing.
+fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    ro: &RegistryOptions,
+    layer: bool,
+) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let result = client.get_blob(repo, &desc.digest).and_then(|resp| {
+            let mut reader = Verifying {
+                inner: resp,
+                hasher: sha2::Sha256::new(),
+                expected: desc.digest.clone(),
+                size: desc.size,
+                read: 0,
+                outcome: Outcome::Reading,
+                progress: layer.then_some(ro),
+                last_report: 0,
+            };
+            match store.ingest(&mut reader, Some(&desc.digest)) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(
+                    match std::mem::replace(&mut reader.outcome, Outcome::Reading) {
+                        Outcome::Mismatch(actual) => Error::DigestMismatch {
+                            what: format!("blob {}", desc.digest),
+                            expected: desc.digest.clone(),
+                            actual,
+                        },
+                        Outcome::Network(msg) => Error::Transport(format!(
+                            "blob {}: connection lost after {} of {} bytes: {msg}",
+                            desc.digest, reader.read, desc.size
+                        )),
+                        _ => Error::Store(e),
+                    },
+                ),
+            }
+        });
+        match result {
+            Ok(()) => {
+                if layer {
+                    ro.emit(Event::PullComplete {
+                        digest: desc.digest.clone(),
+                    });
+                }
+                return Ok(());
+            }
+            Err(e @ Error::Transport(_)) if attempt < ro.retries => {
+                attempt += 1;
+                ro.emit(Event::Retrying {
+                    digest: desc.digest.clone(),
+                    attempt,
+                    error: e.to_string(),
+                });
+                std::thread::sleep(std::time::Duration::from_millis(250 << attempt.min(6)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+enum Outcome {
+    Reading,
+    Network(String),
+    Mismatch(String),
+}
+
+/// Hashes and counts what the store reads; at the end of the stream it turns a wrong size or
+/// digest into a read error, so the store never commits bad content whatever it checks itself.
+struct Verifying<'a, R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    expected: String,
+    size: u64,
+    read: u64,
+    outcome: Outcome,
+    progress: Option<&'a RegistryOptions>,
+    last_report: u64,
+}
+
+impl<R: Read> Read for Verifying<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.outcome = Outcome::Network(error_chain(&e));
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            let wrong = if self.read != self.size {
+                Some(format!("{} bytes instead of {}", self.read, self.size))
+            } else if actual != self.expected {
+                Some(actual)
+            } else {
+                None
+            };
+            if let Some(w) = wrong {
+                self.outcome = Outcome::Mismatch(w.clone());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("digest mismatch: {w}"),
+                ));
+            }
+            return Ok(0);
+        }
+        self.read += n as u64;
+        if self.read > self.size {
+            self.outcome =
+                Outcome::Mismatch(format!("more than the {} bytes announced", self.size));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "blob larger than its descriptor",
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        if let Some(ro) = self.progress {
+            // About 50 reports per blob are plenty for a progress bar.
+            if self.read - self.last_report >= (self.size / 50).max(1 << 20)
+                || self.read == self.size
+            {
+                self.last_report = self.read;
+                ro.emit(Event::Progress {
+                    digest: self.expected.clone(),
+                    current: self.read,
+                    total: self.size,
+                });
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,206 @@
+//! `push`: blobs the registry lacks (HEAD, then mount from a sibling repository, then upload),
+//! then the exact manifest bytes of the store, so the registry's digest is cairn's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use cairn_store::Store;
+
+use crate::client::{Client, Mount};
+use crate::manifest::{self, Descriptor, Fetched};
+use crate::reference::Reference;
+use crate::{sha256, sources, Error, Event, PushOptions, Result};
+
+/// Pushes the stored image `image_ref` (a name or an ID prefix) to `target_ref` and returns the
+/// manifest digest, which is the digest of the manifest as the store has it.
+pub fn push(
+    store: &Store,
+    image_ref: &str,
+    target_ref: &str,
+    opts: &PushOptions,
+) -> Result<String> {
+    let ro = &opts.registry;
+    let record = store.resolve(image_ref)?.ok_or_else(|| Error::NotFound {
+        what: format!("image {image_ref}"),
+        message: "no such image in the store".into(),
+    })?;
+    let target = Reference::parse(target_ref)?;
+    let mpath = store.blob_path(&record.manifest_digest);
+    let mbytes = std::fs::read(&mpath).map_err(|source| Error::Io {
+        path: mpath.clone(),
+        source,
+    })?;
+    let digest = sha256(&mbytes);
+    if digest != record.manifest_digest {
+        return Err(Error::DigestMismatch {
+            what: format!("stored manifest of {image_ref}"),
+            expected: record.manifest_digest.clone(),
+            actual: digest,
+        });
+    }
+    if let Some(d) = &target.digest {
+        if *d != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("push to {target}"),
+                expected: d.clone(),
+                actual: digest,
+            });
+        }
+    }
+    let (fetched, media_type) = manifest::parse(&mbytes, "")?;
+    let Fetched::Image(image) = fetched else {
+        return Err(Error::Unsupported("pushing an index".into()));
+    };
+
+    let mut blobs: Vec<Descriptor> = vec![image.config.clone()];
+    for l in &image.layers {
+        if !blobs.iter().any(|b| b.digest == l.digest) {
+            blobs.push(l.clone());
+        }
+    }
+    // Sibling repositories on the same registry that already hold some of the blobs.
+    let mut from_repos: Vec<String> = Vec::new();
+    for b in &blobs {
+        for (reg, repo) in sources::lookup(store, &b.digest) {
+            if reg == target.registry && repo != target.repository && !from_repos.contains(&repo) {
+                from_repos.push(repo);
+            }
+        }
+    }
+    from_repos.truncate(4);
+    let mut scopes = vec![format!("repository:{}:pull,push", target.repository)];
+    scopes.extend(from_repos.iter().map(|r| format!("repository:{r}:pull")));
+    let client = Client::new(
+        &target.registry,
+        scopes,
+        ro.credential_for(&target.registry)?,
+        ro,
+    )?;
+    client.ping()?;
+
+    blobs.reverse();
+    let queue = Mutex::new(blobs);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..ro.max_concurrent.max(1) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some(desc) = next else { return };
+                if let Err(e) = push_blob(store, &client, &target, &desc, opts) {
+                    failed.store(true, Ordering::SeqCst);
+                    if let Ok(mut fe) = first_error.lock() {
+                        fe.get_or_insert(e);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+
+    let tag = target.tag.clone().unwrap_or_else(|| digest.clone());
+    let reported = client.put_manifest(&target.repository, &tag, &mbytes, &media_type)?;
+    if let Some(r) = reported {
+        if r != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest pushed to {target}"),
+                expected: digest,
+                actual: r,
+            });
+        }
+    }
+    ro.emit(Event::ManifestPushed {
+        tag,
+        digest: digest.clone(),
+        size: mbytes.len() as u64,
+    });
+    Ok(digest)
+}
+
+fn push_blob(
+    store: &Store,
+    client: &Client,
+    target: &Reference,
+    desc: &Descriptor,
+    opts: &PushOptions,
+) -> Result<()> {
+    let ro = &opts.registry;
+    let repo = target.repository.as_str();
+    let done = |ev: Event| {
+        sources::record(store, &desc.digest, &target.registry, repo);
+        ro.emit(ev);
+    };
+    if client.has_blob(repo, &desc.digest)? {
+        done(Event::AlreadyExists {
+            digest: desc.digest.clone(),
+        });
+        return Ok(());
+    }
+    let path = store.blob_path(&desc.digest);
+    let size = std::fs::metadata(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    if size != desc.size {
+        return Err(Error::Invalid(format!(
+            "blob {} is {size} bytes in the store but {} in the manifest",
+            desc.digest, desc.size
+        )));
+    }
+    let mut location = None;
+    for (reg, from) in sources::lookup(store, &desc.digest) {
+        if reg != target.registry || from == target.repository {
+            continue;
+        }
+        // A refused mount (no access to `from`, blob gone) is not an error: upload instead.
+        match client.mount(repo, &desc.digest, &from) {
+            Ok(Mount::Mounted) => {
+                done(Event::Mounted {
+                    digest: desc.digest.clone(),
+                    from,
+                });
+                return Ok(());
+            }
+            Ok(Mount::Upload(loc)) => {
+                location = Some(loc);
+                break;
+            }
+            Err(_) => continue,
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => client.start_upload(repo)?,
+    };
+    ro.emit(Event::Progress {
+        digest: desc.digest.clone(),
+        current: 0,
+        total: size,
+    });
+    match opts.chunk_size {
+        Some(chunk) => client.put_chunked(&location, &desc.digest, &path, size, chunk)?,
+        None => match client.put_monolithic(&location, &desc.digest, &path, size) {
+            Ok(()) => {}
+            // Some registries only take uploads in chunks; a fresh session tries that.
+            Err(Error::Registry { status, .. })
+                if (400..500).contains(&status) && status != 400 =>
+            {
+                let loc = client.start_upload(repo)?;
+                client.put_chunked(&loc, &desc.digest, &path, size, 16 << 20)?;
+            }
+            Err(e) => return Err(e),
+        },
+    }
+    done(Event::Pushed {
+        digest: desc.digest.clone(),
+    });
+    Ok(())
+}
