@@ -91,3 +91,35 @@ human_to_bytes() {
 reduction_pct() {
   awk -v b="$1" -v s="$2" 'BEGIN { if (b > 0) printf "%.1f\n", (1 - s / b) * 100 }'
 }
+
+# Directory of the logs of the current script (builds, containers); set by the caller.
+LOGDIR="${LOGDIR:-/tmp}"
+
+# start_bg NAME IMAGE [CMD...]: runs IMAGE in the background as container NAME (`cairn run --rm
+# --name NAME`), output to $LOGDIR/NAME.run.log; the pid of `cairn run` lands in BG_PID.
+# The examples use the host network: the server's port is the host's.
+BG_PID=""
+BG_NAME=""
+start_bg() {
+  BG_NAME="$1"
+  shift
+  cairn run --rm --name "$BG_NAME" "$@" </dev/null >"$LOGDIR/$BG_NAME.run.log" 2>&1 &
+  BG_PID=$!
+}
+
+# Stops the container of the last start_bg: `cairn stop`, else SIGTERM to `cairn run` (which passes
+# it on), SIGKILL after 10 s.
+stop_bg() {
+  [[ -n "$BG_PID" ]] || return 0
+  local i
+  cairn stop "$BG_NAME" >/dev/null 2>&1 || kill -TERM "$BG_PID" 2>/dev/null || true
+  for ((i = 0; i < 40; i++)); do
+    kill -0 "$BG_PID" 2>/dev/null || break
+    sleep 0.25
+  done
+  kill -0 "$BG_PID" 2>/dev/null && kill -KILL "$BG_PID" 2>/dev/null
+  wait "$BG_PID" 2>/dev/null || true
+  cairn rm -f "$BG_NAME" >/dev/null 2>&1 || true
+  BG_PID=""
+  BG_NAME=""
+}
