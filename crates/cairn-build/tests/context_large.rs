@@ -1,0 +1,100 @@
+//! The digest of `COPY . .` over a 20,000-file context must be cheap: files are read once per
+//! build (in-memory memo) and, with a persisted memo, not at all while they are unchanged.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn_build::context::BuildContext;
+use cairn_build::copy::{inputs_digest, CopyRequest, SourceRoot};
+use cairn_dockerfile::Copy;
+
+fn copy_all() -> Copy {
+    Copy {
+        add: false,
+        from: None,
+        sources: vec![".".into()],
+        heredocs: Vec::new(),
+        dest: ".".into(),
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        checksum: None,
+        keep_git_dir: false,
+        unpack: None,
+    }
+}
+
+fn age(p: &Path) {
+    // The memo ignores files modified in the last seconds (racy clean); the test's files are
+    // made to look old.
+    let f = fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
+}
+
+#[test]
+fn twenty_thousand_files() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx_dir = t.path().join("ctx");
+    for d in 0..200 {
+        let dir = ctx_dir.join(format!("pkg{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..100 {
+            let p = dir.join(format!("f{i:03}.go"));
+            fs::write(&p, format!("package p{d}\n// {i}\n")).unwrap();
+            age(&p);
+        }
+    }
+    fs::write(
+        ctx_dir.join(".dockerignore"),
+        "pkg19*\n!pkg190\n**/f09*.go\n",
+    )
+    .unwrap();
+    let cache = t.path().join("cache");
+    let c = copy_all();
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/app",
+        owner: None,
+    };
+
+    let start = Instant::now();
+    let ctx = BuildContext::open(&ctx_dir, None)
+        .unwrap()
+        .with_hash_cache(&cache);
+    let d1 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
+    let first = start.elapsed();
+    ctx.save_hash_cache().unwrap();
+
+    let start = Instant::now();
+    let ctx2 = BuildContext::open(&ctx_dir, None)
+        .unwrap()
+        .with_hash_cache(&cache);
+    let d2 = inputs_digest(&req, &SourceRoot::Context(&ctx2)).unwrap();
+    let second = start.elapsed();
+    assert_eq!(d1, d2);
+    // Generous bounds: debug build, 2 shared cores.
+    assert!(
+        first < Duration::from_secs(20),
+        "first digest took {first:?}"
+    );
+    assert!(
+        second < Duration::from_secs(20),
+        "second digest took {second:?}"
+    );
+    eprintln!("20k files: first {first:?}, with persisted memo {second:?}");
+
+    // One changed file changes the digest, even with the memo.
+    let p = ctx_dir.join("pkg000/f000.go");
+    fs::write(&p, "package changed\n").unwrap();
+    let ctx3 = BuildContext::open(&ctx_dir, None)
+        .unwrap()
+        .with_hash_cache(&cache);
+    assert_ne!(
+        inputs_digest(&req, &SourceRoot::Context(&ctx3)).unwrap(),
+        d1
+    );
+}
