@@ -205,10 +205,16 @@ impl Client {
                 Err(e) => !e.is_builder() && !e.is_redirect(),
             };
             if !retryable || attempt >= retries {
-                return match r {
-                    Ok(resp) => Ok(resp),
-                    Err(e) => Err(Error::Transport(format!("{what}: {}", error_chain(&e)))),
-                };
+                return r.map_err(|e| {
+                    let msg = error_chain(&e);
+                    let hint = if msg.contains("certificate") {
+                        " (trust the registry's CA with --tls-ca or CAIRN_REGISTRY_CA, \
+                         or allow it with --insecure-registry)"
+                    } else {
+                        ""
+                    };
+                    Error::Transport(format!("{what}: {msg}{hint}"))
+                });
             }
             attempt += 1;
             std::thread::sleep(Duration::from_millis(250 << attempt.min(6)));

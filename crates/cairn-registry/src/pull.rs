@@ -233,7 +233,9 @@ fn fetch_blob(
 ) -> Result<()> {
     let mut attempt = 0;
     loop {
-        let result = client.get_blob(repo, &desc.digest).and_then(|resp| {
+        // get_blob has retried its own request; here only a stream cut mid-way starts again.
+        let resp = client.get_blob(repo, &desc.digest)?;
+        let result = {
             let mut reader = Verifying {
                 inner: resp,
                 hasher: sha2::Sha256::new(),
@@ -261,7 +263,7 @@ fn fetch_blob(
                     },
                 ),
             }
-        });
+        };
         match result {
             Ok(()) => {
                 if layer {

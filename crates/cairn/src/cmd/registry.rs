@@ -90,7 +90,7 @@ pub struct LogoutArgs {
 }
 
 /// Prints docker-style lines for events; each state line once per blob.
-fn printer(quiet: bool) -> Option<cairn_registry::ProgressFn> {
+fn printer(quiet: bool, pushing: bool) -> Option<cairn_registry::ProgressFn> {
     if quiet {
         return None;
     }
@@ -106,6 +106,9 @@ fn printer(quiet: bool) -> Option<cairn_registry::ProgressFn> {
             Event::PullingFrom { tag, repository } => {
                 let repo = repository.strip_prefix("library/").unwrap_or(repository);
                 format!("{tag}: Pulling from {repo}")
+            }
+            Event::AlreadyExists { digest } if pushing => {
+                format!("{}: Layer already exists", short(digest))
             }
             Event::AlreadyExists { digest } => format!("{}: Already exists", short(digest)),
             Event::Waiting { digest } => format!("{}: Pulling fs layer", short(digest)),
@@ -146,7 +149,7 @@ pub fn pull(a: PullArgs, g: &Global) -> anyhow::Result<i32> {
         registry: a.conn.options(),
         platform: a.platform.as_deref().map(Platform::parse).transpose()?,
     };
-    opts.registry.progress = printer(a.quiet);
+    opts.registry.progress = printer(a.quiet, false);
     let downloaded = Arc::new(Mutex::new(true));
     if let Some(p) = opts.registry.progress.clone() {
         let d = downloaded.clone();
@@ -179,7 +182,7 @@ pub fn push(a: PushArgs, g: &Global) -> anyhow::Result<i32> {
         registry: a.conn.options(),
         chunk_size: a.chunk_size,
     };
-    opts.registry.progress = printer(a.quiet);
+    opts.registry.progress = printer(a.quiet, true);
     if !a.quiet {
         println!("The push refers to repository [{}]", target.name());
     }
