@@ -8,3 +8,18 @@
 
 pub mod context;
 pub mod copy;
+pub mod base;
+pub mod error;
+pub mod export;
+mod gofmt;
+pub mod image;
+pub mod key;
+pub mod progress;
+pub mod solve;
+
+pub use base::{BaseImage, BaseResolver, StoreResolver};
+pub use error::{Error, Result, RunFailure};
+pub use export::Output;
+pub use key::CacheKey;
+pub use progress::{Event, ProgressSink, Reporter};
+pub use solve::{build, BuildOutput, BuildRequest, StageResult};

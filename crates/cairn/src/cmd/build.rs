@@ -1,6 +1,19 @@
 //! `cairn build` (owned by the build issue; `--print` by the frontend issue).
 
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use cairn_build::context::BuildContext;
+use cairn_build::{BuildRequest, Output, Reporter, StoreResolver};
+
+// Declared here rather than in cmd/mod.rs: only `cairn build` renders build progress.
+#[path = "progress.rs"]
+mod progress;
+
 use crate::Global;
+use progress::{Mode, Renderer};
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
@@ -13,12 +26,39 @@ pub struct BuildArgs {
     /// Set the target build stage to build
     #[arg(long)]
     pub target: Option<String>,
-    /// Set build-time variables
+    /// Set build-time variables (`K` alone takes the value from the environment)
     #[arg(long = "build-arg", value_name = "K[=V]")]
     pub build_args: Vec<String>,
     /// Print the result of a build request instead of building: outline, targets
     #[arg(long, visible_alias = "call", value_name = "REQUEST")]
     pub print: Option<String>,
+    /// Do not use the cache when building the image
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always attempt to pull a newer version of the base images (registries: not yet)
+    #[arg(long)]
+    pub pull: bool,
+    /// Type of progress output: auto, tty, plain, json, quiet
+    #[arg(long, value_name = "TYPE", default_value = "auto")]
+    pub progress: String,
+    /// Networking mode for RUN instructions: host (default) or none
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    pub network: String,
+    /// Set metadata for the image
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Write the image ID to the file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Suppress the build output and print the image ID on success
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output destination: type=local|tar|oci|docker,dest=PATH
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Set the target platform (os/arch); only the host's runs
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Build context: a directory, or `-` for a tar (or a Dockerfile) on stdin
     #[arg(value_name = "PATH|-", default_value = ".")]
     pub context: String,
@@ -28,5 +68,285 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     if let Some(request) = args.print.clone() {
         return super::outline::print(&args, &request, g);
     }
-    super::not_yet("build")
+    // Mounts made from here on die with the process; must happen before any thread exists.
+    cairn_sandbox::enter_private_mount_namespace().context("entering a private mount namespace")?;
+
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        Mode::parse(&args.progress, std::io::stderr().is_terminal()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid --progress {:?}: auto, tty, plain, json, quiet",
+                args.progress
+            )
+        })?
+    };
+    let network = match args.network.as_str() {
+        "host" | "default" => cairn_sandbox::Network::Host,
+        "none" => cairn_sandbox::Network::None,
+        other => bail!("invalid --network {other:?}: host or none"),
+    };
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o).map_err(|e| anyhow::anyhow!("-o {o}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let labels = parse_labels(&args.labels)?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(
+            v.trim()
+                .parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+        ),
+        _ => None,
+    };
+
+    let store = super::open_store(g)?;
+    let input = read_inputs(&args, store.root())?;
+    let context = match &input.context_dir {
+        Some(dir) => Some(
+            BuildContext::open(dir, input.dockerfile_path.as_deref())
+                .with_context(|| format!("opening the build context {}", dir.display()))?
+                .with_hash_cache(&store.root().join("build-context")),
+        ),
+        None => None,
+    };
+    if args.pull {
+        eprintln!(
+            "WARNING: --pull: registries are not supported yet; using the images in the store"
+        );
+    }
+
+    let req = BuildRequest {
+        dockerfile_name: input.dockerfile_name.clone(),
+        dockerfile: input.dockerfile,
+        context: context.as_ref(),
+        target: args.target.clone(),
+        build_args,
+        platform: args.platform.clone(),
+        no_cache: args.no_cache,
+        network,
+        source_date_epoch,
+        labels,
+    };
+    let renderer = Renderer::new(mode);
+    let reporter = Reporter::new(&renderer);
+    let ticker = renderer.start_ticker();
+    let resolver = StoreResolver::new(&store);
+    let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|out| {
+        let to_store = outputs.is_empty() || !args.tags.is_empty();
+        cairn_build::export::finish(&store, &out, &args.tags, &outputs, to_store, &reporter)?;
+        Ok(out)
+    });
+    renderer.stop_ticker(ticker);
+    if let Some(ctx) = &context {
+        // Only a speed-up for the next build: failing to save it is not an error.
+        let _ = ctx.save_hash_cache();
+    }
+    drop(input.scratch);
+
+    match result {
+        Ok(out) => {
+            if let Some(f) = &args.iidfile {
+                write_file_atomic(f, out.image_id.as_bytes())?;
+            }
+            if mode == Mode::Quiet {
+                println!("{}", out.image_id);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            renderer.report_error(&e, &req.dockerfile);
+            Ok(e.exit_code())
+        }
+    }
+}
+
+/// The Dockerfile and where the context is.
+struct Inputs {
+    dockerfile_name: String,
+    dockerfile: String,
+    /// Where the Dockerfile was read from on disk, for `<Dockerfile>.dockerignore`.
+    dockerfile_path: Option<PathBuf>,
+    context_dir: Option<PathBuf>,
+    /// A context extracted from stdin lives here until the build ends.
+    scratch: Option<ScratchDir>,
+}
+
+/// A directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn read_inputs(args: &BuildArgs, store_root: &Path) -> anyhow::Result<Inputs> {
+    if args.context == "-" {
+        if args.file.as_deref() == Some("-") {
+            bail!("-f - and a context on stdin cannot both read stdin");
+        }
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading the context from stdin")?;
+        if !looks_like_archive(&data) {
+            // `docker build - < Dockerfile`: a Dockerfile and no context at all.
+            let text = String::from_utf8(data).context("the Dockerfile on stdin is not UTF-8")?;
+            return Ok(Inputs {
+                dockerfile_name: "Dockerfile".into(),
+                dockerfile: text,
+                dockerfile_path: None,
+                context_dir: None,
+                scratch: None,
+            });
+        }
+        let tmp_root = store_root.join("tmp");
+        std::fs::create_dir_all(&tmp_root)
+            .with_context(|| format!("creating {}", tmp_root.display()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let scratch = ScratchDir(tmp_root.join(format!("context-{}-{nanos}", std::process::id())));
+        std::fs::create_dir(&scratch.0)
+            .with_context(|| format!("creating {}", scratch.0.display()))?;
+        let dir = scratch.0.join("context");
+        BuildContext::from_tar(&data[..], &dir).context("reading the context tar from stdin")?;
+        let name = args.file.clone().unwrap_or_else(|| "Dockerfile".into());
+        let path = dir.join(name.trim_start_matches('/'));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("the context on stdin has no {name}"))?;
+        return Ok(Inputs {
+            dockerfile_name: name,
+            dockerfile: text,
+            dockerfile_path: Some(path),
+            context_dir: Some(dir),
+            scratch: Some(scratch),
+        });
+    }
+    let dir = PathBuf::from(&args.context);
+    if !dir.is_dir() {
+        bail!(
+            "unable to prepare context: path {:?} not found",
+            args.context
+        );
+    }
+    let (name, text, path) = match args.file.as_deref() {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Dockerfile from stdin")?;
+            ("Dockerfile".to_string(), text, None)
+        }
+        Some(f) => {
+            let p = PathBuf::from(f);
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("failed to read dockerfile {f}"))?;
+            (f.to_string(), text, Some(p))
+        }
+        None => {
+            let p = dir.join("Dockerfile");
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("failed to read dockerfile {}", p.display()))?;
+            ("Dockerfile".to_string(), text, Some(p))
+        }
+    };
+    Ok(Inputs {
+        dockerfile_name: name,
+        dockerfile: text,
+        dockerfile_path: path,
+        context_dir: Some(dir),
+        scratch: None,
+    })
+}
+
+/// A tar (ustar magic) or a compressed stream (gzip, bzip2, xz, zstd), as `docker build -` tells
+/// a context from a Dockerfile.
+fn looks_like_archive(data: &[u8]) -> bool {
+    let magic: [&[u8]; 4] = [
+        &[0x1f, 0x8b],
+        b"BZh",
+        &[0xfd, b'7', b'z', b'X', b'Z', 0],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+    ];
+    magic.iter().any(|m| data.starts_with(m)) || data.get(257..262).is_some_and(|m| m == b"ustar")
+}
+
+/// `K=V` as given, `K` alone from the environment (skipped when unset, as docker does).
+fn parse_build_args(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => bail!("invalid --build-arg {item:?}: empty name"),
+            None => {
+                if let Ok(v) = std::env::var(item) {
+                    out.insert(item.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (k, v) = item.split_once('=').unwrap_or((item.as_str(), ""));
+        if k.is_empty() {
+            bail!("invalid --label {item:?}: empty name");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    cairn_build::export::write_atomic(path, |f| {
+        f.write_all(bytes).map_err(|source| cairn_build::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_args_from_flags_and_environment() {
+        std::env::set_var("CAIRN_TEST_ARG", "from-env");
+        let a = parse_build_args(&[
+            "A=1".into(),
+            "B=".into(),
+            "CAIRN_TEST_ARG".into(),
+            "CAIRN_TEST_UNSET_ARG".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.get("A").map(String::as_str), Some("1"));
+        assert_eq!(a.get("B").map(String::as_str), Some(""));
+        assert_eq!(
+            a.get("CAIRN_TEST_ARG").map(String::as_str),
+            Some("from-env")
+        );
+        assert!(!a.contains_key("CAIRN_TEST_UNSET_ARG"));
+        assert!(parse_build_args(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn stdin_kinds() {
+        assert!(looks_like_archive(&[0x1f, 0x8b, 8, 0]));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(looks_like_archive(&tar));
+        assert!(!looks_like_archive(b"FROM busybox\nRUN true\n"));
+    }
 }

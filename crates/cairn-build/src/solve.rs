@@ -1,0 +1,1276 @@
+//! Solve: build the plan's stages, independent ones at the same time, each step looked up in the
+//! cache before anything is prepared.
+//!
+//! One thread per stage; a stage waits for the stages it reads (its base, `COPY --from`,
+//! `RUN --mount from=`) and each stage is built once however many read it. RUNs hold one of
+//! `available_parallelism` slots while their process runs; COPY, layer writing and unpacking
+//! overlap freely (they are mostly I/O).
+//!
+//! A layer-producing step (RUN, COPY/ADD, WORKDIR other than `/`) is looked up by its
+//! [`CacheKey`]; a hit reuses the recorded layer and prepares nothing. A miss prepares a root
+//! filesystem over the stage's layers' snapshots, changes it, and writes the diff as a layer. An
+//! empty diff makes no layer: the history entry is then marked `empty_layer`, as BuildKit's
+//! exporter does (it drops the empty gzip layer and flags the entry).
+//!
+//! # Times and reproducibility
+//!
+//! The build time is `SOURCE_DATE_EPOCH` when given, else the `created` time of the stage's base
+//! image (the Unix epoch for `FROM scratch`); never the wall clock. It is the config's `created`,
+//! every new history entry's `created`, and the upper bound of every file mtime in new layers.
+//! So the same Dockerfile, context, arguments and base images give the same image ID anywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use cairn_dockerfile::{
+    Base, Command, Mount, NetworkMode, Plan, PlanOptions, Source, Stage, Step, StepKind,
+};
+use cairn_layer::{Compression, DiffSource, LayerDescriptor, WriteOptions};
+use cairn_sandbox::{
+    MountKind, MountSpec, Network, OutputStream, ProcessSpec, Rootfs, SnapshotterKind,
+};
+use cairn_store::Store;
+
+use crate::base::{BaseImage, BaseResolver};
+use crate::context::BuildContext;
+use crate::copy::{self, CopyRequest, SourceRoot};
+use crate::error::{io_err, Error, Result, RunFailure};
+use crate::image::{self, History, ImageConfig, RootFs, StageMeta, HISTORY_COMMENT};
+use crate::key::{digest_parts, CacheKey, CacheRecord};
+use crate::progress::{Reporter, Stream, Vertex};
+
+/// How many lines of a failing RUN's output the error keeps.
+const TAIL_LINES: usize = 10;
+
+/// Everything a build needs besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest<'a> {
+    /// The Dockerfile's name, for messages (`Dockerfile`, `-` for stdin).
+    pub dockerfile_name: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The build context; `None` when the Dockerfile came on stdin without one.
+    pub context: Option<&'a BuildContext>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--build-arg`s, values resolved.
+    pub build_args: BTreeMap<String, String>,
+    /// `--platform` (`os/arch`); None = the host's.
+    pub platform: Option<String>,
+    /// `--no-cache`: run every step (results are still recorded in the cache).
+    pub no_cache: bool,
+    /// `--network`: the default for RUN.
+    pub network: Network,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// `--label`s, applied to the final image.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a build made: the target stage's image, not yet stored or exported.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The image config.
+    pub config: ImageConfig,
+    /// Its canonical bytes; their sha256 is the image ID.
+    pub config_json: Vec<u8>,
+    /// `sha256:…` of `config_json`.
+    pub image_id: String,
+    /// Layers, bottom first (base image layers included).
+    pub layers: Vec<LayerDescriptor>,
+}
+
+/// The image a stage produced, as later stages and the exporters see it.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    /// The stage's image config (history and rootfs filled in).
+    pub config: ImageConfig,
+    /// Its layers, bottom first.
+    pub layers: Vec<LayerDescriptor>,
+    /// The cache key of its last step.
+    pub key: CacheKey,
+    /// A digest of its file system (of its layers' diffIDs): what `COPY --from` of it depends on.
+    pub content: String,
+}
+
+/// Parses, plans and builds `req`, reporting progress to `reporter`.
+pub fn build(
+    store: &Store,
+    resolver: &dyn BaseResolver,
+    req: &BuildRequest<'_>,
+    reporter: &Reporter<'_>,
+) -> Result<BuildOutput> {
+    let v = reporter.start(format!(
+        "[internal] load build definition from {}",
+        req.dockerfile_name
+    ));
+    let df = match cairn_dockerfile::parse(&req.dockerfile_name, &req.dockerfile) {
+        Ok(df) => {
+            reporter.done(v);
+            df
+        }
+        Err(e) => {
+            reporter.failed(v, e.to_string());
+            return Err(e.into());
+        }
+    };
+
+    // The planner asks for base images' ENV and ONBUILD; remember what it saw so each image is
+    // looked up once, and so lookup errors are reported as errors rather than "not found".
+    let seen: Mutex<HashMap<String, Option<BaseImage>>> = Mutex::new(HashMap::new());
+    let lookup_error: Mutex<Option<Error>> = Mutex::new(None);
+    let resolve = |reference: &str| -> Option<BaseImage> {
+        if let Some(found) = lock(&seen).get(reference) {
+            return found.clone();
+        }
+        let found = match resolver.resolve(reference, req.platform.as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                lock(&lookup_error).get_or_insert(e);
+                None
+            }
+        };
+        lock(&seen).insert(reference.to_string(), found.clone());
+        found
+    };
+    let lookup = |reference: &str| {
+        resolve(reference).map(|img| cairn_dockerfile::BaseImageInfo {
+            env: img
+                .config
+                .config
+                .env
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect(),
+            onbuild: img.config.config.on_build.clone().unwrap_or_default(),
+        })
+    };
+    let opts = PlanOptions {
+        target: req.target.clone(),
+        build_args: req.build_args.clone(),
+        target_platform: req.platform.clone(),
+        build_platform: None,
+    };
+    let plan = cairn_dockerfile::plan(&df, &opts, &lookup)?;
+    if let Some(e) = lock(&lookup_error).take() {
+        return Err(e);
+    }
+    for w in &plan.warnings {
+        reporter.warning(format!(
+            "{}:{}: {}",
+            req.dockerfile_name, w.span.line, w.message
+        ));
+    }
+
+    let mut bases = HashMap::new();
+    for reference in image_references(&plan) {
+        let v = reporter.start(format!(
+            "[internal] load metadata for {}",
+            crate::export::normalize_reference(&reference)
+        ));
+        match resolve(&reference) {
+            Some(img) => {
+                reporter.done(v);
+                bases.insert(reference, Arc::new(img));
+            }
+            None => {
+                let e = lock(&lookup_error)
+                    .take()
+                    .unwrap_or(Error::BaseImageNotFound { reference });
+                reporter.failed(v, e.to_string());
+                return Err(e);
+            }
+        }
+    }
+    if let Some(ctx) = req.context {
+        if let Some(f) = ctx.ignore_file() {
+            let v = reporter.start(format!(
+                "[internal] load {}",
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            reporter.done(v);
+        }
+    }
+
+    let scratch = store.root().join("tmp");
+    fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
+    let solver = Solver {
+        store,
+        req,
+        plan: &plan,
+        bases,
+        reporter,
+        snapshotter: SnapshotterKind::detect(),
+        scratch,
+        run_slots: Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        ),
+        slots: Slots::new(plan.stages.len()),
+        cancelled: AtomicBool::new(false),
+        errors: Mutex::new(Vec::new()),
+        stage_count: plan.stages.len() + plan.skipped.len(),
+    };
+    let target = solver.solve_all()?;
+
+    let mut config = target.config.clone();
+    if !req.labels.is_empty() {
+        let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(req.labels.clone());
+    }
+    // The store writes configs as canonical JSON (sorted keys); so do we, so that the ID computed
+    // here is the one the store gives the image.
+    let value = serde_json::to_value(&config).map_err(|e| Error::Other(e.to_string()))?;
+    let config_json = cairn_store::canonical_json(&value);
+    let image_id = cairn_layer::hash::sha256_digest(&config_json);
+    Ok(BuildOutput {
+        config,
+        config_json,
+        image_id,
+        layers: target.layers.clone(),
+    })
+}
+
+/// Every image the plan reads: stage bases, `COPY --from=image`, `RUN --mount from=image`.
+fn image_references(plan: &Plan) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |r: &str| {
+        if !out.iter().any(|x| x == r) {
+            out.push(r.to_string());
+        }
+    };
+    for stage in &plan.stages {
+        if let Base::Image(r) = &stage.base {
+            add(r);
+        }
+        for step in &stage.steps {
+            match &step.kind {
+                StepKind::Copy(c) => {
+                    if let Some(Source::Image(r)) = &c.from {
+                        add(r);
+                    }
+                }
+                StepKind::Run(run) => {
+                    for m in &run.mounts {
+                        if let Mount::Bind {
+                            from: Some(Source::Image(r)),
+                            ..
+                        }
+                        | Mount::Cache {
+                            from: Some(Source::Image(r)),
+                            ..
+                        } = m
+                        {
+                            add(r);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another stage thread must not hide this one's result.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A counting semaphore: limits concurrent RUN processes to the number of CPUs.
+struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(n: usize) -> Self {
+        Semaphore {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// Results of stages, filled in as they finish; readers block until theirs is there.
+struct Slots {
+    results: Mutex<Vec<Option<Option<Arc<StageResult>>>>>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Slots {
+            results: Mutex::new(vec![None; n]),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Records stage `pos`'s result (`None` if it failed) and wakes the waiters.
+    fn set(&self, pos: usize, result: Option<Arc<StageResult>>) {
+        lock(&self.results)[pos] = Some(result);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, pos: usize) -> Result<Arc<StageResult>> {
+        let mut results = lock(&self.results);
+        loop {
+            match &results[pos] {
+                Some(Some(r)) => return Ok(r.clone()),
+                Some(None) => return Err(Error::Cancelled),
+                None => results = self.cv.wait(results).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
+
+struct Solver<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest<'a>,
+    plan: &'a Plan,
+    bases: HashMap<String, Arc<BaseImage>>,
+    reporter: &'a Reporter<'a>,
+    snapshotter: SnapshotterKind,
+    scratch: PathBuf,
+    run_slots: Semaphore,
+    slots: Slots,
+    cancelled: AtomicBool,
+    errors: Mutex<Vec<Error>>,
+    stage_count: usize,
+}
+
+/// A stage's state while its steps are applied.
+struct StageState {
+    cfg: ImageConfig,
+    layers: Vec<LayerDescriptor>,
+    key: CacheKey,
+    meta: StageMeta,
+}
+
+impl<'a> Solver<'a> {
+    /// Builds every stage of the plan and returns the target's (the last) result.
+    fn solve_all(&self) -> Result<Arc<StageResult>> {
+        std::thread::scope(|s| {
+            for pos in 0..self.plan.stages.len() {
+                s.spawn(move || {
+                    let r = self.solve_stage(pos);
+                    match r {
+                        Ok(res) => self.slots.set(pos, Some(Arc::new(res))),
+                        Err(e) => {
+                            self.cancelled.store(true, Ordering::SeqCst);
+                            if !matches!(e, Error::Cancelled) {
+                                lock(&self.errors).push(e);
+                            }
+                            self.slots.set(pos, None);
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = lock(&self.errors).drain(..).next() {
+            return Err(e);
+        }
+        let last = self
+            .plan
+            .stages
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| Error::Other("the Dockerfile has no stage to build".into()))?;
+        self.slots.wait(last)
+    }
+
+    /// Position in `plan.stages` of the stage with Dockerfile index `index`.
+    fn stage_pos(&self, index: usize) -> Result<usize> {
+        self.plan
+            .stages
+            .iter()
+            .position(|s| s.index == index)
+            .ok_or_else(|| Error::Other(format!("stage {index} is not part of the plan")))
+    }
+
+    fn stage_result(&self, index: usize) -> Result<Arc<StageResult>> {
+        self.slots.wait(self.stage_pos(index)?)
+    }
+
+    /// BuildKit's stage label: the name, `stage-N` for unnamed stages of multi-stage files, or
+    /// nothing for a single-stage file.
+    fn stage_label(&self, stage: &Stage) -> String {
+        match &stage.name {
+            Some(n) => format!("{n} "),
+            None if self.stage_count > 1 => format!("stage-{} ", stage.index),
+            None => String::new(),
+        }
+    }
+
+    fn solve_stage(&self, pos: usize) -> Result<StageResult> {
+        let stage = &self.plan.stages[pos];
+        let label = self.stage_label(stage);
+        let layer_steps = stage
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.kind,
+                    StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)
+                )
+            })
+            .count();
+        let total = layer_steps + usize::from(matches!(stage.base, Base::Image(_)));
+        let width = total.to_string().len();
+        let mut n = 0usize;
+        let mut vertex_name = |text: &str| {
+            n += 1;
+            format!("[{label}{n:>width$}/{total}] {text}")
+        };
+
+        let platform = stage.platform.clone().or_else(|| self.req.platform.clone());
+        let mut st = match &stage.base {
+            Base::Scratch => StageState {
+                cfg: ImageConfig::scratch(platform.as_deref()),
+                layers: Vec::new(),
+                key: CacheKey::scratch(platform.as_deref().unwrap_or("")),
+                meta: StageMeta::default(),
+            },
+            Base::Image(reference) => {
+                let img = self.base(reference)?;
+                let v = self
+                    .reporter
+                    .start(vertex_name(&format!("FROM {reference}")));
+                self.reporter.cached(v);
+                StageState {
+                    cfg: img.config.clone(),
+                    layers: img.layers.clone(),
+                    key: CacheKey::image(&img.id),
+                    meta: StageMeta::default(),
+                }
+            }
+            Base::Stage(index) => {
+                let dep = self.stage_result(*index)?;
+                StageState {
+                    cfg: dep.config.clone(),
+                    layers: dep.layers.clone(),
+                    key: dep.key.clone(),
+                    meta: StageMeta::default(),
+                }
+            }
+        };
+        // The base's ONBUILD triggers were inserted into this stage by the planner: they are
+        // consumed, not inherited (docker clears them).
+        st.cfg.config.on_build = None;
+        let build_time = self
+            .req
+            .source_date_epoch
+            .or_else(|| st.cfg.created.as_deref().and_then(parse_time))
+            .unwrap_or(0);
+        let created = format_time(build_time);
+
+        for step in &stage.steps {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            let applied = image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
+            let inputs = self.step_inputs(step, &st.cfg)?;
+            st.key = st.key.child(&step.kind, &inputs);
+            let mut empty = true;
+            if applied.makes_layer {
+                let v = self.reporter.start(vertex_name(&display(step)));
+                let layer = self.layer_step(stage, step, &st, build_time, v)?;
+                if let Some(l) = layer {
+                    st.layers.push(l);
+                    empty = false;
+                }
+            } else if matches!(step.kind, StepKind::Workdir(_)) {
+                // WORKDIR / still counts as a step of the stage in BuildKit's numbering.
+                let v = self.reporter.start(vertex_name(&display(step)));
+                self.reporter.done(v);
+            }
+            if applied.record {
+                st.cfg.history.push(History {
+                    created: Some(created.clone()),
+                    created_by: Some(applied.created_by),
+                    comment: Some(HISTORY_COMMENT.into()),
+                    empty_layer: empty,
+                });
+            }
+        }
+
+        let diff_ids: Vec<String> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
+        st.cfg.rootfs = RootFs {
+            diff_ids: diff_ids.clone(),
+            ..RootFs::default()
+        };
+        st.cfg.created = Some(created);
+        let parts: Vec<&str> = diff_ids.iter().map(String::as_str).collect();
+        Ok(StageResult {
+            config: st.cfg,
+            layers: st.layers,
+            key: st.key,
+            content: digest_parts(&parts),
+        })
+    }
+
+    fn base(&self, reference: &str) -> Result<Arc<BaseImage>> {
+        self.bases
+            .get(reference)
+            .cloned()
+            .ok_or_else(|| Error::BaseImageNotFound {
+                reference: reference.to_string(),
+            })
+    }
+
+    /// The digests a step reads besides its parent, for its cache key.
+    fn step_inputs(&self, step: &Step, cfg: &ImageConfig) -> Result<Vec<String>> {
+        let mut inputs = Vec::new();
+        match &step.kind {
+            StepKind::Copy(c) => {
+                inputs.push(self.source_digest(step, c.from.as_ref(), |ctx| {
+                    let workdir = cfg.workdir();
+                    let req = CopyRequest {
+                        copy: c,
+                        workdir: &workdir,
+                        owner: None,
+                    };
+                    copy::inputs_digest(&req, &SourceRoot::Context(ctx))
+                        .map_err(|e| self.step_error(step, e.to_string()))
+                })?);
+            }
+            StepKind::Run(run) => {
+                inputs.push(format!("network={:?}", self.network(run.network.as_ref())));
+                for m in &run.mounts {
+                    if let Mount::Bind { source, from, .. } = m {
+                        let src = source.clone().unwrap_or_else(|| ".".into());
+                        inputs.push(self.source_digest(step, from.as_ref(), |ctx| {
+                            let c = synthetic_copy(&src);
+                            let req = CopyRequest {
+                                copy: &c,
+                                workdir: "/",
+                                owner: None,
+                            };
+                            copy::inputs_digest(&req, &SourceRoot::Context(ctx))
+                                .map_err(|e| self.step_error(step, e.to_string()))
+                        })?);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(inputs)
+    }
+
+    /// The digest of a source (`--from`): the context as `ctx_digest` computes it, a stage's
+    /// content, or an image's ID.
+    fn source_digest(
+        &self,
+        step: &Step,
+        from: Option<&Source>,
+        ctx_digest: impl FnOnce(&BuildContext) -> Result<String>,
+    ) -> Result<String> {
+        match from {
+            None | Some(Source::Context) => {
+                let ctx = self.req.context.ok_or_else(|| {
+                    self.step_error(
+                        step,
+                        "no build context (the Dockerfile came on stdin)".into(),
+                    )
+                })?;
+                Ok(format!("context:{}", ctx_digest(ctx)?))
+            }
+            Some(Source::Stage(i)) => Ok(format!("stage:{}", self.stage_result(*i)?.content)),
+            Some(Source::Image(r)) => Ok(format!("image:{}", self.base(r)?.id)),
+        }
+    }
+
+    fn network(&self, per_run: Option<&NetworkMode>) -> Network {
+        match per_run {
+            Some(NetworkMode::None) => Network::None,
+            Some(NetworkMode::Host) => Network::Host,
+            Some(NetworkMode::Default) | None => self.req.network,
+        }
+    }
+
+    fn step_error(&self, step: &Step, message: String) -> Error {
+        Error::Step {
+            file: self.req.dockerfile_name.clone(),
+            line: step.span.line,
+            instruction: display(step),
+            message,
+        }
+    }
+
+    /// Looks a layer step up in the cache, runs it on a miss; reports the vertex's end.
+    fn layer_step(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        st: &StageState,
+        build_time: i64,
+        v: Vertex,
+    ) -> Result<Option<LayerDescriptor>> {
+        if !self.req.no_cache {
+            let hit = self
+                .store
+                .cache_get(st.key.as_str())?
+                .and_then(|b| CacheRecord::decode(&b));
+            if let Some(rec) = hit {
+                self.reporter.cached(v);
+                return Ok(rec.layer);
+            }
+        }
+        match self.execute(stage, step, st, build_time, v) {
+            Ok(layer) => {
+                let rec = CacheRecord {
+                    layer: layer.clone(),
+                };
+                let blobs: Vec<String> = layer.iter().map(|l| l.digest.clone()).collect();
+                self.store
+                    .cache_put(st.key.as_str(), &rec.encode(), &blobs)?;
+                self.reporter.done(v);
+                Ok(layer)
+            }
+            Err(e) => {
+                self.reporter.failed(v, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Prepares a root over the stage's layers, applies the step, and writes the change.
+    fn execute(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        st: &StageState,
+        build_time: i64,
+        v: Vertex,
+    ) -> Result<Option<LayerDescriptor>> {
+        let _ = stage;
+        let rootfs = self.prepare(&st.layers)?;
+        match &step.kind {
+            StepKind::Run(run) => self.run_step(step, run, &st.cfg, &rootfs, v)?,
+            StepKind::Copy(c) => self.copy_step(step, c, &st.cfg, &rootfs)?,
+            StepKind::Workdir(_) => self.workdir_step(step, &st.cfg, &rootfs)?,
+            _ => return Ok(None),
+        }
+        let layer = self.commit_layer(&rootfs, build_time)?;
+        rootfs.cleanup()?;
+        Ok(layer)
+    }
+
+    fn prepare(&self, layers: &[LayerDescriptor]) -> Result<Rootfs> {
+        let lowers = layers
+            .iter()
+            .map(|l| self.store.snapshot(l))
+            .collect::<Result<Vec<PathBuf>, _>>()?;
+        Ok(Rootfs::prepare(&lowers, &self.scratch, self.snapshotter)?)
+    }
+
+    fn commit_layer(&self, rootfs: &Rootfs, build_time: i64) -> Result<Option<LayerDescriptor>> {
+        let source = rootfs.diff_source();
+        if let DiffSource::OverlayUpper(upper) = source {
+            let mut entries = fs::read_dir(upper).map_err(io_err(upper))?;
+            if entries.next().is_none() {
+                return Ok(None);
+            }
+        }
+        let desc = self.store.write_layer(
+            source,
+            Compression::Gzip,
+            &WriteOptions {
+                clamp_mtime: Some(build_time),
+            },
+        )?;
+        if desc.diff_id == empty_tar_diff_id() {
+            return Ok(None);
+        }
+        Ok(Some(desc))
+    }
+
+    fn run_step(
+        &self,
+        step: &Step,
+        run: &cairn_dockerfile::Run,
+        cfg: &ImageConfig,
+        rootfs: &Rootfs,
+        v: Vertex,
+    ) -> Result<()> {
+        let argv = image::run_argv(cfg, run);
+        let mut env: Vec<String> = cfg.config.env.clone().unwrap_or_default();
+        for (k, val) in &run.args_env {
+            if cfg.env_get(k).is_none() {
+                env.push(format!("{k}={val}"));
+            }
+        }
+        let mut mounts = Vec::new();
+        // Kept alive until the process ends: temp dirs and roots bound into the container.
+        let mut keep_dirs: Vec<tempfile::TempDir> = Vec::new();
+        let mut keep_roots: Vec<Rootfs> = Vec::new();
+        if let Some((name, data)) = &argv.script {
+            let dir = self.tempdir()?;
+            let file = dir.path().join(name);
+            fs::write(&file, data).map_err(io_err(&file))?;
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).map_err(io_err(&file))?;
+            mounts.push(MountSpec {
+                kind: MountKind::Bind {
+                    source: dir.path().to_path_buf(),
+                    readonly: true,
+                },
+                target: "/dev/pipes".into(),
+            });
+            keep_dirs.push(dir);
+        }
+        for m in &run.mounts {
+            self.run_mount(step, m, &mut mounts, &mut keep_dirs, &mut keep_roots)?;
+        }
+        let spec = ProcessSpec {
+            args: argv.args.clone(),
+            env,
+            user: cfg.config.user.clone().unwrap_or_default(),
+            cwd: cfg.workdir(),
+            hostname: "buildkitsandbox".into(),
+            network: self.network(run.network.as_ref()),
+            mounts,
+            tty: false,
+            stdin: false,
+        };
+        let mut tail = Tail::default();
+        let code = {
+            let _permit = self.run_slots.acquire();
+            cairn_sandbox::run(rootfs.path(), &spec, &mut |stream, bytes| {
+                tail.push(bytes);
+                let stream = match stream {
+                    OutputStream::Stdout => Stream::Stdout,
+                    OutputStream::Stderr => Stream::Stderr,
+                };
+                self.reporter.output(v, stream, bytes);
+            })?
+        };
+        drop(keep_roots);
+        drop(keep_dirs);
+        if code != 0 {
+            return Err(Error::RunFailed(Box::new(RunFailure {
+                file: self.req.dockerfile_name.clone(),
+                line: step.span.line,
+                end_line: step.span.end_line.max(step.span.line),
+                instruction: step.original.clone(),
+                vertex: display(step),
+                argv: argv.args,
+                exit_code: code,
+                tail: tail.lines(),
+            })));
+        }
+        Ok(())
+    }
+
+    fn tempdir(&self) -> Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&self.scratch)
+            .map_err(io_err(&self.scratch))
+    }
+
+    /// Turns one `RUN --mount` into sandbox mounts.
+    fn run_mount(
+        &self,
+        step: &Step,
+        m: &Mount,
+        mounts: &mut Vec<MountSpec>,
+        keep_dirs: &mut Vec<tempfile::TempDir>,
+        keep_roots: &mut Vec<Rootfs>,
+    ) -> Result<()> {
+        match m {
+            Mount::Tmpfs { target, size } => mounts.push(MountSpec {
+                kind: MountKind::Tmpfs { size: *size },
+                target: target.clone(),
+            }),
+            Mount::Cache {
+                id,
+                target,
+                ro,
+                from,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                if from.is_some() {
+                    return Err(self.step_error(
+                        step,
+                        "RUN --mount=type=cache,from=… is not supported yet".into(),
+                    ));
+                }
+                let dir = self
+                    .store
+                    .cache_mount_dir(id.as_deref().unwrap_or(target))?;
+                if let Some(mode) = mode {
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
+                        .map_err(io_err(&dir))?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    std::os::unix::fs::chown(&dir, *uid, *gid).map_err(io_err(&dir))?;
+                }
+                mounts.push(MountSpec {
+                    kind: MountKind::Bind {
+                        source: dir,
+                        readonly: *ro,
+                    },
+                    target: target.clone(),
+                });
+            }
+            Mount::Bind {
+                target,
+                source,
+                from,
+                rw,
+            } => {
+                let sub = source.clone().unwrap_or_else(|| ".".into());
+                let root: PathBuf = match from {
+                    None | Some(Source::Context) => {
+                        let ctx = self.req.context.ok_or_else(|| {
+                            self.step_error(step, "no build context for the bind mount".into())
+                        })?;
+                        if *rw {
+                            // Writes to a bind mount are discarded, never made to the context.
+                            let r = Rootfs::prepare(
+                                &[ctx.root().to_path_buf()],
+                                &self.scratch,
+                                self.snapshotter,
+                            )?;
+                            let p = r.path().to_path_buf();
+                            keep_roots.push(r);
+                            p
+                        } else {
+                            ctx.root().to_path_buf()
+                        }
+                    }
+                    Some(Source::Stage(i)) => {
+                        let res = self.stage_result(*i)?;
+                        self.root_of(&res.layers, keep_dirs, keep_roots)?
+                    }
+                    Some(Source::Image(r)) => {
+                        let img = self.base(r)?;
+                        self.root_of(&img.layers, keep_dirs, keep_roots)?
+                    }
+                };
+                let source = join_inside(&root, &sub).ok_or_else(|| {
+                    self.step_error(step, format!("bind source {sub:?} escapes its root"))
+                })?;
+                mounts.push(MountSpec {
+                    kind: MountKind::Bind {
+                        source,
+                        readonly: !*rw,
+                    },
+                    target: target.clone(),
+                });
+            }
+            Mount::Secret { id, required, .. } | Mount::Ssh { id, required, .. } => {
+                if *required {
+                    return Err(self.step_error(
+                        step,
+                        format!("secret/ssh mount {id:?} is required but cairn has no secrets yet"),
+                    ));
+                }
+                self.reporter.warning(format!(
+                    "{}:{}: secret/ssh mount {id:?} skipped (not supported yet)",
+                    self.req.dockerfile_name, step.span.line
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory showing `layers` (an empty one for no layers), kept alive by the caller.
+    fn root_of(
+        &self,
+        layers: &[LayerDescriptor],
+        keep_dirs: &mut Vec<tempfile::TempDir>,
+        keep_roots: &mut Vec<Rootfs>,
+    ) -> Result<PathBuf> {
+        if layers.is_empty() {
+            let d = self.tempdir()?;
+            let p = d.path().to_path_buf();
+            keep_dirs.push(d);
+            return Ok(p);
+        }
+        let r = self.prepare(layers)?;
+        let p = r.path().to_path_buf();
+        keep_roots.push(r);
+        Ok(p)
+    }
+
+    fn copy_step(
+        &self,
+        step: &Step,
+        c: &cairn_dockerfile::Copy,
+        cfg: &ImageConfig,
+        rootfs: &Rootfs,
+    ) -> Result<()> {
+        let owner = match &c.chown {
+            Some(spec) => {
+                let u = cairn_sandbox::user::resolve(rootfs.path(), spec)
+                    .map_err(|e| self.step_error(step, format!("--chown={spec}: {e}")))?;
+                Some((u.uid, u.gid))
+            }
+            None => None,
+        };
+        let workdir = cfg.workdir();
+        let req = CopyRequest {
+            copy: c,
+            workdir: &workdir,
+            owner,
+        };
+        let mut keep_dirs = Vec::new();
+        let mut keep_roots = Vec::new();
+        let dir;
+        let source = match &c.from {
+            None | Some(Source::Context) => {
+                SourceRoot::Context(self.req.context.ok_or_else(|| {
+                    self.step_error(
+                        step,
+                        "no build context (the Dockerfile came on stdin)".into(),
+                    )
+                })?)
+            }
+            Some(Source::Stage(i)) => {
+                let res = self.stage_result(*i)?;
+                dir = self.root_of(&res.layers, &mut keep_dirs, &mut keep_roots)?;
+                SourceRoot::Dir(&dir)
+            }
+            Some(Source::Image(r)) => {
+                let img = self.base(r)?;
+                dir = self.root_of(&img.layers, &mut keep_dirs, &mut keep_roots)?;
+                SourceRoot::Dir(&dir)
+            }
+        };
+        copy::apply(&req, &source, rootfs.path())
+            .map_err(|e| self.step_error(step, e.to_string()))?;
+        Ok(())
+    }
+
+    fn workdir_step(&self, step: &Step, cfg: &ImageConfig, rootfs: &Rootfs) -> Result<()> {
+        let owner = match cfg.config.user.as_deref() {
+            Some(u) if !u.is_empty() => {
+                let r = cairn_sandbox::user::resolve(rootfs.path(), u)
+                    .map_err(|e| self.step_error(step, format!("USER {u}: {e}")))?;
+                Some((r.uid, r.gid))
+            }
+            _ => None,
+        };
+        mkdir_in_root(rootfs.path(), &cfg.workdir(), owner)
+            .map_err(|e| self.step_error(step, e.to_string()))
+    }
+}
+
+/// A COPY of `source` to `/`, used to digest a bind mount's source like a COPY's.
+fn synthetic_copy(source: &str) -> cairn_dockerfile::Copy {
+    cairn_dockerfile::Copy {
+        add: false,
+        from: None,
+        sources: vec![source.to_string()],
+        heredocs: vec![],
+        dest: "/".into(),
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: vec![],
+        checksum: None,
+        keep_git_dir: false,
+        unpack: None,
+    }
+}
+
+/// How a step is shown: its instruction as written, on one line.
+pub fn display(step: &Step) -> String {
+    let first = step.original.lines().next().unwrap_or("").trim();
+    let mut s: String = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((kw, rest)) = s.split_once(' ') {
+        s = format!("{} {rest}", kw.to_uppercase());
+    } else {
+        s = s.to_uppercase();
+    }
+    if s.chars().count() > 200 {
+        s = s.chars().take(197).collect::<String>() + "...";
+    }
+    if s.is_empty() {
+        s = match &step.kind {
+            StepKind::Run(r) => match &r.command {
+                Command::Shell(c) => format!("RUN {c}"),
+                Command::Exec(v) => format!("RUN {v:?}"),
+            },
+            _ => "step".into(),
+        };
+    }
+    s
+}
+
+/// The diffID of an empty tar (two zero blocks), what an empty diff writes.
+fn empty_tar_diff_id() -> String {
+    cairn_layer::hash::sha256_digest(&[0u8; 1024])
+}
+
+/// Unix seconds of an RFC 3339 time.
+pub fn parse_time(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// RFC 3339 (UTC, `Z`) of Unix seconds.
+pub fn format_time(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// `root` joined with the relative `sub`, refusing `..` that would climb out.
+fn join_inside(root: &Path, sub: &str) -> Option<PathBuf> {
+    let mut out = root.to_path_buf();
+    let mut depth = 0usize;
+    for c in Path::new(sub).components() {
+        match c {
+            Component::Normal(p) => {
+                out.push(p);
+                depth += 1;
+            }
+            Component::ParentDir => {
+                if depth == 0 {
+                    return None;
+                }
+                out.pop();
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// `mkdir -p path` inside `root`, following symlinks as if `root` were `/` (a link in the image
+/// cannot make it create directories on the host). New directories get `owner`.
+pub fn mkdir_in_root(root: &Path, path: &str, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .rev()
+        .collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let mut host = root.to_path_buf();
+        host.extend(&cur);
+        host.push(&c);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(std::io::Error::other(format!(
+                        "too many levels of symbolic links in {path}"
+                    )));
+                }
+                let target = fs::read_link(&host)?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    cur.clear();
+                }
+                for t in target
+                    .split('/')
+                    .filter(|t| !t.is_empty() && *t != ".")
+                    .rev()
+                {
+                    pending.push(t.to_string());
+                }
+            }
+            Ok(m) if m.is_dir() => cur.push(c),
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{path}: /{} is not a directory",
+                    cur.iter()
+                        .chain([&c])
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("/")
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new().mode(0o755).create(&host)?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+                }
+                cur.push(c);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The last lines of a process's output.
+#[derive(Default)]
+struct Tail {
+    lines: std::collections::VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.partial).into_owned();
+                self.partial.clear();
+                self.lines.push_back(line);
+                if self.lines.len() > TAIL_LINES {
+                    self.lines.pop_front();
+                }
+            } else {
+                self.partial.push(b);
+            }
+        }
+    }
+
+    fn lines(mut self) -> Vec<String> {
+        if !self.partial.is_empty() {
+            let line = String::from_utf8_lossy(&self.partial).into_owned();
+            self.lines.push_back(line);
+            if self.lines.len() > TAIL_LINES {
+                self.lines.pop_front();
+            }
+        }
+        self.lines.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let mut t = Tail::default();
+        for i in 0..15 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        t.push(b"partial");
+        let lines = t.lines();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines.last().unwrap(), "partial");
+        assert_eq!(lines[0], "line 6");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(parse_time("2024-01-02T03:04:05Z"), Some(1704164645));
+        assert_eq!(parse_time(&format_time(1704164645)), Some(1704164645));
+        assert_eq!(
+            parse_time("2024-01-02T03:04:05.123456789+01:00"),
+            Some(1704161045)
+        );
+    }
+
+    #[test]
+    fn mkdir_stays_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // An absolute link in the image points at the image's /, not the host's.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        mkdir_in_root(root.path(), "/escape/app/src", None).unwrap();
+        let inside = root
+            .path()
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("app/src");
+        assert!(inside.is_dir());
+        assert!(!outside.path().join("app").exists());
+        std::os::unix::fs::symlink("../x", root.path().join("rel")).unwrap();
+        mkdir_in_root(root.path(), "/rel/y", None).unwrap();
+        assert!(root.path().join("x/y").is_dir());
+        fs::write(root.path().join("file"), b"").unwrap();
+        assert!(mkdir_in_root(root.path(), "/file/z", None).is_err());
+    }
+
+    #[test]
+    fn join_inside_refuses_escapes() {
+        let r = Path::new("/ctx");
+        assert_eq!(join_inside(r, "a/../b"), Some(PathBuf::from("/ctx/b")));
+        assert_eq!(join_inside(r, "/abs"), Some(PathBuf::from("/ctx/abs")));
+        assert_eq!(join_inside(r, "../x"), None);
+    }
+
+    #[test]
+    fn semaphore_limits_concurrency() {
+        let s = Semaphore::new(2);
+        let running = std::sync::atomic::AtomicUsize::new(0);
+        let max = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for _ in 0..6 {
+                sc.spawn(|| {
+                    let _p = s.acquire();
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(max.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn slots_hand_results_to_waiters_and_propagate_failure() {
+        let slots = Slots::new(2);
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| slots.wait(0).map(|r| r.content.clone()));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            slots.set(
+                0,
+                Some(Arc::new(StageResult {
+                    config: ImageConfig::default(),
+                    layers: vec![],
+                    key: CacheKey::scratch(""),
+                    content: "c".into(),
+                })),
+            );
+            assert_eq!(h.join().unwrap().unwrap(), "c");
+        });
+        slots.set(1, None);
+        assert!(matches!(slots.wait(1), Err(Error::Cancelled)));
+    }
+}
