@@ -10,6 +10,7 @@
 //! write_layer_with_stats(..same..) -> Result<(LayerDescriptor, WriteStats)>   // + tar and content sizes
 //! unpack_layer(reader: impl Read, target: &Path, UnpackMode) -> Result<UnpackStats>
 //! measure_layer(reader: impl Read) -> Result<UnpackStats>  // diffID + sizes, writes nothing
+//! transcode_layer(reader, Compression, out) -> Result<(LayerDescriptor, UnpackStats)> // tar as-is → blob, validated
 //! decompress(reader) -> Result<Box<dyn Read>>     // gzip / zstd / xz / plain, detected
 //! hash::{HashingWriter, HashingReader, sha256_digest}
 //! ```
@@ -29,10 +30,12 @@ use std::path::Path;
 
 pub mod compress;
 pub mod hash;
+mod transcode;
 mod unpack;
 mod write;
 
 pub use compress::{decompress, media_type};
+pub use transcode::transcode_layer;
 pub use unpack::{measure_layer, unpack_layer, UnpackStats};
 pub use write::{write_layer, write_layer_with_stats, WriteStats};
 

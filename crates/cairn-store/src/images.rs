@@ -21,6 +21,9 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) struct ImageMeta {
     pub manifest_digest: Digest,
     pub manifest_size: u64,
+    /// None for records written before the field existed: the OCI manifest type.
+    #[serde(default)]
+    pub manifest_media_type: Option<String>,
     pub layers: Vec<LayerDescriptor>,
     pub size: u64,
     pub created: Option<String>,
@@ -182,6 +185,114 @@ impl Store {
                 "config rootfs.diff_ids {given:?} do not match the layers {diff_ids:?}"
             )));
         }
+        let config_bytes = canonical_json(&config);
+        self.commit_image_raw(&config_bytes, layers, tags)
+    }
+
+    /// Commits an image whose config is given as bytes, stored exactly as they are (so a loaded
+    /// image keeps its ID). `rootfs.diff_ids` in the config must match `layers`. An OCI manifest
+    /// is generated (canonical JSON).
+    pub fn commit_image_raw(
+        &self,
+        config_bytes: &[u8],
+        layers: &[LayerDescriptor],
+        tags: &[String],
+    ) -> Result<ImageRecord> {
+        self.mark_in_use()?;
+        let config: Value = serde_json::from_slice(config_bytes).map_err(|e| Error::Corrupt {
+            what: "image config".into(),
+            why: e.to_string(),
+        })?;
+        let given: Vec<String> =
+            serde_json::from_value(config["rootfs"]["diff_ids"].clone()).unwrap_or_default();
+        let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+        if given != diff_ids {
+            return Err(Error::Other(format!(
+                "config rootfs.diff_ids {given:?} do not match the layers {diff_ids:?}"
+            )));
+        }
+        let id = self.put_blob(config_bytes)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": { "mediaType": CONFIG_MEDIA_TYPE, "digest": id, "size": config_bytes.len() },
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.media_type, "digest": l.digest, "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = canonical_json(&manifest);
+        self.commit_record(
+            &id,
+            &config,
+            &manifest_bytes,
+            MANIFEST_MEDIA_TYPE,
+            layers,
+            tags,
+        )
+    }
+
+    /// Commits an image from a manifest (OCI or docker schema 2) whose config and layer blobs
+    /// are already in the store; the manifest and config keep their bytes, hence their digests.
+    pub fn commit_manifest(&self, manifest_bytes: &[u8], tags: &[String]) -> Result<ImageRecord> {
+        self.mark_in_use()?;
+        let corrupt = |why: String| Error::Corrupt {
+            what: "manifest".into(),
+            why,
+        };
+        let m: Value =
+            serde_json::from_slice(manifest_bytes).map_err(|e| corrupt(e.to_string()))?;
+        let id = m["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| corrupt("no config digest".into()))?
+            .to_string();
+        check_digest(&id)?;
+        let config: Value =
+            serde_json::from_slice(&self.read_blob(&id)?).map_err(|e| Error::Corrupt {
+                what: format!("config {id}"),
+                why: e.to_string(),
+            })?;
+        let diff_ids: Vec<String> = serde_json::from_value(config["rootfs"]["diff_ids"].clone())
+            .map_err(|_| Error::Corrupt {
+                what: format!("config {id}"),
+                why: "no rootfs.diff_ids".into(),
+            })?;
+        let ls = m["layers"].as_array().cloned().unwrap_or_default();
+        if ls.len() != diff_ids.len() {
+            return Err(corrupt(
+                "the manifest and the config disagree on the number of layers".into(),
+            ));
+        }
+        let mut layers = Vec::new();
+        for (l, diff_id) in ls.iter().zip(diff_ids) {
+            layers.push(LayerDescriptor {
+                digest: l["digest"]
+                    .as_str()
+                    .ok_or_else(|| corrupt("layer without digest".into()))?
+                    .to_string(),
+                diff_id,
+                size: l["size"].as_u64().unwrap_or(0),
+                media_type: l["mediaType"]
+                    .as_str()
+                    .unwrap_or(cairn_layer::media_type(Compression::Gzip))
+                    .to_string(),
+            });
+        }
+        let mt = m["mediaType"]
+            .as_str()
+            .unwrap_or(MANIFEST_MEDIA_TYPE)
+            .to_string();
+        self.commit_record(&id, &config, manifest_bytes, &mt, &layers, tags)
+    }
+
+    fn commit_record(
+        &self,
+        id: &Digest,
+        config: &Value,
+        manifest_bytes: &[u8],
+        manifest_media_type: &str,
+        layers: &[LayerDescriptor],
+        tags: &[String],
+    ) -> Result<ImageRecord> {
         let normalized: Vec<String> = tags
             .iter()
             .map(|t| reference::normalize(t))
@@ -196,25 +307,12 @@ impl Store {
             }
             size += self.layer_info_or_measure(l)?.content_size;
         }
-        let created = obj
-            .get("created")
-            .and_then(|c| c.as_str())
-            .map(str::to_string);
-        let config_bytes = canonical_json(&config);
-        let id = self.put_blob(&config_bytes)?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": { "mediaType": CONFIG_MEDIA_TYPE, "digest": id, "size": config_bytes.len() },
-            "layers": layers.iter().map(|l| json!({
-                "mediaType": l.media_type, "digest": l.digest, "size": l.size,
-            })).collect::<Vec<_>>(),
-        });
-        let manifest_bytes = canonical_json(&manifest);
-        let manifest_digest = self.put_blob(&manifest_bytes)?;
+        let created = config["created"].as_str().map(str::to_string);
+        let manifest_digest = self.put_blob(manifest_bytes)?;
         let meta = ImageMeta {
             manifest_digest: manifest_digest.clone(),
             manifest_size: manifest_bytes.len() as u64,
+            manifest_media_type: Some(manifest_media_type.to_string()),
             layers: layers.to_vec(),
             size,
             created: created.clone(),
@@ -232,14 +330,14 @@ impl Store {
         self.write_index(&w)?;
         w.commit().map_err(dbe)?;
         let config: ImageConfiguration =
-            serde_json::from_slice(&config_bytes).map_err(|e| Error::Corrupt {
+            serde_json::from_value(config.clone()).map_err(|e| Error::Corrupt {
                 what: format!("config {id}"),
                 why: e.to_string(),
             })?;
-        let mut repo_tags = self.tags_of(&id)?;
+        let mut repo_tags = self.tags_of(id)?;
         repo_tags.sort();
         Ok(ImageRecord {
-            id,
+            id: id.clone(),
             manifest_digest,
             config,
             layers: meta.layers,
@@ -247,6 +345,38 @@ impl Store {
             size,
             created,
         })
+    }
+
+    /// Turns a tar (plain/gzip/zstd/xz; e.g. a rootfs tarball) into a layer blob, keeping its
+    /// entries as they are (so the same tarball gives the same diffID), refusing entries that
+    /// escape the root. Records the layer's sizes.
+    pub fn import_layer(
+        &self,
+        reader: impl io::Read,
+        compression: Compression,
+    ) -> Result<LayerDescriptor> {
+        self.mark_in_use()?;
+        let mut tmp = TempFile::new(&self.tmp_dir(), "import")?;
+        let file = tmp
+            .file
+            .take()
+            .ok_or_else(|| Error::Other("temp file gone".into()))?;
+        let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+        let (desc, stats) = cairn_layer::transcode_layer(reader, compression, &mut w)?;
+        let file = w.into_inner().map_err(|e| Error::Io {
+            path: tmp.path.clone(),
+            source: e.into_error(),
+        })?;
+        self.persist_blob(tmp, file, &desc.digest)?;
+        self.record_layer(
+            &desc.digest,
+            &LayerInfo {
+                diff_id: desc.diff_id.clone(),
+                content_size: stats.bytes,
+                tar_size: stats.tar_size,
+            },
+        )?;
+        Ok(desc)
     }
 
     fn tags_of(&self, id: &str) -> Result<Vec<String>> {

@@ -45,7 +45,7 @@ pub(crate) fn index_bytes(
             entries.push((
                 n.clone(),
                 json!({
-                    "mediaType": MANIFEST_MEDIA_TYPE,
+                    "mediaType": meta.manifest_media_type.as_deref().unwrap_or(MANIFEST_MEDIA_TYPE),
                     "digest": meta.manifest_digest,
                     "size": meta.manifest_size,
                     "annotations": { REF_NAME: n },
@@ -58,7 +58,7 @@ pub(crate) fn index_bytes(
             // Untagged images stay listed so that OCI tools' GC keeps their blobs.
             entries.push((
                 format!("~{id}"),
-                json!({ "mediaType": MANIFEST_MEDIA_TYPE, "digest": meta.manifest_digest, "size": meta.manifest_size }),
+                json!({ "mediaType": meta.manifest_media_type.as_deref().unwrap_or(MANIFEST_MEDIA_TYPE), "digest": meta.manifest_digest, "size": meta.manifest_size }),
             ));
         }
     }

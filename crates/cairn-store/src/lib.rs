@@ -33,6 +33,12 @@
 //! store.cache_put(key: &str, value: &[u8], blobs: &[Digest]) -> Result<()>
 //! // cache mounts (RUN --mount=type=cache)
 //! store.cache_mount_dir(id: &str) -> Result<PathBuf>
+//! store.commit_image_raw(config_bytes, &[LayerDescriptor], tags)  // config kept byte for byte
+//! store.commit_manifest(manifest_bytes, tags)                // blobs already in the store
+//! store.import_layer(reader, Compression) -> Result<LayerDescriptor> // a rootfs tarball as one layer
+//! // archives
+//! store.save_tar(&[SaveItem], ArchiveFormat::{Docker,Oci}, out), store.save_dir(.., dir)
+//! store.load(LoadSource::{Tar(reader), Dir(path)}) -> Result<Vec<Loaded>>
 //! // maintenance
 //! store.check() -> Result<CheckReport>, store.prune(&PruneOptions) -> Result<PruneReport>
 //! reference::normalize("alpine") == Ok("docker.io/library/alpine:latest")
@@ -74,6 +80,7 @@ use std::sync::Mutex;
 pub use cairn_layer::{Digest, LayerDescriptor};
 pub use oci_spec;
 
+pub mod archive;
 mod blobs;
 mod db;
 mod gc;
@@ -82,6 +89,7 @@ mod layout;
 pub mod reference;
 mod snapshots;
 
+pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
 pub use gc::{CheckReport, PruneOptions, PruneReport};
 pub use images::ImageRecord;
 

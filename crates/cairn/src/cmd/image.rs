@@ -1,80 +1,1447 @@
 //! Image and store commands: images, history, inspect, tag, rmi, save, load, import, image/system
-//! (owned by the store issue).
+//! (owned by the store issue). Output follows the docker CLI: same columns, same size and
+//! duration wording, Go-template `--format` with docker's `json`/`join`/`table` extensions.
 
 use crate::Global;
+use anyhow::{bail, Context as _};
+use cairn_store::reference::{self, Reference};
+use cairn_store::{ArchiveFormat, ImageRecord, LoadSource, SaveItem, Store};
+use serde_json::{json, Map, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
+    /// Show only images of this repository (and tag)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
     pub reference: Option<String>,
-}
-#[derive(clap::Args, Debug)]
-pub struct HistoryArgs {
-    pub image: String,
-}
-#[derive(clap::Args, Debug)]
-pub struct InspectArgs {
-    pub images: Vec<String>,
-}
-#[derive(clap::Args, Debug)]
-pub struct TagArgs {
-    pub source: String,
-    pub target: String,
-}
-#[derive(clap::Args, Debug)]
-pub struct RmiArgs {
-    pub images: Vec<String>,
-}
-#[derive(clap::Args, Debug)]
-pub struct SaveArgs {
-    pub images: Vec<String>,
-}
-#[derive(clap::Args, Debug)]
-pub struct LoadArgs {}
-#[derive(clap::Args, Debug)]
-pub struct ImportArgs {
-    pub file: String,
-    pub reference: Option<String>,
-}
-#[derive(clap::Subcommand, Debug)]
-pub enum ImageCommand {
-    /// Remove unused images
-    Prune,
-}
-#[derive(clap::Subcommand, Debug)]
-pub enum SystemCommand {
-    /// Verify every blob and reference of the store
-    Check,
-    /// Remove what nothing references
-    Prune,
+    /// Show all images (cairn keeps no intermediate images: same as without)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
+    /// Format output using a Go template ('table' prefix for a table with headers, 'json')
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
-pub fn images(_a: ImagesArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("images")
+#[derive(clap::Args, Debug)]
+pub struct HistoryArgs {
+    /// Format output using a Go template
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub human: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The image
+    pub image: String,
 }
-pub fn history(_a: HistoryArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("history")
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a Go template
+    #[arg(short, long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// Images to inspect
+    #[arg(required = true)]
+    pub images: Vec<String>,
 }
-pub fn inspect(_a: InspectArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("inspect")
+
+#[derive(clap::Args, Debug)]
+pub struct TagArgs {
+    /// SOURCE_IMAGE[:TAG]
+    pub source: String,
+    /// TARGET_IMAGE[:TAG]
+    pub target: String,
 }
-pub fn tag(_a: TagArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("tag")
+
+#[derive(clap::Args, Debug)]
+pub struct RmiArgs {
+    /// Force removal of the image (all its tags)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Do not delete untagged parents (accepted for compatibility; cairn has no parent chain)
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Images to remove
+    #[arg(required = true)]
+    pub images: Vec<String>,
 }
-pub fn rmi(_a: RmiArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("rmi")
+
+#[derive(clap::Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file (or, with --format oci, a directory), instead of STDOUT
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Archive format: docker (docker-archive, what `docker load` reads) or oci (OCI layout)
+    #[arg(long, value_name = "FORMAT", default_value = "docker")]
+    pub format: String,
+    /// Images to save
+    #[arg(required = true)]
+    pub images: Vec<String>,
 }
-pub fn save(_a: SaveArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("save")
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// Read from a tar archive file (plain, gzip, zstd, xz) or an OCI layout directory, instead
+    /// of STDIN
+    #[arg(short, long, value_name = "PATH")]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    pub quiet: bool,
 }
-pub fn load(_a: LoadArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("load")
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+    /// USER, WORKDIR, VOLUME, ONBUILD, STOPSIGNAL)
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short, long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+    /// Set platform (only the host's os/arch is accepted for now)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Layer compression: gzip or zstd
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// A rootfs tarball (plain, gzip, zstd or xz), or `-` for STDIN
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// REPOSITORY[:TAG] to give the image
+    pub reference: Option<String>,
 }
-pub fn import(_a: ImportArgs, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("import")
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Also remove every build cache entry (system prune only)
+    #[arg(long)]
+    pub build_cache: bool,
 }
-pub fn image_command(_c: ImageCommand, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("image")
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(ImagesArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Display detailed information on one or more images
+    Inspect(InspectArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RmiArgs),
+    /// Save one or more images to a tar archive or an OCI layout
+    Save(SaveArgs),
+    /// Load an image from a tar archive or an OCI layout
+    Load(LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Remove unused (dangling) images and the blobs nothing references
+    Prune(PruneArgs),
 }
-pub fn system_command(_c: SystemCommand, _g: &Global) -> anyhow::Result<i32> {
-    super::not_yet("system")
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Verify every blob's digest and every reference of the store
+    Check,
+    /// Remove what nothing references: dangling images, unreferenced blobs and snapshots,
+    /// cache entries whose blobs are gone, temp files of interrupted writes
+    Prune(PruneArgs),
+}
+
+// ---------------------------------------------------------------------------------------------
+// docker's formatting rules
+
+/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, `%.3g`.
+pub fn human_size(size: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut s = size as f64;
+    let mut i = 0;
+    while s >= 1000.0 && i < UNITS.len() - 1 {
+        s /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", go_g3(s), UNITS[i])
+}
+
+/// Go's `%.3g` for 0 ≤ v < 1000 (and the 999.5.. edge that rounds to `1e+03`).
+fn go_g3(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let exp = v.abs().log10().floor() as i32;
+    // Round to 3 significant digits first: the exponent may change (999.7 → 1e+03).
+    let rounded = format!("{:.2e}", v);
+    let (mant, e) = rounded.split_once('e').unwrap_or((&rounded, "0"));
+    let e: i32 = e.parse().unwrap_or(exp);
+    if !(-4..3).contains(&e) {
+        let m = mant.trim_end_matches('0').trim_end_matches('.');
+        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    let decimals = (2 - e).max(0) as usize;
+    let s = format!("{:.*}", decimals, v);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// go-units `HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let minutes = s / 60;
+    let hours = ((s as f64) / 3600.0 + 0.5) as i64;
+    if s < 1 {
+        "Less than a second".into()
+    } else if s == 1 {
+        "1 second".into()
+    } else if s < 60 {
+        format!("{s} seconds")
+    } else if minutes == 1 {
+        "About a minute".into()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", s / 3600 / 24 / 365)
+    }
+}
+
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// "2 hours ago", or "N/A" without a date (docker's wording).
+fn created_since(created: Option<&str>) -> String {
+    match created.and_then(parse_time) {
+        Some(t) => format!("{} ago", human_duration((now() - t).whole_seconds())),
+        None => "N/A".into(),
+    }
+}
+
+/// Go's `time.Time.String()` as docker prints CreatedAt: `2024-01-01 00:00:00 +0000 UTC`.
+fn go_time(created: Option<&str>) -> String {
+    let Some(t) = created.and_then(parse_time) else {
+        return String::new();
+    };
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+    );
+    let base = t.format(&fmt).unwrap_or_default();
+    if t.offset().is_utc() {
+        format!("{base} UTC")
+    } else {
+        base
+    }
+}
+
+fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.trim_start_matches("sha256:").chars().take(12).collect()
+    }
+}
+
+/// docker's `stringutils.Ellipsis`.
+fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// The tabwriter docker uses for tables (minwidth 10, padding 3).
+fn tabwrite(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(r.len().saturating_sub(1)) {
+            widths[i] = widths[i].max((c.chars().count() + 3).max(10));
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(c);
+            if i + 1 < r.len() {
+                let pad = widths[i] - c.chars().count();
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Go templates
+
+fn to_gtmpl(v: &Value) -> gtmpl_value::Value {
+    use gtmpl_value::Value as G;
+    match v {
+        Value::Null => G::Nil,
+        Value::Bool(b) => G::Bool(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                G::from(u)
+            } else if let Some(i) = n.as_i64() {
+                G::from(i)
+            } else {
+                G::from(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => G::String(s.clone()),
+        Value::Array(a) => G::Array(a.iter().map(to_gtmpl).collect()),
+        Value::Object(o) => G::Map(o.iter().map(|(k, v)| (k.clone(), to_gtmpl(v))).collect()),
+    }
+}
+
+fn from_gtmpl(v: &gtmpl_value::Value) -> Value {
+    use gtmpl_value::Value as G;
+    match v {
+        G::NoValue | G::Nil | G::Function(_) => Value::Null,
+        G::Bool(b) => json!(b),
+        G::String(s) => json!(s),
+        G::Number(n) => serde_json::from_str(&n.to_string()).unwrap_or(Value::Null),
+        G::Array(a) => Value::Array(a.iter().map(from_gtmpl).collect()),
+        G::Object(m) | G::Map(m) => {
+            let sorted: std::collections::BTreeMap<_, _> = m.iter().collect();
+            Value::Object(
+                sorted
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), from_gtmpl(v)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// How Go's fmt prints a value in a template: `[a b]`, `map[k:v]`, `<nil>`.
+fn go_print(v: &gtmpl_value::Value) -> String {
+    use gtmpl_value::Value as G;
+    match v {
+        G::NoValue => "<no value>".into(),
+        G::Nil => "<nil>".into(),
+        G::Array(a) => format!("[{}]", a.iter().map(go_print).collect::<Vec<_>>().join(" ")),
+        G::Object(m) | G::Map(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}:{}", go_print(&m[*k])))
+                .collect();
+            format!("map[{}]", parts.join(" "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn arg_str(args: &[gtmpl_value::Value], i: usize) -> String {
+    match args.get(i) {
+        Some(gtmpl_value::Value::String(s)) => s.clone(),
+        Some(v) => go_print(v),
+        None => String::new(),
+    }
+}
+
+fn f_json(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    let v = args.first().map(from_gtmpl).unwrap_or(Value::Null);
+    Ok(gtmpl_value::Value::String(
+        serde_json::to_string(&v).unwrap_or_default(),
+    ))
+}
+fn f_gofmt(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    Ok(gtmpl_value::Value::String(
+        args.first().map(go_print).unwrap_or_default(),
+    ))
+}
+fn f_join(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    let sep = arg_str(args, 1);
+    let items: Vec<String> = match args.first() {
+        Some(gtmpl_value::Value::Array(a)) => a
+            .iter()
+            .map(|v| arg_str(std::slice::from_ref(v), 0))
+            .collect(),
+        Some(v) => vec![go_print(v)],
+        None => vec![],
+    };
+    Ok(gtmpl_value::Value::String(items.join(&sep)))
+}
+fn f_split(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    let (s, sep) = (arg_str(args, 0), arg_str(args, 1));
+    Ok(gtmpl_value::Value::Array(
+        s.split(sep.as_str())
+            .map(|p| gtmpl_value::Value::String(p.into()))
+            .collect(),
+    ))
+}
+fn f_lower(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    Ok(gtmpl_value::Value::String(arg_str(args, 0).to_lowercase()))
+}
+fn f_upper(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    Ok(gtmpl_value::Value::String(arg_str(args, 0).to_uppercase()))
+}
+fn f_title(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError> {
+    let s = arg_str(args, 0);
+    let mut c = s.chars();
+    let t = match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    };
+    Ok(gtmpl_value::Value::String(t))
+}
+
+/// A parsed `--format` template. Plain field actions (`{{.Config.Cmd}}`) are printed the way Go
+/// prints them (`[sh -c x]`), which gtmpl alone does not do.
+struct Template {
+    tmpl: gtmpl::Template,
+    table: bool,
+}
+
+impl Template {
+    fn parse(format: &str) -> anyhow::Result<Template> {
+        let (table, body) = match format.strip_prefix("table") {
+            Some(rest) => (true, rest.trim_start().to_string()),
+            None => (false, format.to_string()),
+        };
+        // docker turns the two characters `\t` and `\n` into a tab and a newline.
+        let body = body.replace("\\t", "\t").replace("\\n", "\n");
+        let body = wrap_plain_fields(&body);
+        let mut tmpl = gtmpl::Template::default();
+        tmpl.add_funcs(&[
+            ("json", f_json as gtmpl_value::Func),
+            ("gofmt", f_gofmt),
+            ("join", f_join),
+            ("split", f_split),
+            ("lower", f_lower),
+            ("upper", f_upper),
+            ("title", f_title),
+        ]);
+        tmpl.parse(&body)
+            .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?;
+        Ok(Template { tmpl, table })
+    }
+
+    fn render(&self, v: &Value) -> anyhow::Result<String> {
+        self.tmpl
+            .render(&gtmpl::Context::from(to_gtmpl(v)))
+            .map_err(|e| anyhow::anyhow!("template: {e}"))
+    }
+}
+
+/// `{{ .A.B }}` → `{{ gofmt .A.B }}`, leaving every other action alone.
+fn wrap_plain_fields(t: &str) -> String {
+    let mut out = String::new();
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let inner = &rest[i + 2..i + j];
+        let (l, core, r) = trim_markers(inner);
+        let plain = core.starts_with('.')
+            && core
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '.' || c == '_');
+        if plain {
+            out.push_str(&format!("{{{{{l}gofmt {core}{r}}}}}"));
+        } else {
+            out.push_str(&rest[i..i + j + 2]);
+        }
+        rest = &rest[i + j + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Splits an action's inside into its `- ` trim markers and the trimmed expression.
+fn trim_markers(inner: &str) -> (&str, &str, &str) {
+    let l = if inner.starts_with("- ") { "- " } else { "" };
+    let r = if inner.ends_with(" -") { " -" } else { "" };
+    let core = inner[l.len()..inner.len() - r.len()].trim();
+    (
+        if l.is_empty() { " " } else { l },
+        core,
+        if r.is_empty() { " " } else { r },
+    )
+}
+
+/// Renders rows through a `--format`; with `table`, a header row from `headers` (field → title)
+/// and docker's column alignment.
+fn render_rows(format: &str, rows: &[Value], headers: &[(&str, &str)]) -> anyhow::Result<String> {
+    if format == "json" {
+        let mut s = String::new();
+        for r in rows {
+            s.push_str(&serde_json::to_string(r)?);
+            s.push('\n');
+        }
+        return Ok(s);
+    }
+    let t = Template::parse(format)?;
+    let mut lines = Vec::new();
+    if t.table {
+        let h: Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        lines.push(t.render(&Value::Object(h))?);
+    }
+    for r in rows {
+        lines.push(t.render(r)?);
+    }
+    if t.table {
+        let cells: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        Ok(tabwrite(&cells))
+    } else {
+        Ok(lines.iter().map(|l| format!("{l}\n")).collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// images
+
+fn store(g: &Global) -> anyhow::Result<Store> {
+    super::open_store(g)
+}
+
+fn find(store: &Store, s: &str) -> anyhow::Result<ImageRecord> {
+    store
+        .resolve(s)?
+        .ok_or_else(|| anyhow::anyhow!("No such image: {s}"))
+}
+
+/// The rows `docker images` prints: one per tag, one `<none>` row for an untagged image.
+fn image_rows(store: &Store, a: &ImagesArgs) -> anyhow::Result<Vec<Value>> {
+    let mut images = store.list_images()?;
+    images.sort_by(|x, y| {
+        let t = |i: &ImageRecord| i.created.as_deref().and_then(parse_time);
+        t(y).cmp(&t(x)).then(x.id.cmp(&y.id))
+    });
+    let filter = match &a.reference {
+        Some(f) => {
+            let explicit_tag = f.rsplit('/').next().is_some_and(|last| last.contains(':'));
+            Some((Reference::parse(f)?, explicit_tag))
+        }
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for img in &images {
+        let refs: Vec<Option<Reference>> = if img.repo_tags.is_empty() {
+            vec![None]
+        } else {
+            img.repo_tags
+                .iter()
+                .map(|t| Reference::parse(t).ok())
+                .collect()
+        };
+        for r in refs {
+            if let Some((f, explicit_tag)) = &filter {
+                let Some(r) = &r else { continue };
+                if r.repository() != f.repository() || (*explicit_tag && r.tag != f.tag) {
+                    continue;
+                }
+            }
+            let (repo, tag) = match &r {
+                Some(r) => (
+                    r.familiar_repository(),
+                    r.tag.clone().unwrap_or_else(|| "<none>".into()),
+                ),
+                None => ("<none>".to_string(), "<none>".to_string()),
+            };
+            rows.push(json!({
+                "Repository": repo,
+                "Tag": tag,
+                "ID": short_id(&img.id, a.no_trunc),
+                "Digest": img.manifest_digest,
+                "CreatedSince": created_since(img.created.as_deref()),
+                "CreatedAt": go_time(img.created.as_deref()),
+                "Size": human_size(img.size),
+                "VirtualSize": human_size(img.size),
+                "SharedSize": "N/A",
+                "UniqueSize": "N/A",
+                "Containers": "N/A",
+            }));
+        }
+    }
+    Ok(rows)
+}
+
+pub fn images(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let rows = image_rows(&store, &a)?;
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for r in &rows {
+            writeln!(out, "{}", r["ID"].as_str().unwrap_or_default())?;
+        }
+        return Ok(0);
+    }
+    let format = match &a.format {
+        Some(f) => f.clone(),
+        None if a.digests => {
+            "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+                .into()
+        }
+        None => "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into(),
+    };
+    let headers = [
+        ("Repository", "REPOSITORY"),
+        ("Tag", "TAG"),
+        ("ID", "IMAGE ID"),
+        ("Digest", "DIGEST"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("Size", "SIZE"),
+        ("VirtualSize", "VIRTUAL SIZE"),
+        ("SharedSize", "SHARED SIZE"),
+        ("UniqueSize", "UNIQUE SIZE"),
+        ("Containers", "CONTAINERS"),
+    ];
+    write!(out, "{}", render_rows(&format, &rows, &headers)?)?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// history
+
+pub fn history(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let img = find(&store, &a.image)?;
+    let config = store.config_json(&img)?;
+    let mut entries: Vec<Value> = config["history"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        // No history recorded: one anonymous entry per layer, as docker shows.
+        entries = img
+            .layers
+            .iter()
+            .map(|_| json!({ "created": config["created"] }))
+            .collect();
+    }
+    let mut layer_sizes = Vec::new();
+    for l in &img.layers {
+        layer_sizes.push(store.layer_size(l)?);
+    }
+    let mut rows = Vec::new();
+    let mut layer_i = 0;
+    let mut per_entry = Vec::new();
+    for e in &entries {
+        let empty = e["empty_layer"].as_bool().unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            let s = layer_sizes.get(layer_i).copied().unwrap_or(0);
+            layer_i += 1;
+            s
+        };
+        per_entry.push(size);
+    }
+    let n = entries.len();
+    for (i, e) in entries.iter().enumerate().rev() {
+        let created = e["created"].as_str();
+        let id = if i + 1 == n {
+            short_id(&img.id, a.no_trunc)
+        } else {
+            "<missing>".into()
+        };
+        let created_by = e["created_by"].as_str().unwrap_or_default().to_string();
+        let created_by = if a.no_trunc {
+            created_by
+        } else {
+            ellipsis(&created_by, 45)
+        };
+        rows.push(json!({
+            "ID": id,
+            "CreatedSince": if a.human { created_since(created) } else { created.unwrap_or_default().to_string() },
+            "CreatedAt": created.unwrap_or_default(),
+            "CreatedBy": created_by,
+            "Size": if a.human { human_size(per_entry[i]) } else { per_entry[i].to_string() },
+            "Comment": e["comment"].as_str().unwrap_or_default(),
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for r in &rows {
+            writeln!(out, "{}", r["ID"].as_str().unwrap_or_default())?;
+        }
+        return Ok(0);
+    }
+    let format = a.format.clone().unwrap_or_else(|| {
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
+    });
+    let headers = [
+        ("ID", "IMAGE"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedBy", "CREATED BY"),
+        ("Size", "SIZE"),
+        ("Comment", "COMMENT"),
+    ];
+    write!(out, "{}", render_rows(&format, &rows, &headers)?)?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+/// The object `docker image inspect` prints for one image.
+pub fn inspect_json(store: &Store, img: &ImageRecord) -> anyhow::Result<Value> {
+    let c = store.config_json(img)?;
+    let cc = &c["config"];
+    let or_null = |v: &Value| if v.is_null() { Value::Null } else { v.clone() };
+    let mut config = Map::new();
+    config.insert("Hostname".into(), json!(""));
+    config.insert("Domainname".into(), json!(""));
+    config.insert(
+        "User".into(),
+        json!(cc["User"].as_str().unwrap_or_default()),
+    );
+    config.insert("AttachStdin".into(), json!(false));
+    config.insert("AttachStdout".into(), json!(false));
+    config.insert("AttachStderr".into(), json!(false));
+    if !cc["ExposedPorts"].is_null() {
+        config.insert("ExposedPorts".into(), cc["ExposedPorts"].clone());
+    }
+    config.insert("Tty".into(), json!(false));
+    config.insert("OpenStdin".into(), json!(false));
+    config.insert("StdinOnce".into(), json!(false));
+    config.insert("Env".into(), or_null(&cc["Env"]));
+    config.insert("Cmd".into(), or_null(&cc["Cmd"]));
+    if !cc["Healthcheck"].is_null() {
+        config.insert("Healthcheck".into(), cc["Healthcheck"].clone());
+    }
+    if let Some(b) = cc["ArgsEscaped"].as_bool() {
+        config.insert("ArgsEscaped".into(), json!(b));
+    }
+    config.insert("Image".into(), json!(""));
+    config.insert("Volumes".into(), or_null(&cc["Volumes"]));
+    config.insert(
+        "WorkingDir".into(),
+        json!(cc["WorkingDir"].as_str().unwrap_or_default()),
+    );
+    config.insert("Entrypoint".into(), or_null(&cc["Entrypoint"]));
+    config.insert("OnBuild".into(), or_null(&cc["OnBuild"]));
+    config.insert("Labels".into(), or_null(&cc["Labels"]));
+    if let Some(s) = cc["StopSignal"].as_str() {
+        config.insert("StopSignal".into(), json!(s));
+    }
+    if !cc["Shell"].is_null() {
+        config.insert("Shell".into(), cc["Shell"].clone());
+    }
+    let tags: Vec<String> = img
+        .repo_tags
+        .iter()
+        .map(|t| reference::familiar(t))
+        .collect();
+    let mut repos: Vec<String> = img
+        .repo_tags
+        .iter()
+        .filter_map(|t| Reference::parse(t).ok())
+        .map(|r| format!("{}@{}", r.familiar_repository(), img.manifest_digest))
+        .collect();
+    repos.dedup();
+    let mut o = Map::new();
+    o.insert("Id".into(), json!(img.id));
+    o.insert("RepoTags".into(), json!(tags));
+    o.insert("RepoDigests".into(), json!(repos));
+    o.insert("Parent".into(), json!(""));
+    o.insert(
+        "Comment".into(),
+        json!(c["comment"].as_str().unwrap_or_default()),
+    );
+    o.insert(
+        "Created".into(),
+        json!(c["created"].as_str().unwrap_or("0001-01-01T00:00:00Z")),
+    );
+    o.insert(
+        "DockerVersion".into(),
+        json!(c["docker_version"].as_str().unwrap_or_default()),
+    );
+    o.insert(
+        "Author".into(),
+        json!(c["author"].as_str().unwrap_or_default()),
+    );
+    o.insert("Config".into(), Value::Object(config));
+    o.insert(
+        "Architecture".into(),
+        json!(c["architecture"].as_str().unwrap_or_default()),
+    );
+    if let Some(v) = c["variant"].as_str() {
+        o.insert("Variant".into(), json!(v));
+    }
+    o.insert("Os".into(), json!(c["os"].as_str().unwrap_or_default()));
+    o.insert("Size".into(), json!(img.size));
+    o.insert(
+        "RootFS".into(),
+        json!({ "Type": c["rootfs"]["type"].as_str().unwrap_or("layers"), "Layers": img.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() }),
+    );
+    o.insert(
+        "Metadata".into(),
+        json!({ "LastTagTime": "0001-01-01T00:00:00Z" }),
+    );
+    Ok(Value::Object(o))
+}
+
+pub fn inspect(a: InspectArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let mut found = Vec::new();
+    let mut code = 0;
+    let mut errors = Vec::new();
+    for name in &a.images {
+        match store.resolve(name)? {
+            Some(img) => found.push(inspect_json(&store, &img)?),
+            None => {
+                errors.push(format!("Error: No such image: {name}"));
+                code = 1;
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match &a.format {
+        Some(f) => {
+            let t = Template::parse(f)?;
+            for v in &found {
+                writeln!(out, "{}", t.render(v)?)?;
+            }
+        }
+        None => {
+            // docker indents with four spaces.
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            serde::Serialize::serialize(&found, &mut ser)?;
+            out.write_all(&buf)?;
+            writeln!(out)?;
+        }
+    }
+    for e in errors {
+        eprintln!("{e}");
+    }
+    Ok(code)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tag, rmi
+
+pub fn tag(a: TagArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let img = find(&store, &a.source)?;
+    store.tag(&img.id, &a.target)?;
+    Ok(0)
+}
+
+pub fn rmi(a: RmiArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let mut code = 0;
+    let mut out = std::io::stdout().lock();
+    for name in &a.images {
+        if let Err(e) = rmi_one(&store, name, a.force, &mut out) {
+            eprintln!("Error response from daemon: {e:#}");
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+fn rmi_one(store: &Store, name: &str, force: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let img = find(store, name)?;
+    // By tag (not by ID or digest): untag that one name.
+    let by_tag = Reference::parse(name)
+        .ok()
+        .filter(|r| r.digest.is_none())
+        .map(|r| r.to_string())
+        .filter(|full| img.repo_tags.contains(full));
+    let untag: Vec<String> = match by_tag {
+        Some(t) => vec![t],
+        None => {
+            if img.repo_tags.len() > 1 && !force {
+                bail!(
+                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    short_id(&img.id, false)
+                );
+            }
+            img.repo_tags.clone()
+        }
+    };
+    for t in &untag {
+        store.untag(t)?;
+        writeln!(out, "Untagged: {}", reference::familiar(t))?;
+    }
+    let left = store
+        .resolve(&img.id)?
+        .map(|i| i.repo_tags.len())
+        .unwrap_or(0);
+    if left == 0 {
+        store.delete_image(&img.id)?;
+        writeln!(out, "Deleted: {}", img.id)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// save, load
+
+/// Writes `path` through a temp file in its directory, renamed into place once complete.
+fn write_file_atomically(
+    path: &Path,
+    f: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.cairn-tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        f(&mut file)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let format = match a.format.as_str() {
+        "docker" | "docker-archive" => ArchiveFormat::Docker,
+        "oci" | "oci-archive" | "oci-layout" => ArchiveFormat::Oci,
+        other => bail!("unknown --format {other:?}: use docker or oci"),
+    };
+    let mut items: Vec<SaveItem> = Vec::new();
+    for name in &a.images {
+        let img = find(&store, name)?;
+        // Saved by tag: that tag only; by ID: every tag of the image (as docker does).
+        let names = match Reference::parse(name)
+            .ok()
+            .filter(|r| r.digest.is_none())
+            .map(|r| r.to_string())
+        {
+            Some(full) if img.repo_tags.contains(&full) => vec![full],
+            _ => img.repo_tags.clone(),
+        };
+        match items.iter_mut().find(|i| i.image.id == img.id) {
+            Some(it) => it.names.extend(names),
+            None => items.push(SaveItem { image: img, names }),
+        }
+    }
+    match &a.output {
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            store.save_tar(&items, format, stdout.lock())?;
+        }
+        Some(p) => {
+            let as_dir = format == ArchiveFormat::Oci
+                && (p.is_dir() || (!p.exists() && !p.to_string_lossy().ends_with(".tar")));
+            if as_dir {
+                store.save_dir(&items, format, p)?;
+            } else {
+                write_file_atomically(p, |f| {
+                    store.save_tar(
+                        &items,
+                        format,
+                        std::io::BufWriter::with_capacity(1 << 20, f),
+                    )?;
+                    Ok(())
+                })?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn load(a: LoadArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let loaded = match &a.input {
+        Some(p) if p.is_dir() => store.load(LoadSource::Dir(p))?,
+        Some(p) => {
+            let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+            store.load(LoadSource::Tar(Box::new(
+                std::io::BufReader::with_capacity(1 << 20, f),
+            )))?
+        }
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                bail!("requested load from stdin, but stdin is empty");
+            }
+            store.load(LoadSource::Tar(Box::new(stdin.lock())))?
+        }
+    };
+    if !a.quiet {
+        let mut out = std::io::stdout().lock();
+        for l in loaded {
+            if l.names.is_empty() {
+                writeln!(out, "Loaded image ID: {}", l.id)?;
+            }
+            for n in l.names {
+                writeln!(out, "Loaded image: {}", reference::familiar(&n))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// import
+
+/// Splits an instruction argument in JSON form (`["a","b"]`) or returns None for shell form.
+fn json_form(s: &str) -> Option<Vec<String>> {
+    let t = s.trim();
+    if !t.starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(t).ok()
+}
+
+/// `K=V K2="v 2"` (or the legacy `K V` form when `legacy` and there is no `=`).
+fn key_values(s: &str, legacy: bool) -> anyhow::Result<Vec<(String, String)>> {
+    let s = s.trim();
+    if legacy
+        && !s
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .contains('=')
+    {
+        let (k, v) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
+        return Ok(vec![(k.to_string(), v.trim().to_string())]);
+    }
+    let mut out = Vec::new();
+    for w in shell_words(s)? {
+        let (k, v) = w
+            .split_once('=')
+            .with_context(|| format!("{w:?}: expected KEY=VALUE"))?;
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Splits on blanks, honouring '…', "…" and backslash escapes.
+fn shell_words(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => bail!("unterminated quote in {s:?}"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => cur.extend(chars.next()),
+                        Some(x) => cur.push(x),
+                        None => bail!("unterminated quote in {s:?}"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                cur.extend(chars.next());
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Applies one `--change` instruction to a docker-style config object.
+pub fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> anyhow::Result<()> {
+    let change = change.trim();
+    let (instr, arg) = change
+        .split_once(char::is_whitespace)
+        .unwrap_or((change, ""));
+    let arg = arg.trim();
+    let exec_form = |a: &str| -> Vec<String> {
+        json_form(a).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), a.to_string()])
+    };
+    let map_entry = |cfg: &mut Map<String, Value>, key: &str| -> Map<String, Value> {
+        cfg.get(key)
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default()
+    };
+    match instr.to_ascii_uppercase().as_str() {
+        "CMD" => {
+            cfg.insert("Cmd".into(), json!(exec_form(arg)));
+        }
+        "ENTRYPOINT" => {
+            cfg.insert("Entrypoint".into(), json!(exec_form(arg)));
+        }
+        "ENV" => {
+            let mut env: Vec<String> = cfg
+                .get("Env")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            for (k, v) in key_values(arg, true)? {
+                env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                env.push(format!("{k}={v}"));
+            }
+            cfg.insert("Env".into(), json!(env));
+        }
+        "EXPOSE" => {
+            let mut ports = map_entry(cfg, "ExposedPorts");
+            for p in arg.split_whitespace() {
+                let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
+                ports.insert(p, json!({}));
+            }
+            cfg.insert("ExposedPorts".into(), Value::Object(ports));
+        }
+        "LABEL" => {
+            let mut labels = map_entry(cfg, "Labels");
+            for (k, v) in key_values(arg, true)? {
+                labels.insert(k, json!(v));
+            }
+            cfg.insert("Labels".into(), Value::Object(labels));
+        }
+        "USER" => {
+            cfg.insert("User".into(), json!(arg));
+        }
+        "WORKDIR" => {
+            cfg.insert("WorkingDir".into(), json!(arg));
+        }
+        "VOLUME" => {
+            let mut vols = map_entry(cfg, "Volumes");
+            let list = json_form(arg).unwrap_or_else(|| arg.split_whitespace().map(str::to_string).collect());
+            for v in list {
+                vols.insert(v, json!({}));
+            }
+            cfg.insert("Volumes".into(), Value::Object(vols));
+        }
+        "ONBUILD" => {
+            let mut on: Vec<Value> = cfg.get("OnBuild").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            on.push(json!(arg));
+            cfg.insert("OnBuild".into(), Value::Array(on));
+        }
+        "STOPSIGNAL" => {
+            cfg.insert("StopSignal".into(), json!(arg));
+        }
+        other => bail!(
+            "{other} is not a valid change command (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, ONBUILD, STOPSIGNAL)"
+        ),
+    }
+    Ok(())
+}
+
+/// The `created` of imported images: SOURCE_DATE_EPOCH, else the epoch. docker uses "now";
+/// cairn prefers that importing the same tarball twice gives the same image ID.
+fn import_created() -> anyhow::Result<String> {
+    let secs: i64 = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.is_empty() => s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number"))?,
+        _ => 0,
+    };
+    let t = time::OffsetDateTime::from_unix_timestamp(secs)?;
+    Ok(t.format(&time::format_description::well_known::Rfc3339)?)
+}
+
+pub fn import(a: ImportArgs, g: &Global) -> anyhow::Result<i32> {
+    let compression = match a.compression.as_str() {
+        "gzip" => cairn_layer::Compression::Gzip,
+        "zstd" => cairn_layer::Compression::Zstd,
+        other => bail!("unknown --compression {other:?}: use gzip or zstd"),
+    };
+    let arch = cairn_store::host_arch();
+    if let Some(p) = &a.platform {
+        if p != &format!("linux/{arch}") {
+            bail!("--platform {p}: only the host platform linux/{arch} can be imported");
+        }
+    }
+    let mut config = Map::new();
+    for c in &a.changes {
+        apply_change(&mut config, c)?;
+    }
+    let tags: Vec<String> = match &a.reference {
+        Some(r) => vec![reference::normalize(r)?],
+        None => vec![],
+    };
+    let store = store(g)?;
+    let layer = if a.file == "-" {
+        store.import_layer(std::io::stdin().lock(), compression)?
+    } else {
+        let f = std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file))?;
+        store.import_layer(std::io::BufReader::with_capacity(1 << 20, f), compression)?
+    };
+    let created = import_created()?;
+    // docker's CLI streams a file argument as the request body: its history says "-" too.
+    let msg = a
+        .message
+        .clone()
+        .unwrap_or_else(|| "Imported from -".into());
+    let mut cfg = json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": created,
+        "comment": msg,
+        "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
+        "history": [{ "created": created, "comment": msg }],
+    });
+    if !config.is_empty() {
+        cfg["config"] = Value::Object(config);
+    }
+    let img = store.commit_image_json(&cfg, &[layer], &tags)?;
+    println!("{}", img.id);
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// image / system
+
+pub fn image_command(c: ImageCommand, g: &Global) -> anyhow::Result<i32> {
+    match c {
+        ImageCommand::Ls(a) => images(a, g),
+        ImageCommand::History(a) => history(a, g),
+        ImageCommand::Inspect(a) => inspect(a, g),
+        ImageCommand::Tag(a) => tag(a, g),
+        ImageCommand::Rm(a) => rmi(a, g),
+        ImageCommand::Save(a) => save(a, g),
+        ImageCommand::Load(a) => load(a, g),
+        ImageCommand::Import(a) => import(a, g),
+        ImageCommand::Prune(a) => prune(a, g, false),
+    }
+}
+
+fn confirm(warning: &str) -> anyhow::Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+fn prune(a: PruneArgs, g: &Global, system: bool) -> anyhow::Result<i32> {
+    if !a.force && std::io::stdin().is_terminal() {
+        let w = if system {
+            "WARNING! This will remove:\n  - all dangling images\n  - unreferenced blobs and snapshots\n  - build cache entries whose layers are gone"
+        } else {
+            "WARNING! This will remove all dangling images."
+        };
+        if !confirm(w)? {
+            return Ok(0);
+        }
+    }
+    let store = store(g)?;
+    let before: Vec<ImageRecord> = store.list_images()?;
+    let rep = store.prune(&cairn_store::PruneOptions {
+        dangling_images: true,
+        build_cache: system && a.build_cache,
+    })?;
+    let mut out = std::io::stdout().lock();
+    if !rep.images.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for id in &rep.images {
+            if before.iter().any(|i| &i.id == id) {
+                writeln!(out, "deleted: {id}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    if system && rep.cache_entries > 0 {
+        writeln!(out, "Deleted build cache entries: {}", rep.cache_entries)?;
+    }
+    if rep.spared_recent {
+        writeln!(
+            out,
+            "(another cairn process is using the store: files younger than an hour were kept)"
+        )?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(rep.reclaimed))?;
+    Ok(0)
+}
+
+pub fn system_command(c: SystemCommand, g: &Global) -> anyhow::Result<i32> {
+    match c {
+        SystemCommand::Prune(a) => prune(a, g, true),
+        SystemCommand::Check => {
+            let store = store(g)?;
+            let rep = store.check()?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "checked {} blobs and {} images in {}",
+                rep.blobs_checked,
+                rep.images_checked,
+                store.root().display()
+            )?;
+            for gb in &rep.garbage {
+                writeln!(out, "garbage: {gb}")?;
+            }
+            for p in &rep.problems {
+                writeln!(out, "PROBLEM: {p}")?;
+            }
+            if rep.problems.is_empty() {
+                writeln!(out, "ok")?;
+                Ok(0)
+            } else {
+                writeln!(out, "{} problem(s) found", rep.problems.len())?;
+                Ok(1)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_as_docker_prints_them() {
+        for (n, s) in [
+            (0, "0B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (7_830_000, "7.83MB"),
+            (7_834_567, "7.83MB"),
+            (1_200_000_000, "1.2GB"),
+            (4_261_000, "4.26MB"),
+            (100_000, "100kB"),
+            (999_600, "1e+03kB"),
+            (12_345, "12.3kB"),
+        ] {
+            assert_eq!(human_size(n), s, "{n}");
+        }
+    }
+
+    #[test]
+    fn durations_as_docker_prints_them() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(30), "30 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(7200), "2 hours");
+        assert_eq!(human_duration(3 * 86400), "3 days");
+        assert_eq!(human_duration(56 * 365 * 86400), "56 years");
+    }
+
+    #[test]
+    fn templates_print_like_go() {
+        let v = json!({"Config": {"Cmd": ["sh", "-c", "x"], "Labels": {"b": "2", "a": "1"}}, "Id": "sha256:ab"});
+        let t = Template::parse("{{.Id}} {{.Config.Cmd}} {{json .Config.Cmd}} {{index .Config.Labels \"a\"}} {{join .Config.Cmd \",\"}}").unwrap();
+        assert_eq!(
+            t.render(&v).unwrap(),
+            r#"sha256:ab [sh -c x] ["sh","-c","x"] 1 sh,-c,x"#
+        );
+        let t = Template::parse("{{.Config.Labels}}").unwrap();
+        assert_eq!(t.render(&v).unwrap(), "map[a:1 b:2]");
+    }
+
+    #[test]
+    fn changes_like_docker_import() {
+        let mut c = Map::new();
+        for ch in [
+            "CMD [\"/bin/sh\"]",
+            "ENTRYPOINT echo hi",
+            "ENV A=1 B=\"two words\"",
+            "ENV C 3",
+            "EXPOSE 80 53/udp",
+            "LABEL k=v",
+            "USER 1000:1000",
+            "WORKDIR /srv",
+            "VOLUME [\"/data\"]",
+            "ONBUILD RUN true",
+            "STOPSIGNAL SIGTERM",
+        ] {
+            apply_change(&mut c, ch).unwrap();
+        }
+        let c = Value::Object(c);
+        assert_eq!(c["Cmd"], json!(["/bin/sh"]));
+        assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "echo hi"]));
+        assert_eq!(c["Env"], json!(["A=1", "B=two words", "C=3"]));
+        assert_eq!(c["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+        assert_eq!(c["Volumes"], json!({"/data": {}}));
+        assert_eq!(c["OnBuild"], json!(["RUN true"]));
+        assert!(apply_change(&mut Map::new(), "RUN x").is_err());
+    }
+
+    #[test]
+    fn tables_align_like_docker() {
+        let t = tabwrite(&[
+            vec!["REPOSITORY".into(), "TAG".into(), "SIZE".into()],
+            vec!["busybox".into(), "latest".into(), "2.1MB".into()],
+        ]);
+        assert_eq!(
+            t,
+            "REPOSITORY   TAG       SIZE\nbusybox      latest    2.1MB\n"
+        );
+    }
 }

@@ -44,7 +44,6 @@ pub fn not_yet(what: &str) -> anyhow::Result<i32> {
     anyhow::bail!("`cairn {what}` is not implemented yet")
 }
 
-#[allow(dead_code)] // used by build/run until the image commands land
 /// Opens the store selected by `--root` (or `CAIRN_ROOT`), else the default root.
 pub fn open_store(g: &Global) -> anyhow::Result<cairn_store::Store> {
     let root = g.root.clone().unwrap_or_else(cairn_store::default_root);
