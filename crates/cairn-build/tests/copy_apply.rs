@@ -341,3 +341,39 @@ fn digest_covers_content_not_mtime() {
         d3
     );
 }
+
+#[test]
+fn directory_copy_destination_is_created_like_a_parent() {
+    let f = fixture();
+    fs::set_permissions(f.ctx_dir.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(f.ctx_dir.join("src/sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    run(&f, &copy(&["src"], "/newdir"), "/").unwrap();
+    // As BuildKit: the destination is made like any missing parent, nested dirs keep their mode.
+    assert_eq!(mode(&f.rootfs.join("newdir")), 0o755);
+    assert_eq!(mode(&f.rootfs.join("newdir/sub")), 0o750);
+    // An existing nested directory takes the source's mode; the existing top one keeps its own.
+    fs::create_dir_all(f.rootfs.join("old/sub")).unwrap();
+    fs::set_permissions(f.rootfs.join("old"), fs::Permissions::from_mode(0o711)).unwrap();
+    fs::set_permissions(f.rootfs.join("old/sub"), fs::Permissions::from_mode(0o777)).unwrap();
+    run(&f, &copy(&["src"], "/old"), "/").unwrap();
+    assert_eq!(mode(&f.rootfs.join("old")), 0o711);
+    assert_eq!(mode(&f.rootfs.join("old/sub")), 0o750);
+    // A file where the directory should go is an error naming it.
+    fs::write(f.rootfs.join("afile"), "x").unwrap();
+    let e = run(&f, &copy(&["src"], "/afile"), "/").unwrap_err();
+    assert!(e.to_string().contains("/afile"), "{e}");
+}
+
+#[test]
+fn xattrs_are_kept_when_the_filesystem_allows() {
+    let f = fixture();
+    let src = f.ctx_dir.join("main.go");
+    if rustix::fs::lsetxattr(&src, "user.cairn", b"v1", rustix::fs::XattrFlags::empty()).is_err() {
+        eprintln!("user xattrs unsupported here; nothing to check");
+        return;
+    }
+    run(&f, &copy(&["main.go"], "/x/"), "/").unwrap();
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::lgetxattr(f.rootfs.join("x/main.go"), "user.cairn", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"v1");
+}

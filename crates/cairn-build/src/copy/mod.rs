@@ -177,7 +177,6 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
     let root = dest_root;
     let unpack = c.add && c.unpack != Some(false);
     let mut w = Writer::new(cmd, root, owners, mode.as_ref());
-    let shown = |p: &Path| p.display().to_string();
     let dir_at = |p: &Path| mkdir_all_in_root(root, p, created_owner).map_err(io_err(cmd, p));
     // Where a single non-directory lands: inside a directory destination, else at the path
     // (inside it if it already is a directory).
@@ -254,15 +253,9 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
                 meta,
                 entries,
             } => {
-                let target = if dest.is_dir || c.parents {
-                    dir_at(&dest.path)?
-                } else {
-                    if let Some(parent) = dest.path.parent() {
-                        dir_at(parent)?;
-                    }
-                    resolve_in_root(root, &dest.path, true)
-                        .map_err(io_err(cmd, shown(&dest.path)))?
-                };
+                // BuildKit creates the destination of a directory copy like any missing parent
+                // (0755, `--chown` owner), so it does not take the source directory's mode.
+                let target = dir_at(&dest.path)?;
                 w.dir(path, meta, entries, &target)?;
             }
         }

@@ -186,7 +186,8 @@ impl<'a> Writer<'a> {
     }
 
     /// Copies the contents of the directory `src` (lstat `meta`, entries already selected) into
-    /// `target` (resolved in the root). `target` takes `src`'s metadata only if created here.
+    /// `target` (resolved in the root). `target` takes `src`'s metadata only if created here
+    /// (callers create it beforehand, as BuildKit does, so in practice it keeps its own).
     pub fn dir(
         &mut self,
         src: &Path,
@@ -195,7 +196,9 @@ impl<'a> Writer<'a> {
         target: &Path,
     ) -> Result<()> {
         match fs::symlink_metadata(target) {
-            Ok(m) if m.is_dir() => {}
+            // An existing top directory keeps its owner and mode; its times become the
+            // source's, as fsutil restores them.
+            Ok(m) if m.is_dir() => self.dir_times.push((target.to_path_buf(), times_of(meta))),
             Ok(_) => {
                 return Err(CopyError::Invalid {
                     cmd: self.cmd,
