@@ -82,6 +82,9 @@ fn init_main() -> i32 {
         return fail(&mut msg, SETUP_FAILED, &format!("blocking signals: {e}"));
     }
 
+    if let Some(pid) = plan.join {
+        return join_and_exec(pid, &plan, msg, &mask);
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -115,6 +118,57 @@ fn init_main() -> i32 {
             report(&mut msg, &format!("pid {child}"));
             drop(msg);
             supervise(child, &mask)
+        }
+        Err(e) => fail(&mut msg, SETUP_FAILED, &format!("fork: {e}")),
+    }
+}
+
+/// An exec into a running container: join its namespaces (the PID one takes effect for children,
+/// hence the fork), then become the process like C does.
+fn join_and_exec(pid: u32, plan: &ContainerPlan, mut msg: File, mask: &SigSet) -> i32 {
+    // All opened before any setns: /proc/<pid> is not reachable any more once in the new mount ns.
+    let mut fds = Vec::new();
+    for (ns, flag) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        match File::open(format!("/proc/{pid}/ns/{ns}")) {
+            Ok(f) => fds.push((ns, f, flag)),
+            Err(e) => {
+                return fail(
+                    &mut msg,
+                    SETUP_FAILED,
+                    &format!("container {pid} is not running: {e}"),
+                )
+            }
+        }
+    }
+    for (ns, f, flag) in &fds {
+        if let Err(e) = nix::sched::setns(f, *flag) {
+            return fail(
+                &mut msg,
+                SETUP_FAILED,
+                &format!("joining the {ns} namespace of {pid}: {e}"),
+            );
+        }
+    }
+    drop(fds);
+    // SAFETY: single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = match setup::restrict_capabilities(&LinuxSyscall) {
+                Ok(()) => exec_process(plan, &mut msg),
+                Err(e) => fail(&mut msg, SETUP_FAILED, &e),
+            };
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            report(&mut msg, &format!("pid {child}"));
+            drop(msg);
+            supervise(child, mask)
         }
         Err(e) => fail(&mut msg, SETUP_FAILED, &format!("fork: {e}")),
     }

@@ -23,8 +23,11 @@
 //! MountSpec { kind: Bind { source: PathBuf, readonly: bool } | Tmpfs { size: Option<u64> }, target: String }
 //! run(rootfs: &Path, &ProcessSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Result<i32>
 //! run_with(rootfs, &ProcessSpec, on_output, &mut RunHooks) -> Result<i32>   // + init pid callback
+//! exec_in(container_pid, &ProcessSpec, on_output, &mut RunHooks) -> Result<i32>  // docker exec
 //! kill_all_running()                               // from a signal handler thread: SIGKILL every
 //!                                                  // container this process started
+//! kill_containers_on_termination() / forward_termination_signals()  // SIGINT/TERM/HUP policy
+//! termination_signal() -> Option<i32>
 //! user::resolve(rootfs: &Path, spec: &str /* name|uid[:group|gid] */) -> Result<ResolvedUser{uid, gid, groups, home}>
 //! ```
 //!
@@ -71,8 +74,8 @@ pub use caps_set::DEFAULT_CAPABILITIES;
 pub use error::{Error, Result};
 pub use init::{maybe_run_init, INIT_ARG};
 pub use process::{
-    kill_all_running, kill_containers_on_termination, run, run_with, signal_all_running,
-    termination_signal, RunHooks,
+    exec_in, forward_termination_signals, kill_all_running, kill_containers_on_termination, run,
+    run_with, signal_all_running, termination_signal, RunHooks,
 };
 pub use rootfs::{Rootfs, SnapshotterKind};
 pub use setup::{ContainerPlan, PlannedMount, PlannedMountKind};

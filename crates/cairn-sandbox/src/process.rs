@@ -161,11 +161,73 @@ pub fn run_with(
         network: spec.network,
         mounts,
         tty: spec.tty,
+        join: None,
     };
     let result = spawn_and_wait(&plan, spec.stdin, on_output, hooks);
     drop(stubs);
     drop(etc);
     result
+}
+
+/// Runs `spec` inside the running container whose PID 1 has host PID `container_pid` (as
+/// `docker exec`; used for health checks): same namespaces, capabilities and user rules; `mounts`
+/// and `network` of the spec are ignored. `hooks.on_start` gets the host PID of the new process.
+pub fn exec_in(
+    container_pid: u32,
+    spec: &ProcessSpec,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    hooks: &mut RunHooks<'_>,
+) -> Result<i32> {
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        return Err(Error::InvalidSpec("no command given".into()));
+    }
+    let root = PathBuf::from(format!("/proc/{container_pid}/root"));
+    let user = user::resolve(&root, &spec.user)?;
+    let hostname = std::fs::read_to_string(root.join("etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let plan = ContainerPlan {
+        rootfs: root,
+        args: spec.args.clone(),
+        env: complete_env(&spec.env, &user.home, &hostname, spec.tty),
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        cwd: if spec.cwd.is_empty() {
+            "/".into()
+        } else {
+            spec.cwd.clone()
+        },
+        hostname: None,
+        network: spec.network,
+        mounts: Vec::new(),
+        tty: spec.tty,
+        join: Some(container_pid),
+    };
+    spawn_and_wait(&plan, spec.stdin, on_output, hooks)
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP go to the containers this process runs (their init forwards
+/// them to the main process) instead of killing this process: the graceful stop of a detached
+/// container's supervisor. Same threading rule as [`kill_containers_on_termination`].
+pub fn forward_termination_signals() -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()
+        .map_err(|e| Error::io("blocking signals", e.into()))?;
+    std::thread::Builder::new()
+        .name("cairn-signals".into())
+        .spawn(move || loop {
+            if let Ok(sig) = set.wait() {
+                TERMINATION.store(sig as i32, Ordering::SeqCst);
+                signal_all_running(sig as i32);
+            }
+        })
+        .map_err(|e| Error::io("starting the signal thread", e))?;
+    Ok(())
 }
 
 /// The environment a Dockerfile process sees: the given one plus PATH, HOME, HOSTNAME (and TERM

@@ -35,6 +35,10 @@ pub struct ContainerPlan {
     pub mounts: Vec<PlannedMount>,
     /// The process runs on a terminal (its stdin is a pty slave that becomes its controlling tty).
     pub tty: bool,
+    /// Instead of creating a container, join the namespaces of the running one whose PID 1 has
+    /// this host PID (an exec, e.g. a health check); `rootfs` and `mounts` are then unused.
+    #[serde(default)]
+    pub join: Option<u32>,
 }
 
 /// A mount of a [`ContainerPlan`]: the user's [`MountSpec`]s plus the generated /etc files.
@@ -426,6 +430,7 @@ mod tests {
             network: Network::Host,
             mounts: vec![],
             tty: false,
+            join: None,
         }
     }
 

@@ -558,6 +558,46 @@ fn tty_output() {
     assert_eq!(out.stdout.replace('\r', ""), "on-a-tty\nxterm\n");
 }
 
+fn exec_joins_a_running_container() {
+    let e = env();
+    let r = Rootfs::prepare(
+        std::slice::from_ref(&e.image),
+        &e.scratch,
+        SnapshotterKind::Overlay,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = r.path().to_path_buf();
+    let main = std::thread::spawn(move || {
+        let mut spec = sh("echo started > /tmp/mark; sleep 2");
+        spec.hostname = "joined".into();
+        let mut hooks = cairn_sandbox::RunHooks {
+            on_start: Some(Box::new(move |pid| tx.send(pid).unwrap())),
+            stdin: None,
+        };
+        cairn_sandbox::run_with(&root, &spec, &mut |_, _| {}, &mut hooks).unwrap()
+    });
+    let pid = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut spec = sh("hostname; cat /tmp/mark; id -u; tr '\\0' ' ' < /proc/2/cmdline");
+    spec.user = "app".into();
+    let mut out = Vec::new();
+    let code = cairn_sandbox::exec_in(
+        pid,
+        &spec,
+        &mut |_, b| out.extend_from_slice(b),
+        &mut Default::default(),
+    )
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "joined\nstarted\n1000\nsleep 2 ",
+        "PID 2 is the container's command (sh exec'd sleep)"
+    );
+    assert_eq!(main.join().unwrap(), 0);
+}
+
 /// Child mode of this binary for the kill tests: prepare, run `sleep <marker>`, print what to
 /// check, clean up on SIGTERM.
 fn kill_child(image: &str, scratch: &str, marker: &str) -> ! {
@@ -588,7 +628,9 @@ fn pids_with_arg(arg: &str) -> Vec<i32> {
             continue;
         };
         if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
-            if cmd.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+            // The container's `sleep`, not the test child whose arguments also hold the marker.
+            let argv: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            if argv.first() == Some(&b"sleep".as_slice()) && argv.contains(&arg.as_bytes()) {
                 out.push(pid);
             }
         }
@@ -716,6 +758,10 @@ fn main() {
         ),
         ("long_layer_chains_mount", long_layer_chains_mount),
         ("tty_output", tty_output),
+        (
+            "exec_joins_a_running_container",
+            exec_joins_a_running_container,
+        ),
         ("kill_9_leaves_no_process_or_mount", || {
             killing_cairn_leaves_nothing(libc::SIGKILL)
         }),

@@ -1,0 +1,311 @@
+//! `cairn run`, `ps`, `logs`, `stop`, `rm` end to end with a busybox image committed to a fresh
+//! store. Needs root (namespaces, overlayfs) — CI runs as root — and the `busybox-static` Debian
+//! package.
+
+use serde_json::json;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A store with `busybox-test:latest`: busybox, users root/app/nobody, /app with two files,
+    /// and the config given.
+    fn new(config: serde_json::Value) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        fs::create_dir_all(tree.join("bin")).unwrap();
+        fs::copy("/bin/busybox", tree.join("bin/busybox")).expect("busybox-static");
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|a| *a != "busybox")
+        {
+            std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+        }
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        fs::write(
+            tree.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        fs::write(
+            tree.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n",
+        )
+        .unwrap();
+        fs::create_dir_all(tree.join("app")).unwrap();
+        fs::write(tree.join("app/main.go"), "package main\n").unwrap();
+        fs::write(tree.join("app/go.mod"), "module app\n").unwrap();
+        fs::create_dir_all(tree.join("www")).unwrap();
+        fs::write(tree.join("www/index.html"), "hello from cairn\n").unwrap();
+        fs::create_dir_all(tree.join("tmp")).unwrap();
+        let store = cairn_store::Store::open(&tmp.path().join("store")).unwrap();
+        let layer = store
+            .write_layer(
+                cairn_layer::DiffSource::Tree(&tree),
+                cairn_layer::Compression::Gzip,
+                &Default::default(),
+            )
+            .unwrap();
+        let mut cfg = json!({"architecture": "amd64", "os": "linux"});
+        cfg["config"] = config;
+        store
+            .commit_image_json(&cfg, &[layer], &["busybox-test:latest".into()])
+            .unwrap();
+        Fixture { tmp }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("store")
+    }
+
+    fn cairn(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn containers(&self) -> usize {
+        fs::read_dir(self.root().join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn text(o: &Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_rm_lists_files_and_returns_exit_codes() {
+    let f = Fixture::new(json!({"Cmd": ["sh"]}));
+    let (code, out, err) = text(&f.cairn(&["run", "--rm", "busybox-test", "ls", "-la", "/app"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("main.go") && out.contains("go.mod"), "{out}");
+    let (code, _, _) = text(&f.cairn(&["run", "--rm", "busybox-test", "sh", "-c", "exit 7"]));
+    assert_eq!(code, 7);
+    let (code, _, err) = text(&f.cairn(&["run", "--rm", "busybox-test", "no-such-binary"]));
+    assert_eq!(code, 127);
+    assert!(err.contains("executable file not found"), "{err}");
+    assert_eq!(f.containers(), 0, "--rm leaves no container behind");
+    let (code, _, _) = text(&f.cairn(&["run", "busybox-test", "true"]));
+    assert_eq!(code, 0);
+    let (_, ps, _) = text(&f.cairn(&["ps", "-a"]));
+    assert!(ps.contains("Exited (0)"), "{ps}");
+}
+
+#[test]
+fn image_config_and_flags_combine_like_docker() {
+    let f = Fixture::new(json!({
+        "Env": ["PATH=/bin", "GREETING=image"],
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo default"],
+        "WorkingDir": "/app",
+        "User": "app",
+    }));
+    let (code, out, err) = text(&f.cairn(&["run", "--rm", "busybox-test"]));
+    assert_eq!((code, out.as_str()), (0, "default\n"), "{err}");
+    let (_, out, _) = text(&f.cairn(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=flag",
+        "busybox-test",
+        "echo $GREETING $(id -u) $(pwd) $HOME",
+    ]));
+    assert_eq!(out, "flag 1000 /app /home/app\n");
+    let (_, out, _) = text(&f.cairn(&[
+        "run",
+        "--rm",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp/new",
+        "--entrypoint",
+        "id",
+        "busybox-test",
+        "-un",
+    ]));
+    assert_eq!(out, "nobody\n");
+    let (code, _, err) = text(&f.cairn(&["run", "--rm", "-u", "ghost", "busybox-test", "true"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("unable to find user ghost"), "{err}");
+}
+
+#[test]
+fn volumes_network_and_escapes() {
+    let f = Fixture::new(json!({}));
+    let host = f.tmp.path().join("shared");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("in"), "from host\n").unwrap();
+    let vol = format!("{}:/mnt/shared:ro", host.display());
+    let (code, out, err) = text(&f.cairn(&[
+        "run",
+        "--rm",
+        "-v",
+        &vol,
+        "--network",
+        "none",
+        "busybox-test",
+        "sh",
+        "-c",
+        "cat /mnt/shared/in; ls /sys/class/net; touch /mnt/shared/x 2>/dev/null || echo read-only",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "from host\nlo\nread-only\n");
+    let bad = format!("{}:/mnt/../etc", host.display());
+    let (code, _, err) = text(&f.cairn(&["run", "--rm", "-v", &bad, "busybox-test", "true"]));
+    assert_ne!(code, 0);
+    assert!(err.contains(".."), "{err}");
+}
+
+#[test]
+fn detached_server_answers_on_the_host_network_and_health_is_tracked() {
+    let f = Fixture::new(json!({
+        "Cmd": ["httpd", "-f", "-p", "127.0.0.1:18093", "-h", "/www"],
+        "Healthcheck": {"Test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:18093/ || exit 1"], "Interval": 200_000_000u64, "Retries": 2},
+    }));
+    let (code, out, err) = text(&f.cairn(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "busybox-test",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("-p 8080:80 has no effect"), "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 64);
+    let mut body = String::new();
+    wait_for("the server", 10, || {
+        let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:18093") else {
+            return false;
+        };
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        body.clear();
+        s.read_to_string(&mut body).is_ok() && body.contains("hello from cairn")
+    });
+    wait_for("healthy", 10, || {
+        text(&f.cairn(&["ps"])).1.contains("(healthy)")
+    });
+    let (_, ps, _) = text(&f.cairn(&["ps"]));
+    assert!(
+        ps.contains(&id[..12]) && ps.contains("web") && ps.contains("Up "),
+        "{ps}"
+    );
+    let (code, _, err) = text(&f.cairn(&["rm", "web"]));
+    assert_ne!(code, 0, "a running container is not removed without -f");
+    assert!(err.contains("running"), "{err}");
+    let (code, out, _) = text(&f.cairn(&["stop", "-t", "5", "web"]));
+    assert_eq!((code, out.as_str()), (0, "web\n"));
+    let (_, ps, _) = text(&f.cairn(&["ps", "-a"]));
+    assert!(ps.contains("Exited ("), "{ps}");
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:18093").is_err(),
+        "server gone after stop"
+    );
+    let (code, _, _) = text(&f.cairn(&["rm", &id[..8]]));
+    assert_eq!(code, 0);
+    assert_eq!(f.containers(), 0);
+}
+
+#[test]
+fn logs_follow_a_detached_container() {
+    let f = Fixture::new(json!({}));
+    let (code, out, err) = text(&f.cairn(&[
+        "run",
+        "-d",
+        "busybox-test",
+        "sh",
+        "-c",
+        "echo one; echo two >&2; sleep 0.5; echo three",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    let (code, out, err) = text(&f.cairn(&["logs", "-f", &id]));
+    assert_eq!(code, 0);
+    assert_eq!((out.as_str(), err.as_str()), ("one\nthree\n", "two\n"));
+    let (_, ps, _) = text(&f.cairn(&["ps", "-a"]));
+    assert!(ps.contains("Exited (0)"), "{ps}");
+    let (code, _, _) = text(&f.cairn(&["rm", "-f", &id]));
+    assert_eq!(code, 0);
+}
+
+/// PIDs of `sleep <arg>` processes (not the cairn whose arguments also contain it).
+fn pids_with_arg(arg: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let argv: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    argv.first() == Some(&b"sleep".as_slice()) && argv.contains(&arg.as_bytes())
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_c_kills_the_container_and_cleans_up() {
+    let f = Fixture::new(json!({}));
+    let marker = "4242.5";
+    let child = Command::new(BIN)
+        .arg("--root")
+        .arg(f.root())
+        .args(["run", "--rm", "busybox-test", "sleep", marker])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the container", 10, || !pids_with_arg(marker).is_empty());
+    unsafe_kill(child.id() as i32, 2);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("no process left", 5, || pids_with_arg(marker).is_empty());
+    assert_eq!(f.containers(), 0, "container dir removed");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(f.root().to_str().unwrap()));
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
