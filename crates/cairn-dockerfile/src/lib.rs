@@ -192,6 +192,48 @@ pub struct Run {
     pub args_env: Vec<(String, String)>,
 }
 
+/// How a shell-form RUN with heredocs is run, as BuildKit does it ([`Run::shell_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellRun<'a> {
+    /// Give this text to the stage's SHELL (`/bin/sh -c TEXT` by default).
+    Command(String),
+    /// `RUN <<EOF` whose body starts with `#!`: write the body to a file (mode 0755) and
+    /// execute that file directly, without the shell.
+    Shebang(&'a Heredoc),
+}
+
+impl Run {
+    /// What to run for the shell form (`None` for the JSON exec form). Without heredocs it is
+    /// the command; `RUN <<EOF` alone runs the body itself (or a `#!` file); otherwise the
+    /// heredoc bodies are appended to the command line so that the shell reads them.
+    pub fn shell_run(&self) -> Option<ShellRun<'_>> {
+        let Command::Shell(cmd) = &self.command else {
+            return None;
+        };
+        if self.heredocs.is_empty() {
+            return Some(ShellRun::Command(cmd.clone()));
+        }
+        let single = matches!(heredoc::parse_marker(cmd.trim()), Ok(Some(_)));
+        if single {
+            let h = &self.heredocs[0];
+            if h.content.starts_with("#!") {
+                return Some(ShellRun::Shebang(h));
+            }
+            return Some(ShellRun::Command(h.content.clone()));
+        }
+        let mut text = cmd.clone();
+        for h in &self.heredocs {
+            text.push('\n');
+            text.push_str(&h.content);
+            if !h.content.is_empty() && !h.content.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&h.name);
+        }
+        Some(ShellRun::Command(text))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum NetworkMode {
     Default,
@@ -199,7 +241,7 @@ pub enum NetworkMode {
     Host,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heredoc {
     pub name: String,
     pub content: String,

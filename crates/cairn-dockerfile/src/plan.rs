@@ -871,3 +871,63 @@ impl Planner<'_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{parse, plan, PlanOptions, ShellRun, StepKind};
+
+    fn run_of(text: &str) -> crate::Run {
+        let df = parse("Dockerfile", text).unwrap();
+        let p = plan(&df, &PlanOptions::default(), &|_| None).unwrap();
+        match &p.stages[0].steps.last().unwrap().kind {
+            StepKind::Run(r) => r.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heredoc_runs_follow_buildkit() {
+        let r = run_of("FROM a\nRUN <<EOF\necho hi\nEOF\n");
+        assert_eq!(r.shell_run(), Some(ShellRun::Command("echo hi\n".into())));
+        let r = run_of("FROM a\nRUN <<EOF\n#!/bin/python3\nprint(1)\nEOF\n");
+        assert!(matches!(r.shell_run(), Some(ShellRun::Shebang(h)) if h.content.starts_with("#!")));
+        let r = run_of("FROM a\nRUN cat <<A > /a && cat <<-B > /b\nx\nA\n\ty\n\tB\n");
+        assert_eq!(
+            r.shell_run(),
+            Some(ShellRun::Command(
+                "cat <<A > /a && cat <<-B > /b\nx\nA\ny\nB".into()
+            ))
+        );
+        let r = run_of("FROM a\nRUN [\"echo\"]\n");
+        assert_eq!(r.shell_run(), None);
+    }
+
+    #[test]
+    fn base_env_seeds_expansion_and_path_defaults() {
+        let df = parse(
+            "Dockerfile",
+            "FROM img\nWORKDIR $HOME/x\nENV P=$PATH\nFROM scratch\nENV P=$PATH\n",
+        )
+        .unwrap();
+        let lookup = |r: &str| {
+            (r == "img").then(|| crate::BaseImageInfo {
+                env: vec![("HOME".into(), "/root".into())],
+                onbuild: vec![],
+            })
+        };
+        let opts = PlanOptions {
+            target: None,
+            ..PlanOptions::default()
+        };
+        let p = plan(&df, &opts, &lookup).unwrap();
+        // Only the last stage is needed.
+        assert_eq!(p.stages.len(), 1);
+        let StepKind::Env(e) = &p.stages[0].steps[0].kind else {
+            panic!()
+        };
+        assert_eq!(e[0].1, crate::DEFAULT_PATH);
+        let df2 = parse("Dockerfile", "FROM img AS a\nWORKDIR $HOME/x\n").unwrap();
+        let p = plan(&df2, &opts, &lookup).unwrap();
+        assert!(matches!(&p.stages[0].steps[0].kind, StepKind::Workdir(w) if w == "/root/x"));
+    }
+}

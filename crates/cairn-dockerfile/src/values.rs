@@ -244,15 +244,16 @@ pub(crate) fn parse_mount(
             "required" => required = parse_bool(&key, value.as_deref())?,
             "sharing" => {
                 let v = need(value)?;
-                sharing =
-                    Some(match v.to_ascii_lowercase().as_str() {
-                        "shared" => CacheSharing::Shared,
-                        "private" => CacheSharing::Private,
-                        "locked" => CacheSharing::Locked,
-                        _ => return Err(format!(
+                sharing = Some(match v.to_ascii_lowercase().as_str() {
+                    "shared" => CacheSharing::Shared,
+                    "private" => CacheSharing::Private,
+                    "locked" => CacheSharing::Locked,
+                    _ => {
+                        return Err(format!(
                             "unsupported sharing value {v:?} (expected shared, private or locked)"
-                        )),
-                    })
+                        ))
+                    }
+                })
             }
             "mode" => mode = Some(parse_num("mode", &need(value)?, 8)?),
             "uid" => uid = Some(parse_num("uid", &need(value)?, 10)?),
