@@ -140,7 +140,11 @@ impl Client {
                         https_err = Some(e);
                         continue;
                     }
-                    return Err(https_err.unwrap_or(e));
+                    // Both failed: a certificate problem explains more than "refused" on http.
+                    return Err(match https_err {
+                        Some(h) if h.to_string().contains("certificate") => h,
+                        _ => e,
+                    });
                 }
             };
             // A TLS server answering plain http says 400: the TLS error is the one to report.
@@ -651,6 +655,13 @@ fn registry_message(body: &str) -> Option<String> {
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
+    // reqwest's top line repeats the URL that our messages already name.
+    if s.starts_with("error sending request") {
+        if let Some(c) = cur {
+            s = c.to_string();
+            cur = c.source();
+        }
+    }
     while let Some(c) = cur {
         let m = c.to_string();
         if !s.contains(&m) {

@@ -249,7 +249,7 @@ impl Default for RegistryOptions {
                 .collect(),
             docker_config: auth::docker_config_path(),
             credential: None,
-            retries: 4,
+            retries: 3,
             max_concurrent: 3,
             progress: None,
         }

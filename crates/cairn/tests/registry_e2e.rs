@@ -168,7 +168,6 @@ fn make_image(store: &Store, tag: &str, arch: &str, extra: &[(&str, Vec<u8>)]) -
     std::os::unix::fs::symlink("busybox", base.join("bin/sh")).unwrap();
     let opts = cairn_layer::WriteOptions {
         clamp_mtime: Some(0),
-        ..Default::default()
     };
     let mut layers = vec![store
         .write_layer(
@@ -328,7 +327,7 @@ fn chunked_upload_and_zstd_layers() {
     layers.push(z.clone());
     let cfg = serde_json::json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}});
     let img = store
-        .commit_image_json(&cfg, &layers, &[tag.clone()])
+        .commit_image_json(&cfg, &layers, std::slice::from_ref(&tag))
         .unwrap();
     drop(store);
     assert!(z.media_type.ends_with("zstd"), "{}", z.media_type);
@@ -661,4 +660,78 @@ fn registry_killed_mid_pull_then_resumed_pull_fetches_only_what_is_missing() {
     assert!(blob_gets[0].contains(big.as_str()));
     let pulled = w.store("b").resolve(&direct).unwrap().unwrap();
     assert_eq!(pulled.manifest_digest, img.manifest_digest);
+}
+
+#[test]
+fn credentials_go_through_the_configured_credential_helper() {
+    let reg = Registry::start(&["--tls", "--auth", "bob:hunter2"]);
+    let w = World::new();
+    let host = reg.host();
+    let ca = reg.ca().display().to_string();
+    // A helper that keeps one credential in a file next to itself, speaking docker's protocol.
+    let bin = w.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-fake");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nd=\"$(dirname \"$0\")\"\ncase \"$1\" in\n\
+         store) cat >\"$d/creds.json\" ;;\n\
+         get) cat >/dev/null; [ -f \"$d/creds.json\" ] && cat \"$d/creds.json\" && exit 0\n\
+              echo 'credentials not found in native keychain'; exit 1 ;;\n\
+         erase) cat >/dev/null; rm \"$d/creds.json\" ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = w.tmp.path().join("docker/config.json");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, r#"{"credsStore":"fake"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |root: &str, args: &[&str]| {
+        w.cmd(root, args)
+            .env("PATH", &path)
+            .env("CAIRN_REGISTRY_CA", &ca)
+            .output()
+            .unwrap()
+    };
+
+    let out = run("a", &["login", "-u", "bob", "-p", "hunter2", &host]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bin.join("creds.json")).unwrap()).unwrap();
+    assert_eq!(creds["Username"], "bob");
+    assert_eq!(creds["Secret"], "hunter2");
+    assert_eq!(creds["ServerURL"], host.as_str());
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !saved.contains("hunter2") && !saved.contains("\"auth\""),
+        "{saved}"
+    );
+
+    let tag = format!("{host}/helped:1");
+    make_image(&w.store("a"), &tag, "amd64", &[]);
+    let out = run("a", &["push", &tag]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run("a", &["logout", &host]);
+    assert!(out.status.success());
+    assert!(
+        !bin.join("creds.json").exists(),
+        "logout erased through the helper"
+    );
+    let out = run("b", &["pull", &tag]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication required"));
 }
