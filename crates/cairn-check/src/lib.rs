@@ -1,0 +1,347 @@
+//! The multi-stage checklist, checked for the user: `cairn check`, `cairn build --check`,
+//! `cairn compare` and `cairn history --layers`.
+//!
+//! Two kinds of rules:
+//! - [`lint`]: rules on the Dockerfile text, named as BuildKit's build checks where one exists
+//!   (`FromAsCasing`, `UndefinedVar`, …) plus the tutorial's checklist (`UnpinnedBaseImage`,
+//!   `FinalStageRunsAsRoot`, `SingleStageToolchain`);
+//! - [`scan`]: rules on the images a build actually made: source files and build tools in the
+//!   final image, secrets in any layer of any stage (deleted ones included), wasted bytes.
+//!
+//! ```
+//! use cairn_check::{lint, CheckConfig, LintOptions, Report};
+//! let text = "FROM alpine:3.20 as build\nRUN true\n";
+//! let df = cairn_dockerfile::parse("Dockerfile", text).unwrap();
+//! let findings = lint::lint(&df, &LintOptions::default());
+//! let report = Report::new("Dockerfile", findings, &CheckConfig::default());
+//! assert!(report.findings.iter().any(|f| f.rule == "FromAsCasing"));
+//! assert_eq!(report.exit_code(), 0); // warnings only
+//! ```
+//!
+//! Entry points for other crates: [`check_build`] (what `cairn build --check` calls after a
+//! build), [`stages::build_stages`] (build every stage through the engine), [`layers::layer_report`]
+//! (`cairn history --layers`), [`compare`] (`cairn compare`'s table).
+
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+
+pub mod compare;
+pub mod human;
+pub mod layers;
+pub mod lint;
+pub mod scan;
+pub mod secrets;
+pub mod stages;
+mod walk;
+
+pub use stages::BuiltStage;
+
+/// Errors of the image checks (the Dockerfile rules cannot fail).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    /// The build engine failed.
+    #[error(transparent)]
+    Build(#[from] cairn_build::Error),
+    /// The Dockerfile does not parse or plan.
+    #[error(transparent)]
+    Dockerfile(#[from] cairn_dockerfile::Error),
+    /// A layer blob could not be read.
+    #[error("layer {digest}: {source}")]
+    Layer {
+        /// The blob.
+        digest: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Anything else, with a message for the user.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How bad a finding is. Dockerfile rules warn (as BuildKit's); what the image proves (sources,
+/// compilers, secrets) is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Reported; fails only with `# check=error=true` or `--check-error`.
+    Warning,
+    /// Fails the check.
+    Error,
+}
+
+/// Where in a built image a finding was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerRef {
+    /// Position of the layer in the image, 0 = bottom.
+    pub index: usize,
+    /// Digest of the layer blob.
+    pub digest: String,
+    /// The history `created_by` of the instruction that made it.
+    pub created_by: String,
+}
+
+/// One finding of one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The rule's name (BuildKit's where one exists).
+    pub rule: String,
+    /// Warning or error.
+    pub severity: Severity,
+    /// What is wrong, BuildKit's wording for its rules.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+    /// The rule's documentation, for BuildKit's rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// 1-based line of the Dockerfile (0: not tied to a line).
+    pub line: usize,
+    /// The stage concerned (name or index), for image findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The layer concerned, for image findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<LayerRef>,
+    /// The file concerned, for image findings (absolute path in the image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl Finding {
+    /// A warning of a Dockerfile rule at `line`.
+    pub fn warn(rule: &str, line: usize, message: String, hint: impl Into<String>) -> Finding {
+        let url = lint::buildkit_url(rule);
+        Finding {
+            rule: rule.to_string(),
+            severity: Severity::Warning,
+            message,
+            hint: hint.into(),
+            url,
+            line,
+            stage: None,
+            layer: None,
+            path: None,
+        }
+    }
+}
+
+/// What `# check=` and `--check-error` ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// Rules not to run (`skip=A,B`).
+    pub skip: BTreeSet<String>,
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// `error=true`: warnings fail too.
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// Parses the value of a `# check=` directive: `skip=A,B;error=true` (BuildKit's syntax;
+    /// unknown keys are ignored, as BuildKit does).
+    pub fn from_directive(value: &str) -> CheckConfig {
+        let mut c = CheckConfig::default();
+        for part in value.split(';') {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "skip" => {
+                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if r.eq_ignore_ascii_case("all") {
+                            c.skip_all = true;
+                        } else {
+                            c.skip.insert(r.to_string());
+                        }
+                    }
+                }
+                "error" => c.error = v.trim().eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// Whether `rule` runs.
+    pub fn enabled(&self, rule: &str) -> bool {
+        !self.skip_all && !self.skip.contains(rule)
+    }
+}
+
+/// All findings of one check, filtered by the configuration and sorted by line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The Dockerfile's name as the user gave it.
+    pub dockerfile: String,
+    /// The findings, Dockerfile order first, then image findings.
+    pub findings: Vec<Finding>,
+    /// Warnings fail too (`error=true`).
+    pub error_on_warnings: bool,
+}
+
+impl Report {
+    /// Builds a report: drops skipped rules, sorts by line (image findings, line 0, last).
+    pub fn new(dockerfile: &str, mut findings: Vec<Finding>, config: &CheckConfig) -> Report {
+        findings.retain(|f| config.enabled(&f.rule));
+        findings.sort_by_key(|f| (f.line == 0, f.line));
+        Report {
+            dockerfile: dockerfile.to_string(),
+            findings,
+            error_on_warnings: config.error,
+        }
+    }
+
+    /// Number of findings of `severity`.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+
+    /// 1 when an error was found, or a warning with `error=true`; else 0.
+    pub fn exit_code(&self) -> i32 {
+        let errors = self.count(Severity::Error);
+        let warnings = self.count(Severity::Warning);
+        if errors > 0 || (self.error_on_warnings && warnings > 0) {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Human-readable output: one block per finding, BuildKit's first line
+    /// (`WARN: Rule: message (line N)`), then where, then the fix.
+    pub fn render_human(&self, out: &mut dyn Write) -> io::Result<()> {
+        for f in &self.findings {
+            let tag = match f.severity {
+                Severity::Warning => "WARN",
+                Severity::Error => "ERROR",
+            };
+            if f.line > 0 {
+                writeln!(out, "{tag}: {}: {} (line {})", f.rule, f.message, f.line)?;
+                writeln!(out, "  at {}:{}", self.dockerfile, f.line)?;
+            } else {
+                writeln!(out, "{tag}: {}: {}", f.rule, f.message)?;
+            }
+            if let Some(stage) = &f.stage {
+                let mut s = format!("  in stage {stage}");
+                if let Some(l) = &f.layer {
+                    s.push_str(&format!(
+                        ", layer {} ({}) made by `{}`",
+                        l.index,
+                        short(&l.digest),
+                        l.created_by
+                    ));
+                }
+                if let Some(p) = &f.path {
+                    s.push_str(&format!(", path {p}"));
+                }
+                writeln!(out, "{s}")?;
+            }
+            if !f.hint.is_empty() {
+                writeln!(out, "  hint: {}", f.hint)?;
+            }
+            if let Some(u) = &f.url {
+                writeln!(out, "  see {u}")?;
+            }
+        }
+        let (e, w) = (self.count(Severity::Error), self.count(Severity::Warning));
+        if e + w == 0 {
+            writeln!(out, "Check complete, no issues found.")?;
+        } else {
+            writeln!(
+                out,
+                "Check complete: {e} error{}, {w} warning{}{}.",
+                plural(e),
+                plural(w),
+                if self.error_on_warnings && w > 0 {
+                    " (warnings are errors: check=error=true)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The report as one JSON document.
+    pub fn render_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self).map_err(io::Error::other)?;
+        writeln!(out)
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `sha256:0123456789ab…` → `sha256:0123456789ab` (12 hex digits, as docker shows IDs).
+pub(crate) fn short(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
+/// Everything [`check_build`] needs: the Dockerfile, the context, the built stages.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInput<'a> {
+    /// The Dockerfile's name as the user gave it.
+    pub dockerfile_name: String,
+    /// Its text.
+    pub dockerfile: String,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--build-arg`s.
+    pub build_args: std::collections::BTreeMap<String, String>,
+    /// The build context directory, to recognise its source files in images (None: no context).
+    pub context: Option<&'a std::path::Path>,
+    /// `--check-error`.
+    pub error: bool,
+}
+
+/// The whole check: Dockerfile rules, then (if `stages` is not empty) the image rules on what
+/// was built. `stages` comes from [`stages::build_stages`], or, for `cairn build --check`, may
+/// hold only the target (then secrets are looked for in its layers only).
+///
+/// `ignored` tells whether a context path is excluded by `.dockerignore` (CopyIgnoredFile);
+/// `store` reads the layers and the base images' configs.
+pub fn check_build(
+    store: &cairn_store::Store,
+    input: &CheckInput<'_>,
+    ignored: Option<&dyn Fn(&str) -> bool>,
+    stages: &[BuiltStage],
+) -> Result<Report> {
+    let df = cairn_dockerfile::parse(&input.dockerfile_name, &input.dockerfile)?;
+    let mut config = df
+        .directives
+        .check
+        .as_deref()
+        .map(CheckConfig::from_directive)
+        .unwrap_or_default();
+    config.error |= input.error;
+    let base = |r: &str| lint::base_info_from_store(store, r);
+    let opts = LintOptions {
+        target: input.target.clone(),
+        build_args: input.build_args.clone(),
+        base: Some(&base),
+        ignored,
+    };
+    let mut findings = lint::lint(&df, &opts);
+    if !stages.is_empty() {
+        findings.extend(scan::scan(store, stages, input.context)?);
+    }
+    Ok(Report::new(&input.dockerfile_name, findings, &config))
+}
+
+pub use lint::LintOptions;

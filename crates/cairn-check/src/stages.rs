@@ -1,0 +1,193 @@
+//! Building every stage of a Dockerfile through the engine, so that the image rules see what each
+//! stage really contains, not only the target.
+
+use crate::Result;
+use cairn_build::{BaseResolver, BuildRequest, Reporter};
+use cairn_dockerfile::{Base, PlanOptions};
+use cairn_store::{LayerDescriptor, Store};
+
+/// The image one stage produced.
+#[derive(Debug, Clone)]
+pub struct BuiltStage {
+    /// The stage's name, or its index when unnamed.
+    pub name: String,
+    /// Position of the stage in the Dockerfile.
+    pub index: usize,
+    /// Its FROM: an image reference, `scratch`, or `stage NAME`.
+    pub base: String,
+    /// The image config (`history`, `config.User`, …) as JSON.
+    pub config: serde_json::Value,
+    /// Its layers, bottom first, base image layers included.
+    pub layers: Vec<LayerDescriptor>,
+    /// How many of the bottom layers come from the base image (not made by this Dockerfile).
+    pub base_layers: usize,
+    /// The stage the build targets (the image the user ships).
+    pub is_final: bool,
+}
+
+impl BuiltStage {
+    /// The `created_by` of the history entry that made layer `index`.
+    pub fn created_by(&self, index: usize) -> String {
+        layer_history(&self.config)
+            .get(index)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Rows of `cairn history` (every history entry, empty layers included; the layers when
+    /// the config has no history).
+    pub fn history_rows(&self) -> usize {
+        history_rows(&self.config, self.layers.len())
+    }
+}
+
+/// `created_by` of each non-empty history entry: entry `i` made layer `i`.
+pub fn layer_history(config: &serde_json::Value) -> Vec<String> {
+    config["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| !e["empty_layer"].as_bool().unwrap_or(false))
+                .map(|e| e["created_by"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Rows `cairn history -q` prints for an image with this config.
+pub fn history_rows(config: &serde_json::Value, layers: usize) -> usize {
+    match config["history"].as_array() {
+        Some(h) if !h.is_empty() => h.len(),
+        _ => layers,
+    }
+}
+
+/// Name given to an unnamed stage so that it can be a `--target` (BuildKit's targets are names).
+fn synthetic_name(index: usize) -> String {
+    format!("cairn-check-stage-{index}")
+}
+
+/// Appends `AS <synthetic name>` to the FROM of every unnamed stage of `text`.
+fn name_all_stages(df: &cairn_dockerfile::Dockerfile, text: &str) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut index = 0;
+    for ins in &df.instructions {
+        if let cairn_dockerfile::Args::From { stage_name, .. } = &ins.args {
+            if stage_name.is_none() {
+                if let Some(l) = lines.get_mut(ins.span.end_line.saturating_sub(1)) {
+                    l.push_str(&format!(" AS {}", synthetic_name(index)));
+                }
+            }
+            index += 1;
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Builds each stage the target needs (dependencies first, the target last) with the engine,
+/// one build per stage: the cache makes every build after the first one a series of lookups.
+pub fn build_stages(
+    store: &Store,
+    resolver: &dyn BaseResolver,
+    req: &BuildRequest<'_>,
+    reporter: &Reporter<'_>,
+) -> Result<Vec<BuiltStage>> {
+    let df = cairn_dockerfile::parse(&req.dockerfile_name, &req.dockerfile)?;
+    let opts = PlanOptions {
+        target: req.target.clone(),
+        build_args: req.build_args.clone(),
+        target_platform: req.platform.clone(),
+        build_platform: None,
+    };
+    let plan = cairn_dockerfile::plan(&df, &opts, &|_| None)?;
+    let named_text = name_all_stages(&df, &req.dockerfile);
+    let mut built: Vec<BuiltStage> = Vec::new();
+    let last = plan.stages.len().saturating_sub(1);
+    for (pos, stage) in plan.stages.iter().enumerate() {
+        let target = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| synthetic_name(stage.index));
+        let mut sub = req.clone();
+        sub.dockerfile = named_text.clone();
+        sub.target = Some(target);
+        let out = cairn_build::build(store, resolver, &sub, reporter)?;
+        let (base, base_layers) = match &stage.base {
+            Base::Scratch => ("scratch".to_string(), 0),
+            Base::Image(r) => {
+                let n = resolver
+                    .resolve(r, req.platform.as_deref())?
+                    .map(|b| b.layers.len())
+                    .unwrap_or(0);
+                (r.clone(), n)
+            }
+            Base::Stage(i) => {
+                let parent = built.iter().find(|b| b.index == *i);
+                (
+                    format!(
+                        "stage {}",
+                        parent
+                            .map(|p| p.name.clone())
+                            .unwrap_or_else(|| i.to_string())
+                    ),
+                    parent.map(|p| p.base_layers).unwrap_or(0),
+                )
+            }
+        };
+        let config = serde_json::from_slice(&out.config_json)
+            .map_err(|e| crate::Error::Other(format!("the engine's image config: {e}")))?;
+        built.push(BuiltStage {
+            name: stage.display_name(),
+            index: stage.index,
+            base,
+            config,
+            layers: out.layers,
+            base_layers,
+            is_final: pos == last,
+        });
+    }
+    Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_stages_get_a_name_on_their_last_from_line() {
+        let text = "FROM \\\n  alpine:3\nRUN true\nFROM busybox AS b\nFROM scratch\n";
+        let df = cairn_dockerfile::parse("Dockerfile", text).unwrap();
+        let named = name_all_stages(&df, text);
+        let df2 = cairn_dockerfile::parse("Dockerfile", &named).unwrap();
+        let names: Vec<Option<String>> = df2
+            .instructions
+            .iter()
+            .filter_map(|i| match &i.args {
+                cairn_dockerfile::Args::From { stage_name, .. } => Some(stage_name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                Some("cairn-check-stage-0".into()),
+                Some("b".into()),
+                Some("cairn-check-stage-2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn history_rows_count_empty_layers() {
+        let cfg = serde_json::json!({"history": [
+            {"created_by": "ADD rootfs"},
+            {"created_by": "ENV A=1", "empty_layer": true},
+            {"created_by": "RUN make"}
+        ]});
+        assert_eq!(history_rows(&cfg, 2), 3);
+        assert_eq!(layer_history(&cfg), vec!["ADD rootfs", "RUN make"]);
+        assert_eq!(history_rows(&serde_json::json!({}), 2), 2);
+    }
+}
