@@ -13,7 +13,7 @@
 //! assert_eq!(run.args_env, vec![("V".to_string(), "1".to_string())]);
 //! ```
 //!
-//! The pipeline, one module each: [`directives`] (`# syntax=` …), `parser` (lines, continuations,
+//! The pipeline, one module each: `directives` (`# syntax=` …), `parser` (lines, continuations,
 //! flags), `heredoc`, `instructions` (per-instruction arguments and flags), `shell` (BuildKit's
 //! word expansion), `values` (chmod, mounts, …), `vars` (ARG/ENV scoping, platform ARGs), `plan`
 //! (dispatch and the stage graph), `render` (outline and targets), `error` and `suggest`.
@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 mod ast;
-pub mod directives;
+mod directives;
 mod error;
 mod heredoc;
 mod instructions;
@@ -42,7 +42,7 @@ pub use ast::{
 pub use error::Error;
 pub use plan::DEFAULT_PATH;
 pub use render::{outline, targets, targets_table, TargetInfo};
-pub use vars::host_platform;
+pub use vars::{host_platform, PROXY_ARGS};
 
 /// A position in the Dockerfile: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -189,6 +189,9 @@ pub struct Run {
     pub network: Option<NetworkMode>,
     pub security: Option<String>,
     /// ARG values in scope, passed in the step's environment (not stored in the image).
+    /// Set them over the config `Env` (they win: an ARG that an ENV overrode is not listed).
+    /// Proxy build-args ([`PROXY_ARGS`]) are included even when undeclared; keep them out of
+    /// the image history.
     pub args_env: Vec<(String, String)>,
 }
 
@@ -243,7 +246,11 @@ pub enum NetworkMode {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heredoc {
+    /// The delimiter word (for COPY/ADD: the file name written into the destination).
     pub name: String,
+    /// The body, ready to use: leading tabs stripped when `strip_tabs`; for COPY/ADD expanded
+    /// (only `$` substitutions, quotes kept) unless `quoted`; for RUN never expanded (the
+    /// shell does it). CRLF files give LF bodies.
     pub content: String,
     /// Quoted delimiter: no expansion was done.
     pub quoted: bool,

@@ -28,6 +28,7 @@ impl Lookup for NoVars {
 /// Options of one lexer, as BuildKit's `Lex` fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Lexer {
+    /// The escape character (`\\` or `` ` `` per the escape directive).
     pub escape: char,
     /// Keep quote characters in the result.
     pub raw_quotes: bool,

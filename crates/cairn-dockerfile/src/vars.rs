@@ -46,7 +46,7 @@ impl Lookup for Vars {
 }
 
 /// Proxy ARGs: passed to RUN from `--build-arg` without a declaration, never stored in the image.
-pub(crate) const PROXY_ARGS: [&str; 10] = [
+pub const PROXY_ARGS: [&str; 10] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
