@@ -142,6 +142,10 @@ fn globs_and_multiple_sources() {
     assert!(matches!(e, CopyError::DestNotDir { .. }), "{e}");
     let e = run(&f, &copy(&["*.go", "go.*"], "/y"), "/").unwrap_err();
     assert!(matches!(e, CopyError::DestNotDir { .. }), "{e}");
+    // An existing directory is fine without the slash.
+    fs::create_dir(f.rootfs.join("y")).unwrap();
+    run(&f, &copy(&["*.go", "go.*"], "/y"), "/").unwrap();
+    assert!(f.rootfs.join("y/main.go").is_file() && f.rootfs.join("y/go.mod").is_file());
 }
 
 #[test]

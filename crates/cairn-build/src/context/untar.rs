@@ -6,8 +6,15 @@ use std::path::Path;
 
 use crate::copy::CopyStats;
 
-/// Unpacks the decompressed tar `stream` into `scratch`, keeping the archive's owners.
+/// Unpacks the decompressed tar `stream` into `scratch`; files belong to the process (owners do
+/// not matter in a context: COPY makes them root's).
 pub(crate) fn extract(stream: impl Read, scratch: &Path) -> Result<(), String> {
     let mut stats = CopyStats::default();
-    crate::copy::archive::unpack(stream, scratch, scratch, None, &mut stats)
+    crate::copy::archive::unpack(
+        stream,
+        scratch,
+        scratch,
+        crate::copy::archive::Owner::Process,
+        &mut stats,
+    )
 }

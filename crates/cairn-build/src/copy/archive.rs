@@ -145,13 +145,25 @@ fn remove_any(p: &Path) -> io::Result<()> {
     }
 }
 
+/// Who owns unpacked entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The uid/gid written in the archive (ADD without `--chown`).
+    Archive,
+    /// This uid/gid (ADD `--chown`).
+    Fixed(u32, u32),
+    /// Whoever runs the process: no chown at all (a context tar, where owners do not matter
+    /// and a non-root user could not chown anyway).
+    Process,
+}
+
 /// Unpacks the (already decompressed) tar `stream` into the directory `dest`, which lies inside
-/// `root`; paths resolve inside `root`. Owners are `owner` when given, else the archive's.
+/// `root`; paths resolve inside `root`.
 pub fn unpack(
     stream: impl Read,
     root: &Path,
     dest: &Path,
-    owner: Option<(u32, u32)>,
+    owner: Owner,
     stats: &mut CopyStats,
 ) -> Result<(), String> {
     let dest_rel = dest
@@ -168,12 +180,17 @@ pub fn unpack(
             continue;
         };
         let hdr = e.header().clone();
-        let (uid, gid) = match owner {
-            Some(o) => o,
-            None => (hdr.uid().unwrap_or(0) as u32, hdr.gid().unwrap_or(0) as u32),
+        let ids = match owner {
+            Owner::Fixed(u, g) => Some((u, g)),
+            Owner::Archive => Some((hdr.uid().unwrap_or(0) as u32, hdr.gid().unwrap_or(0) as u32)),
+            Owner::Process => None,
         };
+        let dir_owner = ids.map(|_| match owner {
+            Owner::Fixed(u, g) => (u, g),
+            _ => (0, 0),
+        });
         let parent_rel = dest_rel.join(rel.parent().unwrap_or(Path::new("")));
-        let parent = mkdir_all_in_root(root, &parent_rel, owner.unwrap_or((0, 0)))
+        let parent = mkdir_all_in_root(root, &parent_rel, dir_owner)
             .map_err(|e| format!("{}: {e}", rel.display()))?;
         let Some(name) = rel.file_name() else {
             continue;
@@ -244,7 +261,9 @@ pub fn unpack(
             // pax/GNU metadata entries are consumed by the tar reader; anything else is skipped.
             continue;
         }
-        std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(fail)?;
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(fail)?;
+        }
         if !is_link {
             fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(fail)?;
         }

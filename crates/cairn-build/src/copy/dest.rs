@@ -19,8 +19,8 @@ const MAX_LINKS: usize = 40;
 enum Missing {
     /// Keep them as they are (the result names a path that does not exist yet).
     Keep,
-    /// Create them as directories, mode 0755, owned by this uid/gid.
-    Create(u32, u32),
+    /// Create them as directories, mode 0755, owned by this uid/gid if given.
+    Create(Option<(u32, u32)>),
 }
 
 /// Resolves `path` (absolute or relative: both are taken from `root`) inside `root`, following
@@ -30,10 +30,15 @@ pub fn resolve_in_root(root: &Path, path: &Path, follow_final: bool) -> io::Resu
 }
 
 /// Like `mkdir -p` inside `root`: resolves `path` in the root and creates the missing
-/// directories (0755, owned by `owner`, as BuildKit creates a COPY destination's parents).
+/// directories (0755, owned by `owner` (`None`: left to the process), as BuildKit creates a
+/// COPY destination's parents).
 /// Returns the resolved path of the directory.
-pub fn mkdir_all_in_root(root: &Path, path: &Path, owner: (u32, u32)) -> io::Result<PathBuf> {
-    let p = walk(root, path, true, Missing::Create(owner.0, owner.1))?;
+pub fn mkdir_all_in_root(
+    root: &Path,
+    path: &Path,
+    owner: impl Into<Option<(u32, u32)>>,
+) -> io::Result<PathBuf> {
+    let p = walk(root, path, true, Missing::Create(owner.into()))?;
     let meta = fs::metadata(&p)?;
     if !meta.is_dir() {
         return Err(io::Error::new(
@@ -116,11 +121,13 @@ fn walk(root: &Path, path: &Path, follow_final: bool, missing: Missing) -> io::R
                 depth += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Missing::Create(uid, gid) = missing {
+                if let Missing::Create(owner) = missing {
                     fs::create_dir(&cand)?;
                     // Explicit: the process umask must not decide the image's modes.
                     fs::set_permissions(&cand, fs::Permissions::from_mode(0o755))?;
-                    std::os::unix::fs::lchown(&cand, Some(uid), Some(gid))?;
+                    if let Some((uid, gid)) = owner {
+                        std::os::unix::fs::lchown(&cand, Some(uid), Some(gid))?;
+                    }
                 } else {
                     absent = true;
                 }

@@ -21,7 +21,8 @@
 //!   sources keep owner and bits; `--chown` sets both on every copied entry and on the
 //!   destination directories the copy creates; `--chmod` (octal or symbolic) applies to every
 //!   copied file and directory.
-//! - Several sources (or a glob matching several) need a destination ending in `/`, as docker.
+//! - Several sources (or a glob matching several) need a destination ending in `/` (as docker)
+//!   unless it already is a directory (where BuildKit and docker agree on the result).
 //! - `--link` builds the same filesystem result; it only changes how BuildKit stacks layers, so
 //!   it is accepted and ignored here.
 //! - Nothing is ever written outside `dest_root`: paths are resolved inside it
@@ -162,7 +163,14 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
     };
     let items = select(req, src)?;
     let dest = dest_of(req);
-    if items.len() > 1 && !dest.is_dir && !c.parents {
+    // Docker requires a trailing `/` here; BuildKit copies into the path as it is. Both agree
+    // when the destination already is a directory, so only the other case is refused (BuildKit
+    // would leave the last source as a file there, which is never what was meant).
+    if items.len() > 1
+        && !dest.is_dir
+        && !c.parents
+        && !resolve_in_root(dest_root, &dest.path, true).is_ok_and(|p| p.is_dir())
+    {
         return Err(CopyError::DestNotDir {
             cmd,
             dest: c.dest.clone(),
@@ -174,6 +182,10 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
         (None, SourceRoot::Dir(_)) => Owners::Keep,
     };
     let created_owner = req.owner.unwrap_or((0, 0));
+    let unpack_owner = match req.owner {
+        Some((u, g)) => archive::Owner::Fixed(u, g),
+        None => archive::Owner::Archive,
+    };
     let root = dest_root;
     let unpack = c.add && c.unpack != Some(false);
     let mut w = Writer::new(cmd, root, owners, mode.as_ref());
@@ -215,7 +227,7 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
                     let d = dir_at(&dest.path)?;
                     let f = fs::File::open(path).map_err(io_err(cmd, path))?;
                     let stream = archive::decompress(f).map_err(io_err(cmd, path))?;
-                    archive::unpack(stream, root, &d, req.owner, &mut w.stats).map_err(
+                    archive::unpack(stream, root, &d, unpack_owner, &mut w.stats).map_err(
                         |message| CopyError::Archive {
                             archive: display.clone(),
                             message,
