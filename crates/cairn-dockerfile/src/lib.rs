@@ -249,7 +249,7 @@ pub struct Heredoc {
     /// The delimiter word (for COPY/ADD: the file name written into the destination).
     pub name: String,
     /// The body, ready to use: leading tabs stripped when `strip_tabs`; for COPY/ADD expanded
-    /// (only `$` substitutions, quotes kept) unless `quoted`; for RUN never expanded (the
+    /// (`$` substitutions and `\\` escapes; quotes kept) unless `quoted`; for RUN never expanded (the
     /// shell does it). CRLF files give LF bodies.
     pub content: String,
     /// Quoted delimiter: no expansion was done.

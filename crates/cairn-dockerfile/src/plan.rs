@@ -402,6 +402,8 @@ impl Planner<'_> {
         {
             Some(j) if j < current => Ok(Source::Stage(j)),
             Some(j) => Err(later(j)),
+            // `context` (a reserved stage name) is the build context, as in BuildKit.
+            None if name == "context" => Ok(Source::Context),
             None => Ok(Source::Image(name.to_string())),
         }
     }
@@ -837,9 +839,10 @@ impl Planner<'_> {
                     h.content.clone()
                 };
                 if h.expand {
-                    let mut lx = self.lexer;
+                    // As BuildKit's ExpandRaw: quotes are left alone, `\` (whatever the escape
+                    // directive says) still escapes the next character.
+                    let mut lx = Lexer::new('\\');
                     lx.skip_quotes = true;
-                    lx.raw_escapes = true;
                     content = lx
                         .process_word(&content, &st.vars)
                         .map_err(|m| self.args_err(ins, m))?;
