@@ -78,3 +78,40 @@ pub fn print(args: &BuildArgs, request: &str, _g: &Global) -> anyhow::Result<i32
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_args_forms() {
+        std::env::set_var("CAIRN_TEST_FROM_ENV", "env-value");
+        let raw = [
+            "A=1",
+            "B=",
+            "C=x=y",
+            "CAIRN_TEST_FROM_ENV",
+            "CAIRN_TEST_UNSET_XYZ",
+        ]
+        .map(String::from);
+        let got = build_args(&raw).unwrap();
+        assert_eq!(got.get("A").map(String::as_str), Some("1"));
+        assert_eq!(got.get("B").map(String::as_str), Some(""));
+        assert_eq!(got.get("C").map(String::as_str), Some("x=y"));
+        assert_eq!(
+            got.get("CAIRN_TEST_FROM_ENV").map(String::as_str),
+            Some("env-value")
+        );
+        assert!(!got.contains_key("CAIRN_TEST_UNSET_XYZ"));
+        assert!(build_args(&["=v".to_string()]).is_err());
+    }
+
+    #[test]
+    fn missing_dockerfile_names_the_path() {
+        let err = read_dockerfile(None, "/nonexistent-cairn-ctx").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent-cairn-ctx/Dockerfile"),
+            "{err:#}"
+        );
+    }
+}
