@@ -14,16 +14,10 @@ use std::path::{Path, PathBuf};
 
 use cairn_layer::{Compression, DiffSource, LayerDescriptor, UnpackMode, WriteOptions};
 use cairn_store::Store;
-use serde_json::json;
 
 use crate::error::{io_err, Error, Result};
 use crate::progress::Reporter;
 use crate::solve::BuildOutput;
-
-/// OCI media type of an image manifest.
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI media type of an image config.
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
 /// An `-o` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +78,11 @@ pub fn finish(
     to_store: bool,
     reporter: &Reporter<'_>,
 ) -> Result<Option<cairn_store::ImageRecord>> {
+    let value: serde_json::Value =
+        serde_json::from_slice(&out.config_json).map_err(|e| Error::Other(e.to_string()))?;
     let mut record = None;
     if to_store {
         let v = reporter.start("exporting to image");
-        let value: serde_json::Value =
-            serde_json::from_slice(&out.config_json).map_err(|e| Error::Other(e.to_string()))?;
         reporter.status(v, "exporting layers done");
         match store.commit_image_json(&value, &out.layers, tags) {
             Ok(r) => {
@@ -113,7 +107,36 @@ pub fn finish(
             Output::Docker(d) => ("exporting to docker image format", d),
         };
         let v = reporter.start(what);
-        match export(store, out, o, tags) {
+        let result = match o {
+            Output::Local(dir) => export_local(store, &out.layers, dir),
+            Output::Tar(file) => export_rootfs_tar(store, &out.layers, file),
+            Output::Oci(file) | Output::Docker(file) => {
+                // The archives are written by the store's `save` code, so `cairn build -o
+                // type=docker` and `cairn save` give the same bytes. It needs the image in the
+                // store: commit it (untagged when only exporting) if that was not done.
+                let r = match &record {
+                    Some(r) => Ok(r.clone()),
+                    None => store.commit_image_json(&value, &out.layers, &[]),
+                };
+                r.map_err(Error::from).and_then(|r| {
+                    let format = if matches!(o, Output::Docker(_)) {
+                        cairn_store::ArchiveFormat::Docker
+                    } else {
+                        cairn_store::ArchiveFormat::Oci
+                    };
+                    let item = cairn_store::SaveItem {
+                        image: r,
+                        names: tags.iter().map(|t| normalize_reference(t)).collect(),
+                    };
+                    write_atomic(file, |f| {
+                        store
+                            .save_tar(std::slice::from_ref(&item), format, f)
+                            .map_err(Error::from)
+                    })
+                })
+            }
+        };
+        match result {
             Ok(()) => {
                 reporter.status(v, format!("sending tarball to {} done", dest.display()));
                 reporter.done(v);
@@ -125,16 +148,6 @@ pub fn finish(
         }
     }
     Ok(record)
-}
-
-/// Writes `out` as `output` asks. `tags` name the image inside `oci` and `docker` archives.
-pub fn export(store: &Store, out: &BuildOutput, output: &Output, tags: &[String]) -> Result<()> {
-    match output {
-        Output::Local(dir) => export_local(store, &out.layers, dir),
-        Output::Tar(file) => export_rootfs_tar(store, &out.layers, file),
-        Output::Oci(file) => export_archive(store, out, tags, file, false),
-        Output::Docker(file) => export_archive(store, out, tags, file, true),
-    }
 }
 
 /// Unpacks `layers` (bottom first) into `dir`, created if missing.
@@ -178,154 +191,10 @@ pub fn export_rootfs_tar(store: &Store, layers: &[LayerDescriptor], file: &Path)
     write_atomic(file, |f| write(f))
 }
 
-/// The OCI manifest of an image whose config is `config_json`.
-pub fn manifest_json(config_json: &[u8], layers: &[LayerDescriptor]) -> Vec<u8> {
-    let config_digest = cairn_layer::hash::sha256_digest(config_json);
-    let m = json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {
-            "mediaType": CONFIG_MEDIA_TYPE,
-            "digest": config_digest,
-            "size": config_json.len(),
-        },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": l.media_type,
-            "digest": l.digest,
-            "size": l.size,
-        })).collect::<Vec<_>>(),
-    });
-    // Canonical, as the store writes manifests: the same image has the same manifest digest.
-    cairn_store::canonical_json(&m)
-}
-
-/// `busybox` → `docker.io/library/busybox:latest`, as docker names images.
+/// `busybox` → `docker.io/library/busybox:latest`, as docker names images (the store's rules;
+/// a reference it cannot parse is shown as written).
 pub fn normalize_reference(reference: &str) -> String {
-    let (name, suffix) = match reference.find('@') {
-        Some(i) => (&reference[..i], &reference[i..]),
-        None => {
-            let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
-            match reference[last_slash..].rfind(':') {
-                Some(i) => (&reference[..last_slash + i], &reference[last_slash + i..]),
-                None => (reference, ":latest"),
-            }
-        }
-    };
-    let first = name.split('/').next().unwrap_or("");
-    let has_domain =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let full = if has_domain {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    format!("{full}{suffix}")
-}
-
-/// docker's short form: `docker.io/library/x:y` → `x:y`, `docker.io/u/x:y` → `u/x:y`.
-pub fn familiar_reference(reference: &str) -> String {
-    let full = normalize_reference(reference);
-    full.strip_prefix("docker.io/library/")
-        .or_else(|| full.strip_prefix("docker.io/"))
-        .unwrap_or(&full)
-        .to_string()
-}
-
-fn export_archive(
-    store: &Store,
-    out: &BuildOutput,
-    tags: &[String],
-    file: &Path,
-    docker: bool,
-) -> Result<()> {
-    let manifest = manifest_json(&out.config_json, &out.layers);
-    let manifest_digest = cairn_layer::hash::sha256_digest(&manifest);
-    let mut index_entries = Vec::new();
-    let names: Vec<String> = tags.iter().map(|t| normalize_reference(t)).collect();
-    if names.is_empty() {
-        index_entries.push(json!({
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": manifest_digest,
-            "size": manifest.len(),
-        }));
-    }
-    for name in &names {
-        let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
-        index_entries.push(json!({
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": tag,
-            },
-        }));
-    }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": index_entries,
-    }))
-    .unwrap_or_default();
-    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
-    let docker_manifest = serde_json::to_vec(&json!([{
-        "Config": format!("blobs/sha256/{}", hex(&out.image_id)),
-        "RepoTags": tags.iter().map(|t| familiar_reference(t)).collect::<Vec<_>>(),
-        "Layers": out.layers.iter().map(|l| format!("blobs/sha256/{}", hex(&l.digest))).collect::<Vec<_>>(),
-    }]))
-    .unwrap_or_default();
-
-    write_atomic(file, |w| {
-        let mut tar = tar::Builder::new(w);
-        let mut add_bytes = |name: &str, bytes: &[u8]| -> io::Result<()> {
-            let mut h = tar_header(bytes.len() as u64);
-            tar.append_data(&mut h, name, bytes)
-        };
-        let e = |e: io::Error| Error::Other(format!("writing {}: {e}", file.display()));
-        add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(e)?;
-        add_bytes("index.json", &index).map_err(e)?;
-        if docker {
-            add_bytes("manifest.json", &docker_manifest).map_err(e)?;
-        }
-        add_bytes(
-            &format!("blobs/sha256/{}", hex(&manifest_digest)),
-            &manifest,
-        )
-        .map_err(e)?;
-        add_bytes(
-            &format!("blobs/sha256/{}", hex(&out.image_id)),
-            &out.config_json,
-        )
-        .map_err(e)?;
-        let mut seen = std::collections::HashSet::new();
-        for l in &out.layers {
-            if !seen.insert(l.digest.clone()) {
-                continue;
-            }
-            let path = store.blob_path(&l.digest);
-            let f = fs::File::open(&path).map_err(io_err(&path))?;
-            let len = f.metadata().map_err(io_err(&path))?.len();
-            let mut h = tar_header(len);
-            tar.append_data(&mut h, format!("blobs/sha256/{}", hex(&l.digest)), f)
-                .map_err(e)?;
-        }
-        tar.into_inner().map_err(e)?;
-        Ok(())
-    })
-}
-
-/// A fixed header: the archive's bytes depend only on its content.
-fn tar_header(size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h
+    cairn_store::reference::normalize(reference).unwrap_or_else(|_| reference.to_string())
 }
 
 /// Writes `path` through `fill` into a temp file in the same directory, fsyncs it and renames it
@@ -382,29 +251,6 @@ mod tests {
             "docker.io/library/go-app:multi"
         );
         assert_eq!(normalize_reference("me/app"), "docker.io/me/app:latest");
-        assert_eq!(
-            normalize_reference("localhost:5000/app:1"),
-            "localhost:5000/app:1"
-        );
-        assert_eq!(familiar_reference("go-app:multi"), "go-app:multi");
-        assert_eq!(familiar_reference("me/app"), "me/app:latest");
-    }
-
-    #[test]
-    fn manifest_names_config_and_layers() {
-        let layers = vec![LayerDescriptor {
-            digest: "sha256:ab".into(),
-            diff_id: "sha256:cd".into(),
-            size: 12,
-            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        }];
-        let m: serde_json::Value = serde_json::from_slice(&manifest_json(b"{}", &layers)).unwrap();
-        assert_eq!(
-            m["config"]["digest"],
-            cairn_layer::hash::sha256_digest(b"{}")
-        );
-        assert_eq!(m["config"]["size"], 2);
-        assert_eq!(m["layers"][0]["digest"], "sha256:ab");
     }
 
     #[test]

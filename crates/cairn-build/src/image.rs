@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_dockerfile::{Chmod, Command, Copy, Healthcheck, Run, StepKind};
+use cairn_dockerfile::{Chmod, Command, Copy, Healthcheck, Run, ShellRun, StepKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -540,76 +540,26 @@ pub struct RunArgv {
     pub script: Option<(String, String)>,
 }
 
-/// Turns a RUN into its argv. A RUN whose whole command is one heredoc runs the heredoc's body
-/// with the shell (or, when it starts with `#!`, as an executable file); a command that feeds
-/// heredocs to a program is given to the shell with the heredocs appended, so the shell's own
-/// heredoc support reads them.
+/// Turns a RUN into its argv, with the frontend's heredoc rules ([`Run::shell_run`], as
+/// BuildKit): a RUN that is one heredoc runs its body with the shell (or, when the body starts with
+/// `#!`, as an executable file); a command that feeds heredocs to a program gets them appended so
+/// that the shell's own heredoc support reads them.
 pub fn run_argv(cfg: &ImageConfig, run: &Run) -> RunArgv {
-    let shell_form = matches!(run.command, Command::Shell(_));
-    if shell_form && !run.heredocs.is_empty() {
-        let Command::Shell(cmd) = &run.command else {
-            unreachable!("checked above")
-        };
-        let first = &run.heredocs[0];
-        let data = heredoc_data(first);
-        if run.heredocs.len() == 1 && is_bare_heredoc(cmd) {
-            if data.starts_with("#!") {
-                let path = format!("/dev/pipes/{}", first.name);
-                return RunArgv {
-                    args: vec![path],
-                    script: Some((first.name.clone(), data)),
-                };
-            }
+    match run.shell_run() {
+        None => RunArgv {
+            args: cfg.argv(&run.command),
+            script: None,
+        },
+        Some(ShellRun::Command(text)) => {
             let mut args = cfg.shell();
-            args.push(data);
-            return RunArgv { args, script: None };
+            args.push(text);
+            RunArgv { args, script: None }
         }
-        let mut full = cmd.clone();
-        for h in &run.heredocs {
-            full.push('\n');
-            full.push_str(&heredoc_data(h));
-            full.push_str(&h.name);
-        }
-        let mut args = cfg.shell();
-        args.push(full);
-        return RunArgv { args, script: None };
+        Some(ShellRun::Shebang(h)) => RunArgv {
+            args: vec![format!("/dev/pipes/{}", h.name)],
+            script: Some((h.name.clone(), h.content.clone())),
+        },
     }
-    RunArgv {
-        args: cfg.argv(&run.command),
-        script: None,
-    }
-}
-
-/// The heredoc's body with tabs stripped for `<<-`; always ends with a newline, as BuildKit's
-/// parser keeps it.
-fn heredoc_data(h: &cairn_dockerfile::Heredoc) -> String {
-    let mut s: String = if h.strip_tabs {
-        h.content
-            .split_inclusive('\n')
-            .map(|l| l.trim_start_matches('\t'))
-            .collect()
-    } else {
-        h.content.clone()
-    };
-    if !s.is_empty() && !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
-}
-
-/// True if the shell command is only `<<EOF` / `<<-EOF` / `<<"EOF"` (the whole RUN is a heredoc).
-fn is_bare_heredoc(cmd: &str) -> bool {
-    let t = cmd.trim();
-    let Some(rest) = t.strip_prefix("<<") else {
-        return false;
-    };
-    let rest = rest.strip_prefix('-').unwrap_or(rest);
-    !rest.is_empty()
-        && !rest.contains(char::is_whitespace)
-        && rest
-            .trim_matches(|c| c == '"' || c == '\'')
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 /// `COPY [--parents] [--chown=…] [--chmod=…] src… <<heredoc… dest`, as BuildKit's history.

@@ -463,9 +463,10 @@ impl<'a> Solver<'a> {
             },
             Base::Image(reference) => {
                 let img = self.base(reference)?;
-                let v = self
-                    .reporter
-                    .start(vertex_name(&format!("FROM {reference}")));
+                let v = self.reporter.start(vertex_name(&format!(
+                    "FROM {}",
+                    crate::export::normalize_reference(reference)
+                )));
                 self.reporter.cached(v);
                 StageState {
                     cfg: img.config.clone(),
@@ -503,8 +504,9 @@ impl<'a> Solver<'a> {
             st.key = st.key.child(&step.kind, &inputs);
             let mut empty = true;
             if applied.makes_layer {
-                let v = self.reporter.start(vertex_name(&display(step)));
-                let layer = self.layer_step(stage, step, &st, build_time, v)?;
+                let name = vertex_name(&display(step));
+                let v = self.reporter.start(name.clone());
+                let layer = self.layer_step(&name, step, &st, build_time, v)?;
                 if let Some(l) = layer {
                     st.layers.push(l);
                     empty = false;
@@ -630,7 +632,7 @@ impl<'a> Solver<'a> {
     /// Looks a layer step up in the cache, runs it on a miss; reports the vertex's end.
     fn layer_step(
         &self,
-        stage: &Stage,
+        name: &str,
         step: &Step,
         st: &StageState,
         build_time: i64,
@@ -646,7 +648,7 @@ impl<'a> Solver<'a> {
                 return Ok(rec.layer);
             }
         }
-        match self.execute(stage, step, st, build_time, v) {
+        match self.execute(name, step, st, build_time, v) {
             Ok(layer) => {
                 let rec = CacheRecord {
                     layer: layer.clone(),
@@ -667,16 +669,15 @@ impl<'a> Solver<'a> {
     /// Prepares a root over the stage's layers, applies the step, and writes the change.
     fn execute(
         &self,
-        stage: &Stage,
+        name: &str,
         step: &Step,
         st: &StageState,
         build_time: i64,
         v: Vertex,
     ) -> Result<Option<LayerDescriptor>> {
-        let _ = stage;
         let rootfs = self.prepare(&st.layers)?;
         match &step.kind {
-            StepKind::Run(run) => self.run_step(step, run, &st.cfg, &rootfs, v)?,
+            StepKind::Run(run) => self.run_step(name, step, run, &st.cfg, &rootfs, v)?,
             StepKind::Copy(c) => self.copy_step(step, c, &st.cfg, &rootfs)?,
             StepKind::Workdir(_) => self.workdir_step(step, &st.cfg, &rootfs)?,
             _ => return Ok(None),
@@ -717,6 +718,7 @@ impl<'a> Solver<'a> {
 
     fn run_step(
         &self,
+        name: &str,
         step: &Step,
         run: &cairn_dockerfile::Run,
         cfg: &ImageConfig,
@@ -782,7 +784,7 @@ impl<'a> Solver<'a> {
                 line: step.span.line,
                 end_line: step.span.end_line.max(step.span.line),
                 instruction: step.original.clone(),
-                vertex: display(step),
+                vertex: name.to_string(),
                 argv: argv.args,
                 exit_code: code,
                 tail: tail.lines(),

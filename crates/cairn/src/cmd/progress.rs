@@ -52,6 +52,9 @@ enum State {
 #[derive(Debug)]
 struct Vertex {
     name: String,
+    /// When it started, in ms since the build started (event time).
+    start_ms: u64,
+    statuses: Vec<String>,
     state: State,
     started: Instant,
     elapsed: Option<Duration>,
@@ -183,8 +186,8 @@ impl Inner {
         let mut screen = self.lock();
         let mut err = std::io::stderr().lock();
         match event {
-            Event::Started { id, name, .. } => {
-                screen.vertices.insert(*id, Vertex::new(name));
+            Event::Started { id, name, at_ms } => {
+                screen.vertices.insert(*id, Vertex::new(name, *at_ms));
                 let _ = writeln!(err, "#{id} {name}");
             }
             Event::Cached { id, .. } => {
@@ -194,9 +197,9 @@ impl Inner {
                 id, text, at_ms, ..
             } => {
                 if let Some(v) = screen.vertices.get_mut(id) {
-                    let started = v.started;
+                    // BuildKit prefixes each line with the seconds since the step started.
+                    let t = at_ms.saturating_sub(v.start_ms) as f64 / 1000.0;
                     for line in v.take_lines(text) {
-                        let t = started.elapsed().as_secs_f64().min(*at_ms as f64 / 1000.0);
                         let _ = writeln!(err, "#{id} {t:.3} {line}");
                     }
                 }
@@ -223,8 +226,8 @@ impl Inner {
     fn update(&self, event: &Event) {
         let mut screen = self.lock();
         match event {
-            Event::Started { id, name, .. } => {
-                screen.vertices.insert(*id, Vertex::new(name));
+            Event::Started { id, name, at_ms } => {
+                screen.vertices.insert(*id, Vertex::new(name, *at_ms));
             }
             Event::Cached { id, .. } => {
                 if let Some(v) = screen.vertices.get_mut(id) {
@@ -242,7 +245,11 @@ impl Inner {
                     }
                 }
             }
-            Event::Status { .. } => {}
+            Event::Status { id, text, .. } => {
+                if let Some(v) = screen.vertices.get_mut(id) {
+                    v.statuses.push(text.clone());
+                }
+            }
             Event::Done { id, elapsed_ms, .. } | Event::Failed { id, elapsed_ms, .. } => {
                 if let Some(v) = screen.vertices.get_mut(id) {
                     v.state = if matches!(event, Event::Done { .. }) {
@@ -293,6 +300,9 @@ impl Inner {
             );
             let pad = width.saturating_sub(head.chars().count() + time.len());
             lines.push(format!("{head}{}{time}", " ".repeat(pad)));
+            for st in &v.statuses {
+                lines.push(fit(&format!(" => => {st}"), width));
+            }
             if v.state == State::Running || v.state == State::Failed {
                 for l in &v.logs {
                     lines.push(fit(&format!(" => => # {l}"), width));
@@ -332,9 +342,11 @@ fn fit(s: &str, width: usize) -> String {
 }
 
 impl Vertex {
-    fn new(name: &str) -> Vertex {
+    fn new(name: &str, start_ms: u64) -> Vertex {
         Vertex {
             name: name.to_string(),
+            start_ms,
+            statuses: Vec::new(),
             state: State::Running,
             started: Instant::now(),
             elapsed: None,
@@ -399,7 +411,7 @@ mod tests {
 
     #[test]
     fn output_is_split_into_lines() {
-        let mut v = Vertex::new("x");
+        let mut v = Vertex::new("x", 0);
         assert_eq!(v.take_lines("a\nb"), vec!["a"]);
         assert_eq!(v.take_lines("c\n"), vec!["bc"]);
     }
