@@ -17,6 +17,7 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod auth;
+mod cache;
 mod client;
 pub mod manifest;
 mod pull;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use auth::Credential;
+pub use cache::{pull_cache, push_cache, CacheEntry, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE};
 pub use manifest::Platform;
 pub use pull::pull;
 pub use push::push;

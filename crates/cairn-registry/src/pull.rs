@@ -223,7 +223,7 @@ fn commit(
 
 /// Downloads one blob into the store, verifying size and digest as it streams. Transient
 /// failures start the blob again; a digest mismatch is final and stores nothing.
-fn fetch_blob(
+pub(crate) fn fetch_blob(
     store: &Store,
     client: &Client,
     repo: &str,

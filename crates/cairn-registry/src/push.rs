@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use cairn_store::Store;
 
 use crate::client::{Client, Mount};
-use crate::manifest::{self, Descriptor, Fetched};
+use crate::manifest::{self, Descriptor, Fetched, ImageManifest};
 use crate::reference::Reference;
 use crate::{sha256, sources, Error, Event, PushOptions, Result};
 
@@ -19,7 +19,6 @@ pub fn push(
     target_ref: &str,
     opts: &PushOptions,
 ) -> Result<String> {
-    let ro = &opts.registry;
     let record = store.resolve(image_ref)?.ok_or_else(|| Error::NotFound {
         what: format!("image {image_ref}"),
         message: "no such image in the store".into(),
@@ -51,7 +50,21 @@ pub fn push(
     let Fetched::Image(image) = fetched else {
         return Err(Error::Unsupported("pushing an index".into()));
     };
+    push_manifest(store, &target, &mbytes, &media_type, &image, opts)
+}
 
+/// Uploads the blobs `image` names (all in the store) and then `mbytes` as the manifest of
+/// `target`; returns the manifest digest.
+pub(crate) fn push_manifest(
+    store: &Store,
+    target: &Reference,
+    mbytes: &[u8],
+    media_type: &str,
+    image: &ImageManifest,
+    opts: &PushOptions,
+) -> Result<String> {
+    let ro = &opts.registry;
+    let digest = sha256(mbytes);
     let mut blobs: Vec<Descriptor> = vec![image.config.clone()];
     for l in &image.layers {
         if !blobs.iter().any(|b| b.digest == l.digest) {
@@ -90,7 +103,7 @@ pub fn push(
                 }
                 let next = queue.lock().ok().and_then(|mut q| q.pop());
                 let Some(desc) = next else { return };
-                if let Err(e) = push_blob(store, &client, &target, &desc, opts) {
+                if let Err(e) = push_blob(store, &client, target, &desc, opts) {
                     failed.store(true, Ordering::SeqCst);
                     if let Ok(mut fe) = first_error.lock() {
                         fe.get_or_insert(e);
@@ -105,7 +118,7 @@ pub fn push(
     }
 
     let tag = target.tag.clone().unwrap_or_else(|| digest.clone());
-    let reported = client.put_manifest(&target.repository, &tag, &mbytes, &media_type)?;
+    let reported = client.put_manifest(&target.repository, &tag, mbytes, media_type)?;
     if let Some(r) = reported {
         if r != digest {
             return Err(Error::DigestMismatch {

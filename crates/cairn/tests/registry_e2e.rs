@@ -735,3 +735,53 @@ fn credentials_go_through_the_configured_credential_helper() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("authentication required"));
 }
+
+#[test]
+fn build_cache_travels_through_a_registry() {
+    let reg = Registry::start(&[]);
+    let w = World::new();
+    let a = w.store("a");
+    let img = make_image(&a, "local/cached:1", "amd64", &[("f", b"x".to_vec())]);
+    let entries = vec![
+        cairn_registry::CacheEntry {
+            key: "step:RUN make".into(),
+            value: b"\x00binary value\xff".to_vec(),
+            blobs: vec![img.layers[1].digest.clone()],
+        },
+        cairn_registry::CacheEntry {
+            key: "step:FROM".into(),
+            value: b"base".to_vec(),
+            blobs: img.layers.iter().map(|l| l.digest.clone()).collect(),
+        },
+    ];
+    let target = format!("{}/cache:main", reg.host());
+    let digest = cairn_registry::push_cache(&a, &entries, &target, &Default::default()).unwrap();
+    drop(a);
+    // skopeo sees an OCI manifest with our artifact type.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(raw.contains(cairn_registry::CACHE_ARTIFACT_TYPE), "{raw}");
+
+    let b = w.store("b");
+    let by_digest = format!("{}/cache@{digest}", reg.host());
+    let got = cairn_registry::pull_cache(&b, &by_digest, &Default::default()).unwrap();
+    assert_eq!(got, entries);
+    assert_eq!(
+        b.cache_get("step:RUN make").unwrap().unwrap(),
+        entries[0].value
+    );
+    for l in &img.layers {
+        assert!(b.has_blob(&l.digest));
+    }
+    assert_store_healthy(&b);
+
+    // An image is not a cache.
+    let image_ref = format!("{}/img:1", reg.host());
+    w.ok("a", &["push", "local/cached:1", &image_ref]);
+    let err = cairn_registry::pull_cache(&b, &image_ref, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("not a cairn build cache"), "{err}");
+}
