@@ -14,6 +14,8 @@
 //! SnapshotterKind::detect() -> SnapshotterKind     // CAIRN_SNAPSHOTTER=overlay|native overrides
 //! Rootfs::prepare(lowers: &[PathBuf] /* bottom first */, scratch: &Path /* temp dir to use */,
 //!                 kind: SnapshotterKind) -> Result<Rootfs>
+//! Rootfs::prepare_with_mounts(lowers, scratch, kind, &[MountSpec]) -> Result<Rootfs>
+//!                                                  // + mount points kept out of the upper dir
 //! rootfs.path() -> &Path                           // the merged root
 //! rootfs.diff_source() -> cairn_layer::DiffSource  // OverlayUpper(upper) or Compare{lower, upper}
 //! drop(rootfs)                                     // unmounts and removes its temp dirs

@@ -4,6 +4,7 @@
 
 use crate::copy;
 use crate::error::{Error, IoContext, Result};
+use crate::spec::{MountKind, MountSpec};
 use cairn_layer::DiffSource;
 use std::ffi::OsStr;
 use std::fs;
@@ -76,6 +77,29 @@ impl Rootfs {
     /// `FROM scratch`) inside `scratch`, which must exist and be on a filesystem that can hold an
     /// overlay upper dir (not itself overlayfs).
     pub fn prepare(lowers: &[PathBuf], scratch: &Path, kind: SnapshotterKind) -> Result<Rootfs> {
+        Rootfs::prepare_with_mounts(lowers, scratch, kind, &[])
+    }
+
+    /// [`Rootfs::prepare`] knowing the mounts the runs will use (`-v`, `RUN --mount`): with
+    /// overlay, their mount points go into the init layer under the upper dir, so that creating
+    /// them copies no directory of the image up into the change (`run` would otherwise create
+    /// them in the rootfs and remove them afterwards, leaving the copied-up parents behind).
+    pub fn prepare_with_mounts(
+        lowers: &[PathBuf],
+        scratch: &Path,
+        kind: SnapshotterKind,
+        mounts: &[MountSpec],
+    ) -> Result<Rootfs> {
+        let extra: Vec<(String, bool)> = mounts
+            .iter()
+            .map(|m| {
+                let is_dir = match &m.kind {
+                    MountKind::Bind { source, .. } => source.is_dir(),
+                    MountKind::Tmpfs { .. } => true,
+                };
+                (m.target.clone(), is_dir)
+            })
+            .collect();
         let dir = tempfile::Builder::new()
             .prefix("rootfs-")
             .tempdir_in(scratch)
@@ -90,13 +114,18 @@ impl Rootfs {
             mounted: false,
         };
         match kind {
-            SnapshotterKind::Overlay => rootfs.prepare_overlay(lowers, &dir)?,
+            SnapshotterKind::Overlay => rootfs.prepare_overlay(lowers, &dir, &extra)?,
             SnapshotterKind::Native => rootfs.prepare_native(lowers, &dir)?,
         }
         Ok(rootfs)
     }
 
-    fn prepare_overlay(&mut self, lowers: &[PathBuf], dir: &Path) -> Result<()> {
+    fn prepare_overlay(
+        &mut self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        extra: &[(String, bool)],
+    ) -> Result<()> {
         let work = dir.join("work");
         let init = dir.join("init");
         for d in [&self.merged, &self.upper, &work, &init] {
@@ -106,7 +135,7 @@ impl Rootfs {
                 .ctx(|| format!("creating {}", d.display()))?;
         }
         let top_first: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
-        build_init_layer(&init, &top_first)
+        build_init_layer(&init, &top_first, extra)
             .ctx(|| format!("creating the init layer {}", init.display()))?;
         // The merged root shows the upper dir's own attributes: give it the image's.
         if let Some(top) = top_first.first() {
@@ -195,43 +224,76 @@ impl Drop for Rootfs {
     }
 }
 
-/// Creates the init layer: the mount points of [`INIT_DIRS`] and /etc/{resolv.conf,hosts,hostname},
-/// each with the attributes the image gives that path when it has one, so the merged view (and any
-/// copy-up into the change) shows the image's metadata.
-fn build_init_layer(init: &Path, lowers_top_first: &[&Path]) -> io::Result<()> {
+/// Creates the init layer: the mount points of [`INIT_DIRS`], /etc/{resolv.conf,hosts,hostname}
+/// and `extra` (path, is a directory), each with the attributes the image gives that path (and its
+/// parents) when it has them, so the merged view and any copy-up into the change show the image's
+/// metadata.
+fn build_init_layer(
+    init: &Path,
+    lowers_top_first: &[&Path],
+    extra: &[(String, bool)],
+) -> io::Result<()> {
     if let Some(top) = lowers_top_first.first() {
         copy::copy_metadata(top, &fs::symlink_metadata(top)?, init)?;
     }
-    for d in INIT_DIRS {
-        let p = init.join(d);
-        match copy::lookup_in_lowers(lowers_top_first, OsStr::new(d)) {
-            // A symlink or file there is the image's business: the run resolves it in the rootfs.
-            Some((_, m)) if !m.is_dir() => continue,
-            Some((src, m)) => {
-                fs::create_dir(&p)?;
-                copy::copy_metadata(&src, &m, &p)?;
-            }
-            None => fs::DirBuilder::new().mode(0o755).create(&p)?,
-        }
+    let mut points: Vec<(String, bool)> = INIT_DIRS.iter().map(|d| (d.to_string(), true)).collect();
+    points.extend(INIT_ETC_FILES.iter().map(|f| (format!("etc/{f}"), false)));
+    points.extend(extra.iter().cloned());
+    // Metadata is applied at the end, deepest first: creating an entry moves its parent's mtime.
+    let mut fixups: Vec<(PathBuf, PathBuf, fs::Metadata)> = Vec::new();
+    for (path, is_dir) in &points {
+        add_mount_point(init, lowers_top_first, path, *is_dir, &mut fixups)?;
     }
-    let etc = init.join("etc");
-    let etc_meta = match copy::lookup_in_lowers(lowers_top_first, OsStr::new("etc")) {
-        Some((_, m)) if !m.is_dir() => return Ok(()),
-        Some((src, m)) => Some((src, m)),
-        None => None,
-    };
-    fs::DirBuilder::new().mode(0o755).create(&etc)?;
-    for f in INIT_ETC_FILES {
-        let p = etc.join(f);
-        fs::File::create(&p)?;
-        match copy::lookup_in_lowers(lowers_top_first, OsStr::new(&format!("etc/{f}"))) {
-            Some((src, m)) if m.is_file() => copy::copy_metadata(&src, &m, &p)?,
+    fixups.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+    for (dst, src, m) in fixups {
+        copy::copy_metadata(&src, &m, &dst)?;
+    }
+    Ok(())
+}
+
+fn add_mount_point(
+    init: &Path,
+    lowers_top_first: &[&Path],
+    path: &str,
+    is_dir: bool,
+    fixups: &mut Vec<(PathBuf, PathBuf, fs::Metadata)>,
+) -> io::Result<()> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return Ok(());
+    }
+    // Check the whole path first: a symlink or a file of the image on the way is the image's
+    // business (the run resolves it inside the rootfs), never shadowed by this layer.
+    let mut found = Vec::with_capacity(parts.len());
+    for i in 0..parts.len() {
+        let rel = parts[..=i].join("/");
+        let last = i + 1 == parts.len();
+        let hit = copy::lookup_in_lowers(lowers_top_first, OsStr::new(&rel));
+        match &hit {
+            Some((_, m)) if !last && !m.is_dir() => return Ok(()),
+            Some((_, m)) if last && (m.is_dir() != is_dir || m.file_type().is_symlink()) => {
+                return Ok(())
+            }
             _ => {}
         }
+        found.push(hit);
     }
-    // After the files, or creating them would have moved the mtime again.
-    if let Some((src, m)) = etc_meta {
-        copy::copy_metadata(&src, &m, &etc)?;
+    for (i, hit) in found.into_iter().enumerate() {
+        let dst = init.join(parts[..=i].join("/"));
+        if fs::symlink_metadata(&dst).is_ok() {
+            continue;
+        }
+        if i + 1 < parts.len() || is_dir {
+            fs::DirBuilder::new().mode(0o755).create(&dst)?;
+        } else {
+            fs::File::create(&dst)?;
+        }
+        if let Some((src, m)) = hit {
+            fixups.push((dst, src, m));
+        }
     }
     Ok(())
 }
@@ -355,7 +417,8 @@ mod tests {
         fs::write(lower.join("etc/hosts"), b"image hosts").unwrap();
         let init = t.path().join("init");
         fs::create_dir(&init).unwrap();
-        build_init_layer(&init, &[lower.as_path()]).unwrap();
+        build_init_layer(&init, &[lower.as_path()], &[("/srv/data/m".into(), true)]).unwrap();
+        assert!(init.join("srv/data/m").is_dir());
         let etc = fs::metadata(init.join("etc")).unwrap();
         assert_eq!(etc.mode() & 0o777, 0o750);
         assert_eq!(
@@ -371,7 +434,7 @@ mod tests {
         std::os::unix::fs::symlink("/somewhere", lower2.join("etc")).unwrap();
         let init2 = t.path().join("init2");
         fs::create_dir(&init2).unwrap();
-        build_init_layer(&init2, &[lower2.as_path()]).unwrap();
+        build_init_layer(&init2, &[lower2.as_path()], &[("/etc/x/y".into(), false)]).unwrap();
         assert!(
             !init2.join("etc").exists(),
             "a symlinked /etc of the image must not be shadowed"

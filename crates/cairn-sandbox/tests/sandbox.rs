@@ -235,6 +235,18 @@ fn no_trace_of_mount_points() {
             );
         }
     }
+    // Told the mounts up front, the overlay keeps their mount points out of the upper dir.
+    let r3 = Rootfs::prepare_with_mounts(
+        std::slice::from_ref(&e.image),
+        &e.scratch,
+        SnapshotterKind::Overlay,
+        &spec.mounts,
+    )
+    .unwrap();
+    let out = run(r3.path(), &spec).unwrap();
+    assert_eq!(out.stdout, "ok\n", "{}", out.stderr);
+    assert!(tree(&upper(&r3)).is_empty(), "{:?}", tree(&upper(&r3)));
+    drop(r3);
     // The default mounts alone leave nothing at all.
     let r2 = Rootfs::prepare(
         std::slice::from_ref(&e.image),
