@@ -1,0 +1,354 @@
+//! The protocol paths Debian's registry does not exercise: bearer-token auth (docker hub's
+//! flow), docker manifest lists, 503s and streams cut mid-blob, redirects of blob downloads to
+//! another host (which must not receive our credentials). A small HTTP/1.1 server on loopback
+//! plays the registry.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use cairn_registry::{Credential, Event, Platform, PullOptions, RegistryOptions};
+
+#[derive(Default)]
+struct State {
+    /// path → (kind or content type, body)
+    files: HashMap<String, (String, Vec<u8>)>,
+    /// "METHOD path authorization" per request, in order.
+    log: Vec<String>,
+    /// Faults still to inject per path: "503" or "cut".
+    faults: HashMap<String, Vec<&'static str>>,
+    /// Layer downloads are redirected to this base URL.
+    redirect_to: Option<String>,
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: HashMap<String, String>,
+}
+
+fn read_request(s: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    s.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        s.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    Some(Request {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        headers,
+    })
+}
+
+fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let _ = s.write_all(out.as_bytes());
+    let _ = s.write_all(body);
+}
+
+/// Serves `state` on a fresh port of `ip`; the token endpoint wants alice/pw.
+fn serve(ip: &'static str, state: Arc<Mutex<State>>) -> u16 {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let Some(req) = read_request(&mut r) else {
+                    return;
+                };
+                handle(&mut c, req, ip, port, &state);
+            });
+        }
+    });
+    port
+}
+
+const TOKEN: &str = "tok-123";
+
+fn handle(c: &mut TcpStream, req: Request, ip: &str, port: u16, state: &Mutex<State>) {
+    let auth = req
+        .headers
+        .get("authorization")
+        .cloned()
+        .unwrap_or_default();
+    let mut st = state.lock().unwrap();
+    st.log.push(format!("{} {} {}", req.method, req.path, auth));
+    if req.path == "/token" {
+        // base64("alice:pw")
+        let ok = auth == "Basic YWxpY2U6cHc="
+            && req
+                .query
+                .contains("scope=repository%3Alibrary%2Fbusybox%3Apull")
+            && req.query.contains("service=fake");
+        drop(st);
+        if ok {
+            respond(
+                c,
+                "200 OK",
+                &[],
+                format!("{{\"token\":\"{TOKEN}\"}}").as_bytes(),
+            );
+        } else {
+            respond(c, "401 Unauthorized", &[], b"{}");
+        }
+        return;
+    }
+    if let Some(rest) = req.path.strip_prefix("/blob-host/") {
+        // The other host: it must never see our token.
+        let body = st
+            .files
+            .get(&format!("/v2/library/busybox/blobs/{rest}"))
+            .cloned();
+        drop(st);
+        match body {
+            Some((_, b)) if auth.is_empty() => respond(c, "200 OK", &[], &b),
+            _ => respond(
+                c,
+                "403 Forbidden",
+                &[],
+                b"credentials leaked or unknown blob",
+            ),
+        }
+        return;
+    }
+    if auth != format!("Bearer {TOKEN}") {
+        drop(st);
+        let realm = format!("http://{ip}:{port}/token");
+        let challenge = format!(
+            "Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:library/busybox:pull\""
+        );
+        respond(
+            c,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge)],
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
+        return;
+    }
+    if req.path == "/v2/" {
+        drop(st);
+        respond(c, "200 OK", &[], b"{}");
+        return;
+    }
+    let fault = st
+        .faults
+        .get_mut(&req.path)
+        .and_then(|f| (!f.is_empty()).then(|| f.remove(0)));
+    let file = st.files.get(&req.path).cloned();
+    let redirect = st.redirect_to.clone();
+    drop(st);
+    let Some((kind, body)) = file else {
+        respond(
+            c,
+            "404 Not Found",
+            &[],
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        );
+        return;
+    };
+    match fault {
+        Some("503") => respond(c, "503 Service Unavailable", &[], b"busy"),
+        Some(_) => {
+            // Announce the whole blob, send half, hang up.
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body[..body.len() / 2]);
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        None => match (&redirect, req.path.split_once("/blobs/")) {
+            (Some(host), Some((_, d))) if kind == "layer" => respond(
+                c,
+                "307 Temporary Redirect",
+                &[("Location", format!("{host}/blob-host/{d}"))],
+                b"",
+            ),
+            _ => respond(c, "200 OK", &[("Content-Type", kind)], &body),
+        },
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    cairn_layer::hash::sha256_digest(b)
+}
+
+/// A gzip layer with one file: (tar, tar.gz).
+fn layer(name: &str, content: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, content).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    (tar, gz.finish().unwrap())
+}
+
+const LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// library/busybox:latest as a docker manifest list over amd64 and arm64 images. Returns the
+/// digests of the list, the amd64 manifest, the arm64 manifest and the arm64 layer.
+fn populate(st: &mut State) -> (String, String, String, String) {
+    let mut put = |path: String, kind: &str, body: Vec<u8>| {
+        st.files.insert(path, (kind.to_string(), body));
+    };
+    let base = "/v2/library/busybox";
+    let mut entries = Vec::new();
+    let mut out = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let (tar, gz) = layer(arch, format!("I am {arch}\n").as_bytes());
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": "linux", "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [sha(&tar)]},
+            "container_config": {"Hostname": "docker-only key"},
+        }))
+        .unwrap();
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": V2,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": sha(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "digest": sha(&gz), "size": gz.len()}],
+        }))
+        .unwrap();
+        entries.push(serde_json::json!({
+            "mediaType": V2, "digest": sha(&m), "size": m.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+        out.push((sha(&m), sha(&gz)));
+        put(format!("{base}/blobs/{}", sha(&config)), "config", config);
+        put(format!("{base}/blobs/{}", sha(&gz)), "layer", gz);
+        put(format!("{base}/manifests/{}", sha(&m)), V2, m);
+    }
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": LIST, "manifests": entries,
+    }))
+    .unwrap();
+    let d = sha(&list);
+    put(format!("{base}/manifests/{d}"), LIST, list.clone());
+    put(format!("{base}/manifests/latest"), LIST, list);
+    (d, out[0].0.clone(), out[1].0.clone(), out[1].1.clone())
+}
+
+fn options(events: Arc<Mutex<Vec<Event>>>, cred: Option<Credential>) -> PullOptions {
+    PullOptions {
+        registry: RegistryOptions {
+            credential: cred,
+            docker_config: std::path::PathBuf::from("/nonexistent/cairn-test/config.json"),
+            retries: 2,
+            progress: Some(Arc::new(move |e: &Event| {
+                events.lock().unwrap().push(e.clone())
+            })),
+            ..Default::default()
+        },
+        platform: Some(Platform::parse("linux/arm64").unwrap()),
+    }
+}
+
+fn alice() -> Option<Credential> {
+    Some(Credential::UserPassword {
+        username: "alice".into(),
+        password: "pw".into(),
+    })
+}
+
+#[test]
+fn bearer_token_manifest_list_retries_and_redirects() {
+    let state = Arc::new(Mutex::new(State::default()));
+    let (list, amd, arm, arm_layer) = populate(&mut state.lock().unwrap());
+    let blob_host_port = serve("127.0.0.2", state.clone());
+    let port = serve("127.0.0.1", state.clone());
+    {
+        let mut st = state.lock().unwrap();
+        st.redirect_to = Some(format!("http://127.0.0.2:{blob_host_port}"));
+        // The layer: first a 503, then a stream cut in the middle, then (redirected) fine.
+        st.faults.insert(
+            format!("/v2/library/busybox/blobs/{arm_layer}"),
+            vec!["503", "cut"],
+        );
+    }
+    let root = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(root.path()).unwrap();
+    let reference = format!("127.0.0.1:{port}/library/busybox");
+
+    // Anonymous: the token endpoint refuses, and the error says to log in.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let err = cairn_registry::pull(&store, &reference, &options(events.clone(), None)).unwrap_err();
+    assert!(err.to_string().contains("authentication required"), "{err}");
+
+    let rec = cairn_registry::pull(&store, &reference, &options(events.clone(), alice())).unwrap();
+    assert_eq!(rec.config.architecture().to_string(), "arm64");
+    assert_eq!(rec.layers[0].digest, arm_layer);
+    assert_eq!(rec.repo_tags, vec![format!("{reference}:latest")]);
+    let ev = events.lock().unwrap().clone();
+    assert!(
+        ev.contains(&Event::Digest {
+            digest: list.clone()
+        }),
+        "{ev:?}"
+    );
+    let retries = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Retrying { .. }))
+        .count();
+    assert_eq!(
+        retries, 1,
+        "the 503 is retried inside the request, the cut stream once: {ev:?}"
+    );
+    assert!(ev.contains(&Event::PullComplete {
+        digest: arm_layer.clone()
+    }));
+
+    let log = state.lock().unwrap().log.clone();
+    // The arm64 manifest was fetched by digest; the amd64 one never.
+    assert!(
+        log.iter().any(|l| l.contains(&format!("/manifests/{arm}"))),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains(&format!("/manifests/{amd}"))),
+        "{log:#?}"
+    );
+    // The redirected download reached the other host without credentials (else it says 403).
+    let redirected = format!("GET /blob-host/{arm_layer} ");
+    assert!(log.iter().any(|l| *l == redirected), "{log:#?}");
+    // Requests after the challenge carried the token.
+    let with_token = log.iter().filter(|l| l.ends_with(TOKEN)).count();
+    assert!(with_token >= 5, "{log:#?}");
+
+    // By digest of the list; then an unknown digest.
+    let by_digest = format!("{reference}@{list}");
+    cairn_registry::pull(&store, &by_digest, &options(events.clone(), alice())).unwrap();
+    let unknown = format!("{reference}@sha256:{}", "0".repeat(64));
+    let err = cairn_registry::pull(&store, &unknown, &options(events, alice())).unwrap_err();
+    assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
+}
