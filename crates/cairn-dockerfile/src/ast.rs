@@ -148,6 +148,13 @@ pub struct Flag {
     pub column: usize,
 }
 
+impl Flag {
+    /// How many characters `--name[=value]` takes on its line (quotes removed), for carets.
+    pub fn width(&self) -> usize {
+        2 + self.name.chars().count() + self.value.as_ref().map_or(0, |v| 1 + v.chars().count())
+    }
+}
+
 /// A heredoc body as read from the file (not expanded, tabs not stripped).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeredocBody {

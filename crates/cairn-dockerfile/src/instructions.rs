@@ -54,8 +54,7 @@ pub(crate) fn flag_spec(k: Keyword) -> &'static [(&'static str, FlagKind)] {
 }
 
 fn flag_err(ctx: &Ctx, f: &Flag, msg: String) -> Error {
-    let width = 2 + f.name.chars().count() + f.value.as_ref().map_or(0, |v| v.chars().count() + 1);
-    ctx.err(f.line, f.column, width, msg)
+    ctx.err(f.line, f.column, f.width(), msg)
 }
 
 /// Unknown, duplicate and malformed flags.

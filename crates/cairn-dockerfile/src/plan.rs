@@ -340,12 +340,7 @@ impl Planner<'_> {
     }
 
     fn flag_err(&self, f: &Flag, msg: String) -> Error {
-        self.ctx.err(
-            f.line,
-            f.column,
-            2 + f.name.chars().count() + f.value.as_ref().map_or(0, |v| 1 + v.chars().count()),
-            msg,
-        )
+        self.ctx.err(f.line, f.column, f.width(), msg)
     }
 
     fn args_err(&self, ins: &Instruction, msg: String) -> Error {
