@@ -146,6 +146,13 @@ pub(crate) fn digest(req: &CopyRequest, src: &SourceRoot, items: &[Item]) -> Res
                 f.field(name.as_bytes());
                 f.field(&Sha256::digest(content));
             }
+            Item::Git { src: g } => {
+                f.field(b"G");
+                f.field(g.url.as_bytes());
+                f.field(g.subdir.as_bytes());
+                f.num(c.keep_git_dir as u64);
+                f.field(super::git::resolve_commit(g)?.as_bytes());
+            }
             Item::Url { url: u } => {
                 f.field(b"U");
                 f.field(u.as_bytes());

@@ -81,12 +81,6 @@ pub enum CopyError {
         /// What the download hashed to.
         actual: String,
     },
-    /// `ADD <git url>` is not implemented.
-    #[error("ADD failed: git sources are not supported yet: {url}")]
-    GitUnsupported {
-        /// The URL.
-        url: String,
-    },
     /// An archive given to ADD is malformed or tries to escape the destination.
     #[error("ADD failed: {archive}: {message}")]
     Archive {

@@ -29,7 +29,9 @@
 //!   ([`resolve_in_root`]), so `/link -> /etc` in the image means the image's `/etc`.
 //! - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd; detected by content) unless
 //!   `--unpack=false`; URLs are fetched (mode 0600, mtime from `Last-Modified`), never unpacked,
-//!   checked against `--checksum`. Git URLs are refused as not supported yet.
+//!   checked against `--checksum`. Git URLs (`ADD https://host/repo.git#ref:subdir /dst`) are
+//!   checked out with the `git` command (network transports only) and copied without `.git`
+//!   unless `--keep-git-dir`.
 
 pub mod archive;
 pub mod chmod;
@@ -37,6 +39,7 @@ pub mod chown;
 pub mod dest;
 mod digest;
 pub mod error;
+pub mod git;
 mod select;
 pub mod url;
 mod write;
@@ -257,6 +260,47 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
                     if let Err(e) = url::verify(u, want, &body.finish().1) {
                         let _ = fs::remove_file(&target);
                         return Err(e);
+                    }
+                }
+            }
+            Item::Git { src: g } => {
+                let (_tmp, repo) = git::checkout(g, c.keep_git_dir)?;
+                let root_src = SourceRoot::Dir(&repo);
+                let sel = Selector {
+                    cmd,
+                    src: &root_src,
+                    exclude: IgnoreRules::new(&c.exclude)
+                        .map_err(|source| CopyError::Pattern { cmd, source })?,
+                    parents: false,
+                };
+                let shown = format!("{}#{}", g.url, g.subdir);
+                match sel.item_at(Path::new(&g.subdir), &shown)? {
+                    Some(Item::Dir {
+                        path,
+                        meta,
+                        entries,
+                    }) => {
+                        let target = dir_at(&dest.path)?;
+                        // A checkout's files belong to whoever ran git: root (or --chown) in
+                        // the image, as for context files.
+                        let mut gw = Writer::new(
+                            cmd,
+                            root,
+                            Owners::Fixed(created_owner.0, created_owner.1),
+                            mode.as_ref(),
+                        );
+                        gw.dir(&path, &meta, &entries, &target)?;
+                        let s = gw.done()?;
+                        w.stats.files += s.files;
+                        w.stats.dirs += s.dirs;
+                        w.stats.symlinks += s.symlinks;
+                        w.stats.bytes += s.bytes;
+                    }
+                    _ => {
+                        return Err(CopyError::Fetch {
+                            url: g.url.clone(),
+                            message: format!("{:?} is not a directory of the repository", g.subdir),
+                        })
                     }
                 }
             }

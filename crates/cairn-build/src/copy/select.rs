@@ -51,6 +51,8 @@ pub(crate) enum Item {
     Inline { name: String, content: Vec<u8> },
     /// An http(s) URL (ADD only).
     Url { url: String },
+    /// A git repository (ADD only).
+    Git { src: super::git::GitSource },
 }
 
 /// Selection rules shared by every source of one instruction.
@@ -125,6 +127,13 @@ impl<'a> Selector<'a> {
                 // The frontend may keep `<<EOF` among the sources; its content is in `heredocs`.
                 continue;
             }
+            let remote = is_url(s) || s.starts_with("git@") || s.starts_with("git://");
+            if remote && copy.add && is_git_url(s) {
+                items.push(Item::Git {
+                    src: super::git::GitSource::parse(s),
+                });
+                continue;
+            }
             if is_url(s) {
                 if !copy.add {
                     return Err(CopyError::Invalid {
@@ -132,14 +141,8 @@ impl<'a> Selector<'a> {
                         message: format!("source can't be a URL for COPY: {s}"),
                     });
                 }
-                if is_git_url(s) {
-                    return Err(CopyError::GitUnsupported { url: s.clone() });
-                }
                 items.push(Item::Url { url: s.clone() });
                 continue;
-            }
-            if copy.add && is_git_url(s) && s.contains("://") {
-                return Err(CopyError::GitUnsupported { url: s.clone() });
             }
             let found = if self.parents {
                 had_glob |= has_wildcards(s);
@@ -176,7 +179,7 @@ impl<'a> Selector<'a> {
 
     /// The item for the root-relative `rel`, following a symlink there; `None` when it does not
     /// exist or is ignored.
-    fn item_at(&self, rel: &Path, display: &str) -> Result<Option<Item>> {
+    pub(crate) fn item_at(&self, rel: &Path, display: &str) -> Result<Option<Item>> {
         let root = self.root();
         let resolved = resolve_in_root(root, rel, true).map_err(io_err(self.cmd, rel))?;
         let meta = match fs::symlink_metadata(&resolved) {
