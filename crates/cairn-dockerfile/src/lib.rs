@@ -158,6 +158,8 @@ pub enum StepKind {
     Env(Vec<(String, String)>),
     /// The ARGs declared here with their resolved values (build-arg, else default, else unset).
     Arg(Vec<(String, Option<String>)>),
+    /// Expanded path; a relative one is relative to the working directory before it (the
+    /// engine joins it with the image config's `WorkingDir`, as BuildKit does).
     Workdir(String),
     User(String),
     Label(Vec<(String, String)>),
@@ -168,7 +170,9 @@ pub enum StepKind {
     Shell(Vec<String>),
     Cmd(Command),
     Entrypoint(Command),
-    /// Trigger text stored in the image, not run here.
+    /// Trigger text stored in the image, not run here. The base image's own triggers were
+    /// already inserted as this stage's first steps (their `span` is the FROM's): the engine
+    /// starts the stage's config with an empty `OnBuild` and appends these.
     Onbuild(String),
     Maintainer(String),
 }
