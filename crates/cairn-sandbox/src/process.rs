@@ -136,7 +136,8 @@ pub fn run_with(
         .iter()
         .map(|t| (t.to_string(), StubKind::Dir))
         .collect();
-    for m in &mounts {
+    // Under /dev the container gets a fresh tmpfs: its mount points are made there, not here.
+    for m in mounts.iter().filter(|m| !setup::under_dev(&m.target)) {
         let kind = match &m.kind {
             MountKind::Bind { source, .. } if !source.is_dir() => StubKind::File,
             _ => StubKind::Dir,

@@ -273,9 +273,16 @@ fn setup_dev(sys: &dyn Syscall, root: &Path) -> SetupResult {
 
 fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
     validate_target(&m.target)?;
-    let target = ctx(sys.open_in_root(root, &m.target), || {
-        format!("resolving mount target {}", m.target)
-    })?;
+    let target = match sys.open_in_root(root, &m.target) {
+        Ok(h) => h,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && under_dev(&m.target) => {
+            create_in_dev(sys, root, m)?;
+            ctx(sys.open_in_root(root, &m.target), || {
+                format!("resolving mount target {}", m.target)
+            })?
+        }
+        Err(e) => return Err(format!("resolving mount target {}: {e}", m.target)),
+    };
     match &m.kind {
         MountKind::Bind { source, readonly } => {
             ctx(
@@ -319,6 +326,34 @@ fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
                 || format!("mounting tmpfs on {}", m.target),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Whether `target` lies in the container's /dev, a tmpfs made for this run: the caller cannot
+/// create mount points there beforehand, and nothing created there reaches the rootfs.
+pub(crate) fn under_dev(target: &str) -> bool {
+    let t = clean_target(target);
+    t.starts_with("/dev/")
+}
+
+fn create_in_dev(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
+    let dev = ctx(sys.open_in_root(root, "/dev"), || "resolving /dev".into())?;
+    let t = clean_target(&m.target);
+    let parts: Vec<&str> = t.trim_start_matches("/dev/").split('/').collect();
+    let is_dir = match &m.kind {
+        MountKind::Bind { source, .. } => source.is_dir(),
+        MountKind::Tmpfs { .. } => true,
+    };
+    let mut p = dev.path().to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        p.push(part);
+        let r = if i + 1 < parts.len() || is_dir {
+            sys.mkdir(&p, 0o755)
+        } else {
+            sys.create_file(&p)
+        };
+        ctx(r, || format!("creating mount point {}", m.target))?;
     }
     Ok(())
 }
@@ -597,6 +632,28 @@ mod tests {
                 Call::SetCapabilities(DEFAULT_CAPABILITIES.to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn mount_points_in_dev_are_made_in_the_tmpfs() {
+        let sys = RecordingSyscall::with_missing(&["/r/dev/pipes/sub"]);
+        let mut p = plan();
+        p.mounts = vec![MountSpec {
+            kind: MountKind::Tmpfs { size: None },
+            target: "/dev/pipes/sub".into(),
+        }];
+        setup_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        let mk = |s: &str| Call::Mkdir(PathBuf::from(s));
+        let i = calls.iter().position(|c| *c == mk("/r/dev/pipes")).unwrap();
+        assert_eq!(calls[i + 1], mk("/r/dev/pipes/sub"));
+        assert!(mounts(&calls)
+            .iter()
+            .any(|m| m.0 == Path::new("/r/dev/pipes/sub")));
+        // Elsewhere a missing target is an error (the caller creates those).
+        let sys = RecordingSyscall::with_missing(&["/r/data"]);
+        p.mounts[0].target = "/data".into();
+        assert!(setup_rootfs(&sys, &p).unwrap_err().contains("/data"));
     }
 
     #[test]

@@ -256,9 +256,23 @@ pub enum Call {
 #[derive(Debug, Default)]
 pub struct RecordingSyscall {
     calls: RefCell<Vec<Call>>,
+    missing: RefCell<Vec<PathBuf>>,
 }
 
 impl RecordingSyscall {
+    /// A recorder on which `open_in_root` fails with `NotFound` for `paths` (as `<root>/<path>`)
+    /// until they are created with `mkdir` or `create_file`.
+    pub fn with_missing(paths: &[&str]) -> RecordingSyscall {
+        RecordingSyscall {
+            calls: RefCell::default(),
+            missing: RefCell::new(paths.iter().map(PathBuf::from).collect()),
+        }
+    }
+
+    fn created(&self, path: &Path) {
+        self.missing.borrow_mut().retain(|m| m != path);
+    }
+
     /// The calls made so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
@@ -288,15 +302,18 @@ impl Syscall for RecordingSyscall {
         })
     }
     fn open_in_root(&self, root: &Path, path: &str) -> io::Result<PathHandle> {
-        Ok(PathHandle {
-            path: root.join(path.trim_start_matches('/')),
-            _fd: None,
-        })
+        let path = root.join(path.trim_start_matches('/'));
+        if self.missing.borrow().contains(&path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        Ok(PathHandle { path, _fd: None })
     }
     fn mkdir(&self, path: &Path, _mode: u32) -> io::Result<()> {
+        self.created(path);
         self.push(Call::Mkdir(path.to_path_buf()))
     }
     fn create_file(&self, path: &Path) -> io::Result<()> {
+        self.created(path);
         self.push(Call::CreateFile(path.to_path_buf()))
     }
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {

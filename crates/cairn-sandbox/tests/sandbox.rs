@@ -280,6 +280,36 @@ fn no_trace_of_mount_points() {
     assert!(out.stderr.contains("Read-only"), "{}", out.stderr);
 }
 
+/// cairn-build binds heredoc scripts at /dev/pipes: inside the container's own /dev tmpfs.
+fn binds_into_dev_work_and_leave_nothing() {
+    let e = env();
+    let scripts = e.scratch.parent().unwrap().join("scripts");
+    fs::create_dir(&scripts).unwrap();
+    fs::write(scripts.join("run.sh"), "echo from script\n").unwrap();
+    let r = Rootfs::prepare(
+        std::slice::from_ref(&e.image),
+        &e.scratch,
+        SnapshotterKind::Overlay,
+    )
+    .unwrap();
+    let mut spec = sh("sh /dev/pipes/run.sh; ls /dev/null /dev/zero >/dev/null");
+    spec.mounts = vec![MountSpec {
+        kind: MountKind::Bind {
+            source: scripts,
+            readonly: true,
+        },
+        target: "/dev/pipes".into(),
+    }];
+    let out = run(r.path(), &spec).unwrap();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "from script\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(tree(&upper(&r)).is_empty(), "{:?}", tree(&upper(&r)));
+}
+
 fn users_groups_home_env_and_workdir() {
     let e = env();
     let r = Rootfs::prepare(
@@ -750,6 +780,10 @@ fn main() {
             deletes_become_whiteouts_and_replacements_land_in_upper,
         ),
         ("no_trace_of_mount_points", no_trace_of_mount_points),
+        (
+            "binds_into_dev_work_and_leave_nothing",
+            binds_into_dev_work_and_leave_nothing,
+        ),
         (
             "users_groups_home_env_and_workdir",
             users_groups_home_env_and_workdir,
