@@ -40,6 +40,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// The error for a command whose issue has not landed yet.
+#[allow(dead_code)] // every command has landed; kept for new command slots
 pub fn not_yet(what: &str) -> anyhow::Result<i32> {
     anyhow::bail!("`cairn {what}` is not implemented yet")
 }
