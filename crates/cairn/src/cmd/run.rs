@@ -588,7 +588,8 @@ fn keep(
     } else {
         SnapshotterKind::Overlay
     };
-    let rootfs = Rootfs::prepare(&cfg.lowers, dir, kind).map_err(|e| RunError::Other(e.into()))?;
+    let rootfs = Rootfs::prepare_with_mounts(&cfg.lowers, dir, kind, &cfg.spec.mounts)
+        .map_err(|e| RunError::Other(e.into()))?;
     let _raw = (cfg.spec.tty && cfg.spec.stdin)
         .then(cairn_sandbox::tty::RawTerminal::stdin)
         .flatten();
