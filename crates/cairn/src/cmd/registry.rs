@@ -89,55 +89,124 @@ pub struct LogoutArgs {
     pub server: Option<String>,
 }
 
-/// Prints docker-style lines for events; each state line once per blob.
+/// Docker's size notation (decimal units).
+fn human(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[u]).replace(".000", "")
+    }
+}
+
+fn short(d: &str) -> String {
+    d.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+#[derive(Default)]
+struct Screen {
+    /// Per-blob status lines (terminal mode), in first-seen order.
+    rows: Vec<(String, String)>,
+    /// How many of them are on screen below the last plain line.
+    drawn: usize,
+    /// State lines already printed (plain mode prints each once).
+    seen: HashSet<(String, &'static str)>,
+}
+
+/// Renders events as docker does: on a terminal one live line per blob with a progress bar,
+/// otherwise one line per state change.
 fn printer(quiet: bool, pushing: bool) -> Option<cairn_registry::ProgressFn> {
     if quiet {
         return None;
     }
-    let seen: Mutex<HashSet<(String, &'static str)>> = Mutex::new(HashSet::new());
+    let tty = std::io::stdout().is_terminal();
+    let screen = Mutex::new(Screen::default());
     Some(Arc::new(move |e: &Event| {
-        let short = |d: &str| {
-            d.trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect::<String>()
-        };
-        let line = match e {
+        let (blob, status): (Option<&String>, String) = match e {
             Event::PullingFrom { tag, repository } => {
                 let repo = repository.strip_prefix("library/").unwrap_or(repository);
-                format!("{tag}: Pulling from {repo}")
+                (None, format!("{tag}: Pulling from {repo}"))
             }
             Event::AlreadyExists { digest } if pushing => {
-                format!("{}: Layer already exists", short(digest))
+                (Some(digest), "Layer already exists".into())
             }
-            Event::AlreadyExists { digest } => format!("{}: Already exists", short(digest)),
-            Event::Waiting { digest } => format!("{}: Pulling fs layer", short(digest)),
-            Event::PullComplete { digest } => format!("{}: Pull complete", short(digest)),
+            Event::AlreadyExists { digest } => (Some(digest), "Already exists".into()),
+            Event::Waiting { digest } => (Some(digest), "Pulling fs layer".into()),
+            Event::Progress {
+                digest,
+                current,
+                total,
+            } => {
+                if !tty {
+                    return;
+                }
+                let width = 50u64;
+                let done = (current * width).checked_div(*total).unwrap_or(width);
+                let bar = format!(
+                    "[{}>{}]",
+                    "=".repeat(done.saturating_sub(1) as usize),
+                    " ".repeat((width - done.min(width)) as usize)
+                );
+                let verb = if pushing { "Pushing" } else { "Downloading" };
+                let sizes = format!("{}/{}", human(*current), human(*total));
+                (Some(digest), format!("{verb} {bar} {sizes}"))
+            }
+            Event::PullComplete { digest } => (Some(digest), "Pull complete".into()),
             Event::Retrying {
                 digest,
                 attempt,
                 error,
-            } => format!("{}: Retrying ({attempt}): {error}", short(digest)),
-            Event::Digest { digest } => format!("Digest: {digest}"),
-            Event::Mounted { digest, from } => format!("{}: Mounted from {from}", short(digest)),
-            Event::Pushed { digest } => format!("{}: Pushed", short(digest)),
+            } => (Some(digest), format!("Retrying ({attempt}): {error}")),
+            Event::Mounted { digest, from } => (Some(digest), format!("Mounted from {from}")),
+            Event::Pushed { digest } => (Some(digest), "Pushed".into()),
+            Event::Digest { digest } => (None, format!("Digest: {digest}")),
             Event::ManifestPushed { tag, digest, size } => {
-                format!("{tag}: digest: {digest} size: {size}")
+                (None, format!("{tag}: digest: {digest} size: {size}"))
             }
-            _ => return,
+            Event::PullFinished { .. } => return,
         };
-        let key = match e {
-            Event::AlreadyExists { digest } => Some((digest.clone(), "exists")),
-            Event::Waiting { digest } => Some((digest.clone(), "waiting")),
-            _ => None,
-        };
-        if let (Some(k), Ok(mut s)) = (key, seen.lock()) {
-            if !s.insert(k) {
-                return;
+        let Ok(mut sc) = screen.lock() else { return };
+        let mut out = std::io::stdout().lock();
+        match blob {
+            None => {
+                let _ = writeln!(out, "{status}");
+                sc.rows.clear();
+                sc.drawn = 0;
+            }
+            Some(d) if tty => {
+                let id = short(d);
+                match sc.rows.iter_mut().find(|(i, _)| *i == id) {
+                    Some(row) => row.1 = status,
+                    None => sc.rows.push((id, status)),
+                }
+                if sc.drawn > 0 {
+                    let _ = write!(out, "\x1b[{}A", sc.drawn);
+                }
+                for (id, st) in &sc.rows {
+                    let _ = writeln!(out, "\x1b[2K{id}: {st}");
+                }
+                sc.drawn = sc.rows.len();
+            }
+            Some(d) => {
+                let key = match e {
+                    Event::AlreadyExists { .. } => Some("exists"),
+                    Event::Waiting { .. } => Some("waiting"),
+                    _ => None,
+                };
+                if let Some(k) = key {
+                    if !sc.seen.insert((d.clone(), k)) {
+                        return;
+                    }
+                }
+                let _ = writeln!(out, "{}: {status}", short(d));
             }
         }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }))
 }
