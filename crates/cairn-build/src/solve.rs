@@ -750,8 +750,16 @@ impl<'a> Solver<'a> {
             });
             keep_dirs.push(dir);
         }
+        let workdir = cfg.workdir();
         for m in &run.mounts {
-            self.run_mount(step, m, &mut mounts, &mut keep_dirs, &mut keep_roots)?;
+            self.run_mount(
+                step,
+                m,
+                &workdir,
+                &mut mounts,
+                &mut keep_dirs,
+                &mut keep_roots,
+            )?;
         }
         let spec = ProcessSpec {
             args: argv.args.clone(),
@@ -805,14 +813,17 @@ impl<'a> Solver<'a> {
         &self,
         step: &Step,
         m: &Mount,
+        workdir: &str,
         mounts: &mut Vec<MountSpec>,
         keep_dirs: &mut Vec<tempfile::TempDir>,
         keep_roots: &mut Vec<Rootfs>,
     ) -> Result<()> {
+        // A relative target is relative to the working directory, as in BuildKit.
+        let abs = |t: &str| image::resolve_workdir(workdir, t);
         match m {
             Mount::Tmpfs { target, size } => mounts.push(MountSpec {
                 kind: MountKind::Tmpfs { size: *size },
-                target: target.clone(),
+                target: abs(target),
             }),
             Mount::Cache {
                 id,
@@ -830,9 +841,10 @@ impl<'a> Solver<'a> {
                         "RUN --mount=type=cache,from=… is not supported yet".into(),
                     ));
                 }
+                let target = abs(target);
                 let dir = self
                     .store
-                    .cache_mount_dir(id.as_deref().unwrap_or(target))?;
+                    .cache_mount_dir(id.as_deref().unwrap_or(&target))?;
                 if let Some(mode) = mode {
                     fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
                         .map_err(io_err(&dir))?;
@@ -845,7 +857,7 @@ impl<'a> Solver<'a> {
                         source: dir,
                         readonly: *ro,
                     },
-                    target: target.clone(),
+                    target,
                 });
             }
             Mount::Bind {
@@ -891,7 +903,7 @@ impl<'a> Solver<'a> {
                         source,
                         readonly: !*rw,
                     },
-                    target: target.clone(),
+                    target: abs(target),
                 });
             }
             Mount::Secret { id, required, .. } | Mount::Ssh { id, required, .. } => {

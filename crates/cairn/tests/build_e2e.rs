@@ -306,8 +306,9 @@ fn independent_stages_run_at_the_same_time() {
     let env = Env::new();
     env.write(
         "Dockerfile",
-        "FROM busybox AS a\nRUN sleep 1 && echo a > /a\n\n\
-         FROM busybox AS b\nRUN sleep 1 && echo b > /b\n\n\
+        "FROM busybox AS common\nRUN echo common > /common\n\n\
+         FROM common AS a\nRUN sleep 1 && echo a > /a\n\n\
+         FROM common AS b\nRUN sleep 1 && echo b > /b\n\n\
          FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
     );
     let out = env.cairn(&["build", "--progress=json", env.ctx.to_str().unwrap()]);
@@ -340,6 +341,14 @@ fn independent_stages_run_at_the_same_time() {
             .0
     };
     let (a, b) = (run_of("a"), run_of("b"));
+    let common_runs = names
+        .values()
+        .filter(|n| n.contains("RUN echo common"))
+        .count();
+    assert_eq!(
+        common_runs, 1,
+        "a stage used by two others is built once: {names:?}"
+    );
     let (sa, ea, sb, eb) = (start[&a], end[&a], start[&b], end[&b]);
     eprintln!("a: {sa}..{ea} ms, b: {sb}..{eb} ms");
     assert!(
@@ -652,5 +661,67 @@ fn a_missing_base_image_is_named() {
         stderr(&out).contains("\"golang:1.21\" not found"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn onbuild_user_workdir_and_cache_mounts() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nONBUILD RUN echo triggered > /onbuild\n",
+    );
+    env.ok_build(&["-t", "parent:1"]);
+
+    env.write(
+        "Dockerfile",
+        "FROM parent:1\nUSER node\nWORKDIR /home/node/work\n\
+         RUN id -u > uid && pwd > pwd && touch mine\n\
+         RUN --mount=type=cache,target=/cache,uid=1000 echo x >> /cache/log && wc -l < /cache/log > count\n",
+    );
+    let iid = env.ctx.parent().unwrap().join("iid");
+    for (i, expected) in ["1", "2"].iter().enumerate() {
+        let dest = env.ctx.parent().unwrap().join(format!("out{i}"));
+        env.ok_build(&[
+            "--no-cache",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "-t",
+            "child:1",
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+        ]);
+        let work = dest.join("home/node/work");
+        assert_eq!(
+            fs::read_to_string(dest.join("onbuild")).unwrap(),
+            "triggered\n"
+        );
+        assert_eq!(fs::read_to_string(work.join("uid")).unwrap(), "1000\n");
+        assert_eq!(
+            fs::read_to_string(work.join("pwd")).unwrap(),
+            "/home/node/work\n"
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(work.join("mine")).unwrap().uid(), 1000);
+        assert_eq!(
+            fs::metadata(&work).unwrap().uid(),
+            1000,
+            "WORKDIR is made as USER"
+        );
+        // The cache mount outlives the build and never reaches a layer.
+        assert_eq!(
+            fs::read_to_string(work.join("count")).unwrap().trim(),
+            *expected
+        );
+        assert!(!dest.join("cache/log").exists());
+    }
+    let cfg = env.config_of(&iid);
+    assert!(
+        cfg["config"]["OnBuild"].is_null(),
+        "triggers are consumed, not inherited"
     );
 }
