@@ -233,3 +233,27 @@ fn context_tar_cannot_escape_the_scratch_dir() {
         .join("pwned");
     assert!(inside.is_file(), "{}", inside.display());
 }
+
+#[test]
+fn exceptions_reach_into_excluded_directories() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx_dir = t.path().join("ctx");
+    for f in [
+        "docs/a/b.md",
+        "docs/a/c.txt",
+        "docs/top.md",
+        "big/x/y.bin",
+        "keep.txt",
+    ] {
+        write(&ctx_dir.join(f), f);
+    }
+    write(
+        &ctx_dir.join(".dockerignore"),
+        ".dockerignore\ndocs\n!docs/**/*.md\nbig\n",
+    );
+    let ctx = BuildContext::open(&ctx_dir, None).unwrap();
+    let out = t.path().join("out");
+    fs::create_dir(&out).unwrap();
+    copy_all(&ctx, &out);
+    assert_eq!(files(&out), vec!["docs/a/b.md", "docs/top.md", "keep.txt"]);
+}

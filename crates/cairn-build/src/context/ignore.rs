@@ -92,6 +92,14 @@ impl IgnoreRules {
         self.rules.iter().any(|r| r.exception)
     }
 
+    /// Whether an exception rule could re-include something below the directory `dir` (so an
+    /// excluded directory must still be walked).
+    pub fn may_reinclude_under(&self, dir: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.exception && r.pattern.could_match_under(dir))
+    }
+
     /// Whether `rel` (a clean, `/`-separated path relative to the context root) is excluded: a
     /// rule matches when it matches the path or one of its parent directories, and the last
     /// matching rule wins.

@@ -19,6 +19,8 @@
 //! the Dockerfile from disk whatever the rules say, and `COPY . .` copies both unless they are
 //! listed in `.dockerignore`.
 
+#![deny(missing_docs)]
+
 pub mod hashes;
 pub mod ignore;
 pub mod pattern;

@@ -169,6 +169,36 @@ impl Pattern {
         &self.text
     }
 
+    /// Whether some path strictly below the directory `dir` could match: the pattern's leading
+    /// components are compared with the directory's, and a `**` could match anything. Used to
+    /// skip walking excluded directories that no exception can reach.
+    pub fn could_match_under(&self, dir: &str) -> bool {
+        let pcomps: Vec<&str> = self.text.split('/').collect();
+        let dcomps: Vec<&str> = dir.split('/').collect();
+        if pcomps.len() <= dcomps.len() && !self.text.contains("**") {
+            return false;
+        }
+        for (i, c) in dcomps.iter().enumerate() {
+            let Some(pc) = pcomps.get(i) else {
+                return false;
+            };
+            if pc.contains("**") {
+                return true;
+            }
+            let ok = if has_wildcards(pc) {
+                Pattern::new(pc, Syntax::GoMatch)
+                    .map(|x| x.matches(c))
+                    .unwrap_or(true)
+            } else {
+                pc == c
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether the whole of `path` (`/`-separated, relative) matches.
     pub fn matches(&self, path: &str) -> bool {
         let s: Vec<char> = path.chars().collect();
@@ -401,6 +431,19 @@ mod tests {
         ] {
             assert_eq!(go_clean(i), o, "{i}");
         }
+    }
+
+    #[test]
+    fn could_match_under_dirs() {
+        let p = |s| Pattern::new(s, Syntax::Docker).unwrap();
+        assert!(p("vendor/keep").could_match_under("vendor"));
+        assert!(!p("vendor/keep").could_match_under("other"));
+        assert!(!p("vendor/keep").could_match_under("vendor/keep"));
+        assert!(p("*/keep/x").could_match_under("a/keep"));
+        assert!(p("**/*.go").could_match_under("deep/er"));
+        assert!(p("a/**").could_match_under("a/b/c"));
+        assert!(!p("b/**").could_match_under("a"));
+        assert!(!p("x").could_match_under("x"));
     }
 
     #[test]

@@ -33,6 +33,8 @@
 //!   checked out with the `git` command (network transports only) and copied without `.git`
 //!   unless `--keep-git-dir`.
 
+#![deny(missing_docs)]
+
 pub mod archive;
 pub mod chmod;
 pub mod chown;

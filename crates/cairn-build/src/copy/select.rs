@@ -93,9 +93,19 @@ impl<'a> Selector<'a> {
         }
     }
 
-    fn may_reinclude(&self) -> bool {
-        self.exclude.has_exceptions()
-            || matches!(self.src, SourceRoot::Context(c) if c.rules().has_exceptions())
+    /// Whether the hidden directory `host` (`rel` below the source) must still be walked because
+    /// an exception (`!pattern`) may re-include something in it.
+    fn may_reinclude(&self, host: &Path, rel: &str) -> bool {
+        if self.exclude.may_reinclude_under(rel) {
+            return true;
+        }
+        match self.src {
+            SourceRoot::Context(c) => match host.strip_prefix(c.root()) {
+                Ok(r) => c.rules().may_reinclude_under(&r.to_string_lossy()),
+                Err(_) => false,
+            },
+            SourceRoot::Dir(_) => false,
+        }
     }
 
     fn not_found(&self, path: &str) -> CopyError {
@@ -243,10 +253,10 @@ impl<'a> Selector<'a> {
                 }
             };
             if meta.is_dir() {
-                if hidden && !self.may_reinclude() {
+                if hidden && !self.may_reinclude(&path, &rel_str) {
                     continue;
                 }
-                if !matched && !could_contain(descend_include, &rel_str) {
+                if !matched && !descend_include.is_some_and(|p| p.could_match_under(&rel_str)) {
                     continue;
                 }
                 let mark = out.len();
@@ -326,7 +336,7 @@ impl<'a> Selector<'a> {
                 }
                 continue;
             }
-            if (!hidden || self.may_reinclude())
+            if (!hidden || self.may_reinclude(&path, &rel_str))
                 && rel.components().count() < depth
                 && fs::symlink_metadata(&path)?.is_dir()
             {
@@ -390,30 +400,4 @@ fn matches_or_parent(p: &Pattern, rel: &str) -> bool {
         }
     }
     false
-}
-
-/// Whether a path below the directory `rel` could match `p`: compares the pattern's leading
-/// components with the directory's, stopping at the first `**`.
-fn could_contain(p: Option<&Pattern>, rel: &str) -> bool {
-    let Some(p) = p else { return true };
-    let pcomps: Vec<&str> = p.as_str().split('/').collect();
-    for (i, c) in rel.split('/').enumerate() {
-        let Some(pc) = pcomps.get(i) else {
-            return false;
-        };
-        if pc.contains("**") {
-            return true;
-        }
-        let ok = if has_wildcards(pc) {
-            Pattern::new(pc, Syntax::GoMatch)
-                .map(|x| x.matches(c))
-                .unwrap_or(true)
-        } else {
-            *pc == c
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
 }
