@@ -84,7 +84,11 @@ pub fn finish(
     if to_store {
         let v = reporter.start("exporting to image");
         reporter.status(v, "exporting layers done");
-        match store.commit_image_json(&value, &out.layers, tags) {
+        let committed = match already_stored(store, out, tags) {
+            Some(r) => Ok(r),
+            None => store.commit_image_json(&value, &out.layers, tags),
+        };
+        match committed {
             Ok(r) => {
                 reporter.status(v, format!("writing image {} done", r.id));
                 for t in tags {
@@ -148,6 +152,23 @@ pub fn finish(
         }
     }
     Ok(record)
+}
+
+/// The stored image when it is `out` and every tag already names it: a no-op rebuild then
+/// writes nothing (no config, manifest, index or database transaction to fsync).
+fn already_stored(
+    store: &Store,
+    out: &BuildOutput,
+    tags: &[String],
+) -> Option<cairn_store::ImageRecord> {
+    for t in tags {
+        let r = store.resolve(t).ok()??;
+        if r.id != out.image_id {
+            return None;
+        }
+    }
+    let r = store.resolve(&out.image_id).ok()??;
+    (r.id == out.image_id && r.layers == out.layers).then_some(r)
 }
 
 /// Unpacks `layers` (bottom first) into `dir`, created if missing.
