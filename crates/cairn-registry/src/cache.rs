@@ -64,6 +64,15 @@ pub fn push_cache(
     target_ref: &str,
     opts: &PushOptions,
 ) -> Result<String> {
+    crate::off_runtime(|| push_cache_here(store, entries, target_ref, opts))
+}
+
+fn push_cache_here(
+    store: &Store,
+    entries: &[CacheEntry],
+    target_ref: &str,
+    opts: &PushOptions,
+) -> Result<String> {
     let target = Reference::parse(target_ref)?;
     let mut layers: Vec<serde_json::Value> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -102,6 +111,10 @@ pub fn push_cache(
 /// Pulls the cache artifact `reference`: its blobs into `store` (those missing), its entries
 /// into the store's cache index. Returns the entries.
 pub fn pull_cache(store: &Store, reference: &str, opts: &PullOptions) -> Result<Vec<CacheEntry>> {
+    crate::off_runtime(|| pull_cache_here(store, reference, opts))
+}
+
+fn pull_cache_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Vec<CacheEntry>> {
     let r = Reference::parse(reference)?;
     let ro = &opts.registry;
     let client = Client::new(

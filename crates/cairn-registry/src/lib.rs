@@ -13,8 +13,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Everything here is blocking (it runs its own I/O threads); from async code call it through
-//! `tokio::task::spawn_blocking`.
+//! Everything here is blocking and runs its network I/O on threads of its own, so it may be
+//! called from any thread, including one that drives an async runtime (it then blocks it).
 
 pub mod auth;
 mod cache;
@@ -308,14 +308,20 @@ pub fn login(server: &str, username: &str, password: &str, opts: &RegistryOption
         username: username.to_string(),
         password: password.to_string(),
     };
-    let client = client::Client::new(&registry, Vec::new(), Some(cred), opts)?;
-    client.check()?;
+    off_runtime(|| client::Client::new(&registry, Vec::new(), Some(cred), opts)?.check())?;
     auth::store(&opts.docker_config, &registry, username, password)
 }
 
 /// Removes the saved credentials of `server`; false if there were none.
 pub fn logout(server: &str, opts: &RegistryOptions) -> Result<bool> {
     auth::erase(&opts.docker_config, &reference::normalize_server(server))
+}
+
+/// Runs `f` on a thread of its own: reqwest's blocking client panics when it is created or
+/// dropped on a thread that drives an async runtime, and callers (the build engine) may be one.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| s.spawn(f).join())
+        .unwrap_or_else(|_| Err(Error::Transport("a registry thread panicked".into())))
 }
 
 /// `sha256:<hex>` of `bytes`.

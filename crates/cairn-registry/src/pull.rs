@@ -17,6 +17,10 @@ use crate::{sha256, sources, Error, Event, PullOptions, RegistryOptions, Result}
 /// digest). Blobs already in the store are not downloaded; each blob lands in the store as soon
 /// as it is verified, so an interrupted pull resumes where it stopped.
 pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<ImageRecord> {
+    crate::off_runtime(|| pull_here(store, reference, opts))
+}
+
+fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<ImageRecord> {
     let r = Reference::parse(reference)?;
     let ro = &opts.registry;
     let cred = ro.credential_for(&r.registry)?;

@@ -19,6 +19,15 @@ pub fn push(
     target_ref: &str,
     opts: &PushOptions,
 ) -> Result<String> {
+    crate::off_runtime(|| push_here(store, image_ref, target_ref, opts))
+}
+
+fn push_here(
+    store: &Store,
+    image_ref: &str,
+    target_ref: &str,
+    opts: &PushOptions,
+) -> Result<String> {
     let record = store.resolve(image_ref)?.ok_or_else(|| Error::NotFound {
         what: format!("image {image_ref}"),
         message: "no such image in the store".into(),

@@ -352,3 +352,22 @@ fn bearer_token_manifest_list_retries_and_redirects() {
     let err = cairn_registry::pull(&store, &unknown, &options(events, alice())).unwrap_err();
     assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
 }
+
+/// The build engine may call `pull` from async code: reqwest's blocking client would panic
+/// there if it ran on the caller's thread.
+#[tokio::test(flavor = "current_thread")]
+async fn pull_from_inside_an_async_runtime() {
+    let state = Arc::new(Mutex::new(State::default()));
+    let (_, _, arm, _) = populate(&mut state.lock().unwrap());
+    let port = serve("127.0.0.1", state);
+    let root = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(root.path()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let reference = format!("127.0.0.1:{port}/library/busybox:latest");
+    let rec = cairn_registry::pull(&store, &reference, &options(events, alice())).unwrap();
+    assert_eq!(rec.layers.len(), 1);
+    assert!(
+        store.has_blob(&arm),
+        "the selected manifest is kept as a blob"
+    );
+}
