@@ -156,6 +156,29 @@ fn add_git_checkout_at_ref_and_subdir() {
     );
     assert!(!rootfs.join("only-sub/README").exists());
 
+    // --checksum is the commit for git sources.
+    let head = String::from_utf8(
+        Command::new("git")
+            .current_dir(&work)
+            .args(["rev-parse", "v1"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut c = add(&format!("{base}/repo.git#v1"), "/sum");
+    c.checksum = Some(head.trim()[..12].to_string());
+    run(&c);
+    assert!(rootfs.join("sum/README").is_file());
+    c.checksum = Some("0123456789ab".into());
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let e = apply(&req, &SourceRoot::Context(&ctx), &rootfs).unwrap_err();
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+
     let mut c = add(&format!("{base}/repo.git#main"), "/kg");
     c.keep_git_dir = true;
     run(&c);

@@ -151,7 +151,11 @@ pub(crate) fn digest(req: &CopyRequest, src: &SourceRoot, items: &[Item]) -> Res
                 f.field(g.url.as_bytes());
                 f.field(g.subdir.as_bytes());
                 f.num(c.keep_git_dir as u64);
-                f.field(super::git::resolve_commit(g)?.as_bytes());
+                // As for URLs, a --checksum (here a commit) is the content without asking.
+                match &c.checksum {
+                    Some(commit) => f.field(commit.to_ascii_lowercase().as_bytes()),
+                    None => f.field(super::git::resolve_commit(g)?.as_bytes()),
+                }
             }
             Item::Url { url: u } => {
                 f.field(b"U");

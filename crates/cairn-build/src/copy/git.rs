@@ -107,7 +107,12 @@ pub fn resolve_commit(src: &GitSource) -> Result<String> {
 }
 
 /// Checks `src` out into a new temporary directory; `.git` is removed unless `keep_git_dir`.
-pub fn checkout(src: &GitSource, keep_git_dir: bool) -> Result<(tempfile::TempDir, PathBuf)> {
+/// `commit` (`--checksum`) must be the checked-out commit or a prefix of it (7+ digits).
+pub fn checkout(
+    src: &GitSource,
+    keep_git_dir: bool,
+    commit: Option<&str>,
+) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::Builder::new()
         .prefix("cairn-git-")
         .tempdir()
@@ -126,6 +131,18 @@ pub fn checkout(src: &GitSource, keep_git_dir: bool) -> Result<(tempfile::TempDi
         git(&["fetch", "-q", "--", &src.url, r], Some(&dir)).map_err(|e| fail(src, e))?;
     }
     git(&["checkout", "-q", "FETCH_HEAD"], Some(&dir)).map_err(|e| fail(src, e))?;
+    if let Some(want) = commit {
+        let head = git(&["rev-parse", "HEAD"], Some(&dir)).map_err(|e| fail(src, e))?;
+        let head = head.trim();
+        let want_l = want.to_ascii_lowercase();
+        if want_l.len() < 7 || !head.starts_with(&want_l) {
+            return Err(CopyError::Checksum {
+                url: src.url.clone(),
+                expected: want.to_string(),
+                actual: head.to_string(),
+            });
+        }
+    }
     if !keep_git_dir {
         std::fs::remove_dir_all(dir.join(".git"))
             .map_err(|e| fail(src, format!("removing .git: {e}")))?;

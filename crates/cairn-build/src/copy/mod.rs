@@ -162,11 +162,14 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
         })?),
         None => None,
     };
-    let checksum = match &c.checksum {
-        Some(s) => Some(url::Checksum::parse(s)?),
-        None => None,
-    };
     let items = select(req, src)?;
+    // `--checksum` is a content digest for URLs and a commit for git sources.
+    let checksum = match &c.checksum {
+        Some(s) if !items.iter().any(|i| matches!(i, Item::Git { .. })) => {
+            Some(url::Checksum::parse(s)?)
+        }
+        _ => None,
+    };
     let dest = dest_of(req);
     // Docker requires a trailing `/` here; BuildKit copies into the path as it is. Both agree
     // when the destination already is a directory, so only the other case is refused (BuildKit
@@ -266,7 +269,7 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
                 }
             }
             Item::Git { src: g } => {
-                let (_tmp, repo) = git::checkout(g, c.keep_git_dir)?;
+                let (_tmp, repo) = git::checkout(g, c.keep_git_dir, c.checksum.as_deref())?;
                 let root_src = SourceRoot::Dir(&repo);
                 let sel = Selector {
                     cmd,
