@@ -120,7 +120,7 @@ impl Comparison {
             if let Some(b) = big {
                 writeln!(
                     out,
-                    "Reduction: {p:.1}% (final {} {} instead of {} for stage {})",
+                    "Reduction: {p:.1}% (final stage {}: {} instead of {} for stage {})",
                     f.stage,
                     human_size(f.size),
                     human_size(b.size),

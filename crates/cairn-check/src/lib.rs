@@ -234,12 +234,10 @@ impl Report {
             if let Some(stage) = &f.stage {
                 let mut s = format!("  in stage {stage}");
                 if let Some(l) = &f.layer {
-                    s.push_str(&format!(
-                        ", layer {} ({}) made by `{}`",
-                        l.index,
-                        short(&l.digest),
-                        l.created_by
-                    ));
+                    s.push_str(&format!(", layer {} ({})", l.index, short(&l.digest)));
+                    if !l.created_by.is_empty() {
+                        s.push_str(&format!(" made by `{}`", l.created_by));
+                    }
                 }
                 if let Some(p) = &f.path {
                     s.push_str(&format!(", path {p}"));
@@ -345,3 +343,57 @@ pub fn check_build(
 }
 
 pub use lint::LintOptions;
+
+/// The checks of one build request, all in one call: what `cairn build --check` runs (after its
+/// build, so that every stage is a cache hit) and what `cairn check` runs.
+///
+/// Builds every stage the target needs with the engine (see [`stages::build_stages`]), then runs
+/// the Dockerfile rules (`.dockerignore` from `req.context`) and the image rules. `error`:
+/// `--check-error`. A build failure is an error: the image rules cannot run without images.
+pub fn check_request(
+    store: &cairn_store::Store,
+    resolver: &dyn cairn_build::BaseResolver,
+    req: &cairn_build::BuildRequest<'_>,
+    reporter: &cairn_build::Reporter<'_>,
+    error: bool,
+) -> Result<Report> {
+    let stages = stages::build_stages(store, resolver, req, reporter)?;
+    check_built(store, req, error, &stages)
+}
+
+/// [`check_build`] with the inputs taken from a build request: its Dockerfile, target,
+/// build args, and its context's root and `.dockerignore`.
+pub fn check_built(
+    store: &cairn_store::Store,
+    req: &cairn_build::BuildRequest<'_>,
+    error: bool,
+    stages: &[BuiltStage],
+) -> Result<Report> {
+    let ctx = req.context;
+    let input = CheckInput {
+        dockerfile_name: req.dockerfile_name.clone(),
+        dockerfile: req.dockerfile.clone(),
+        target: req.target.clone(),
+        build_args: req.build_args.clone(),
+        context: ctx.map(|c| c.root()),
+        error,
+    };
+    // BuildKit does not judge COPY sources when .dockerignore has exceptions (`!x`): a file of
+    // an excluded directory may be let back in.
+    let ignored = |rel: &str| {
+        let Some(c) = ctx else {
+            return false;
+        };
+        let mut prefix = String::new();
+        rel.split('/').any(|part| {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            c.is_ignored(std::path::Path::new(&prefix))
+        })
+    };
+    let use_ignore = ctx.is_some_and(|c| c.ignore_file().is_some() && !c.rules().has_exceptions());
+    let ign: Option<&dyn Fn(&str) -> bool> = if use_ignore { Some(&ignored) } else { None };
+    check_build(store, &input, ign, stages)
+}

@@ -151,6 +151,11 @@ fn scan_stage(
     let mut s = StageScan::default();
     for (i, layer) in stage.layers.iter().enumerate() {
         let own = i >= stage.base_layers;
+        // Outside the final image only secrets matter, and only in this Dockerfile's layers:
+        // the base image's (often hundreds of MB) need not be read.
+        if !own && !deep {
+            continue;
+        }
         walk_layer(store, layer, |e, r| {
             s.tree.apply(i, e);
             if e.kind != Kind::File || !own {

@@ -10,7 +10,7 @@ use cairn_build::context::BuildContext;
 use cairn_build::progress::Discard;
 use cairn_build::{BuildRequest, Reporter, StoreResolver};
 use cairn_check::compare::{self, Comparison};
-use cairn_check::{BuiltStage, CheckInput};
+use cairn_check::BuiltStage;
 
 use crate::Global;
 
@@ -133,35 +133,24 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
     let context = PathBuf::from(&a.context);
     let df_path = dockerfile_path(a.file.as_deref(), &context);
     let text = read_dockerfile(&df_path)?;
-    let df_name = a.file.clone().unwrap_or_else(|| "Dockerfile".to_string());
     let build_args = parse_build_args(&a.build_args)?;
-    if !a.no_build && a.image.is_none() {
+    let building = !a.no_build && a.image.is_none();
+    if building {
         // Mounts made by RUN die with the process; must happen before any thread exists.
         cairn_sandbox::enter_private_mount_namespace()
             .context("entering a private mount namespace")?;
     }
     let store = super::open_store(g)?;
     let ctx = BuildContext::open(&context, Some(&df_path))
-        .with_context(|| format!("opening the build context {}", context.display()))?;
-    // BuildKit does not judge COPY sources when .dockerignore has exceptions (`!x`).
-    let use_ignore = ctx.ignore_file().is_some() && !ctx.rules().has_exceptions();
-    let ignored = |rel: &str| {
-        let mut p = String::new();
-        rel.split('/').any(|c| {
-            if !p.is_empty() {
-                p.push('/');
-            }
-            p.push_str(c);
-            ctx.is_ignored(Path::new(&p))
-        })
-    };
-    let input = CheckInput {
-        dockerfile_name: df_name,
-        dockerfile: text.clone(),
+        .with_context(|| format!("opening the build context {}", context.display()))?
+        .with_hash_cache(&store.root().join("build-context"));
+    let req = BuildRequest {
+        dockerfile_name: a.file.clone().unwrap_or_else(|| "Dockerfile".to_string()),
+        dockerfile: text,
+        context: Some(&ctx),
         target: a.target.clone(),
-        build_args: build_args.clone(),
-        context: Some(&context),
-        error: a.check_error,
+        build_args,
+        ..Default::default()
     };
 
     let mut build_error = None;
@@ -179,17 +168,9 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
             layers: rec.layers.clone(),
             is_final: true,
         }]
-    } else if a.no_build {
+    } else if !building {
         Vec::new()
     } else {
-        let req = BuildRequest {
-            dockerfile_name: input.dockerfile_name.clone(),
-            dockerfile: text,
-            context: Some(&ctx),
-            target: a.target.clone(),
-            build_args,
-            ..Default::default()
-        };
         let resolver = StoreResolver::new(&store);
         let reporter = Reporter::new(&Discard);
         if !json {
@@ -203,9 +184,9 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
             }
         }
     };
+    // Only a speed-up for the next build: failing to save it is not an error.
     let _ = ctx.save_hash_cache();
-    let ign: Option<&dyn Fn(&str) -> bool> = if use_ignore { Some(&ignored) } else { None };
-    let report = cairn_check::check_build(&store, &input, ign, &stages)?;
+    let report = cairn_check::check_built(&store, &req, a.check_error, &stages)?;
     let mut out = std::io::stdout().lock();
     if json {
         report.render_json(&mut out)?;

@@ -1,0 +1,314 @@
+//! `cairn check` and `cairn compare` end to end: the real binary and build engine, a fresh store
+//! per test, and the tutorial's Go example (examples/1.1-go) built on stand-ins made from
+//! Debian's busybox-static: `alpine:latest` is busybox with an `apk` that accepts anything,
+//! `golang:1.21` is busybox with a `go` that "compiles" by writing a small binary, and 30 MB of
+//! toolchain files (so that sizes look like the tutorial's).
+//!
+//! These tests need root (overlay mounts and namespaces for RUN); CI runs as root. They are skipped
+//! with a message when not run as root, or when /bin/busybox is missing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn can_run() -> bool {
+    let root = fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        eprintln!("skipped: cairn check tests build images and need root");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: /bin/busybox (busybox-static) is missing");
+        return false;
+    }
+    true
+}
+
+const FAKE_GO: &str = r#"#!/bin/sh
+# Stand-in for `go build ... -o OUT .`: writes OUT (a 100 kB "static binary").
+out=
+while [ $# -gt 0 ]; do
+  case "$1" in -o) out=$2; shift ;; esac
+  shift
+done
+[ -n "$out" ] || { echo "go (stand-in): only 'go build -o OUT' is supported" >&2; exit 2; }
+[ -f main.go ] || { echo "go (stand-in): no main.go" >&2; exit 1; }
+head -c 100000 /bin/busybox > "$out"
+chmod +x "$out"
+"#;
+
+const FAKE_APK: &str = "#!/bin/sh\necho \"apk (stand-in): $*\"\n";
+
+struct Env {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = Env {
+            root: tmp.path().join("store"),
+            tmp,
+        };
+        let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        env.import(
+            "alpine:latest",
+            &format!("ENV PATH={path}"),
+            &[("sbin/apk", FAKE_APK.as_bytes(), 0o755)],
+        );
+        let toolchain = vec![0u8; 30_000_000];
+        env.import(
+            "golang:1.21",
+            &format!("ENV PATH=/usr/local/go/bin:{path}"),
+            &[
+                ("usr/local/go/bin/go", FAKE_GO.as_bytes(), 0o755),
+                (
+                    "usr/local/go/pkg/tool/linux_amd64/compile",
+                    &toolchain,
+                    0o755,
+                ),
+            ],
+        );
+        env
+    }
+
+    /// Imports busybox plus `extra` files as `name`, with one `--change`.
+    fn import(&self, name: &str, change: &str, extra: &[(&str, &[u8], u32)]) {
+        use std::os::unix::fs::PermissionsExt;
+        let rootfs = self
+            .tmp
+            .path()
+            .join(format!("rootfs-{}", name.replace([':', '/'], "_")));
+        for d in ["bin", "etc", "root", "tmp", "proc", "dev", "sys"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            let link = rootfs.join("bin").join(applet);
+            if applet != "busybox" && !link.exists() {
+                std::os::unix::fs::symlink("busybox", link).unwrap();
+            }
+        }
+        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        for (p, c, mode) in extra {
+            let f = rootfs.join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(&f, c).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        let tar = rootfs.with_extension("tar");
+        let st = Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "-C",
+            ])
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = self.cairn(&["import", "-c", change, tar.to_str().unwrap(), name]);
+        assert!(out.status.success(), "import {name}: {}", text(&out.stderr));
+    }
+
+    fn cairn(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn go_example() -> String {
+    repo().join("examples/1.1-go").to_str().unwrap().to_string()
+}
+
+#[test]
+fn the_single_stage_go_image_fails_the_checklist_and_the_multi_stage_one_passes() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = go_example();
+    let single = format!("{ctx}/Dockerfile.single");
+    let out = env.cairn(&["check", "-f", &single, &ctx]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("ERROR: SourceInFinalImage: "), "{stdout}");
+    assert!(stdout.contains("/app/main.go (= main.go)"), "{stdout}");
+    assert!(
+        stdout.contains("ERROR: BuildToolInFinalImage: Build tools in the final image: go (/usr/local/go/bin/go)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("WARN: SingleStageToolchain: "), "{stdout}");
+    assert!(stdout.contains("WARN: JSONArgsRecommended") || !stdout.contains("CMD ./server"));
+
+    let out = env.cairn(&["check", &ctx]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(!stdout.contains("ERROR"), "{stdout}");
+    // The checklist's warnings on the tutorial's file: alpine:latest, and no USER.
+    let dockerfile = fs::read_to_string(format!("{ctx}/Dockerfile")).unwrap();
+    let from_line = dockerfile
+        .lines()
+        .position(|l| l.starts_with("FROM alpine:latest"))
+        .unwrap()
+        + 1;
+    assert!(
+        stdout.contains(&format!(
+            "WARN: UnpinnedBaseImage: Base image 'alpine:latest' is not pinned: 'latest' moves (line {from_line})"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("WARN: FinalStageRunsAsRoot"), "{stdout}");
+    // --check-error turns those warnings into a failure; JSON says the same.
+    let out = env.cairn(&["check", "--check-error", "--format", "json", &ctx]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["findings"][0]["rule"], "UnpinnedBaseImage");
+    assert_eq!(v["findings"][0]["line"], from_line);
+}
+
+#[test]
+fn an_id_rsa_copied_into_a_builder_and_deleted_later_is_caught_with_stage_layer_and_path() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("id_rsa"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM alpine:latest AS builder\nCOPY id_rsa /root/.ssh/id_rsa\nRUN echo fetched > /app.bin\nRUN rm /root/.ssh/id_rsa\n\nFROM alpine:latest\nCOPY --from=builder /app.bin /app.bin\nUSER 1000\nCMD [\"/app.bin\"]\n",
+    )
+    .unwrap();
+    let out = env.cairn(&["check", ctx.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let block: Vec<&str> = stdout.split("ERROR: SecretInLayer: ").skip(1).collect();
+    assert_eq!(block.len(), 2, "{stdout}");
+    for b in block {
+        assert!(b.contains("/root/.ssh/id_rsa"), "{b}");
+        assert!(
+            b.contains("deleted by layer 3 (RUN /bin/sh -c rm /root/.ssh/id_rsa"),
+            "{b}"
+        );
+        assert!(b.contains("  in stage builder, layer 1 (sha256:"), "{b}");
+        assert!(b.contains("made by `COPY id_rsa /root/.ssh/id_rsa"), "{b}");
+        assert!(b.contains(", path /root/.ssh/id_rsa\n"), "{b}");
+    }
+    // Passing the key as a secret mount instead leaves nothing behind.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM alpine:latest AS builder\nRUN echo fetched > /app.bin\n\nFROM alpine:latest\nCOPY --from=builder /app.bin /app.bin\nUSER 1000\nCMD [\"/app.bin\"]\n",
+    )
+    .unwrap();
+    let out = env.cairn(&["check", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("SecretInLayer"));
+}
+
+/// `cairn images`'s SIZE of `reference`.
+fn images_size(env: &Env, reference: &str) -> String {
+    let out = env.cairn(&["images", reference, "--format", "{{.Size}}"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn compare_on_the_go_example_matches_cairn_images_and_shows_the_reduction() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = go_example();
+    let single = format!("{ctx}/Dockerfile.single");
+    let out = env.cairn(&["compare", "-t", "goapp", "--baseline", &single, &ctx]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("Reduction"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert_eq!(rows[0][0], "builder");
+    assert_eq!(rows[0][1], "golang:1.21");
+    assert_eq!(rows[1][..2], ["1", "*"], "{stdout}");
+    assert_eq!(rows[2][..2], ["baseline", "(Dockerfile.single)"]);
+    // Sizes as `cairn images` prints them; layers as `cairn history -q | wc -l` counts them.
+    for (row, tag) in [
+        (&rows[0], "goapp:builder"),
+        (&rows[1], "goapp:1"),
+        (&rows[2], "goapp:baseline"),
+    ] {
+        let n = row.len();
+        assert_eq!(row[n - 2], images_size(&env, tag), "{tag}: {stdout}");
+        let h = env.cairn(&["history", "-q", tag]);
+        assert_eq!(
+            row[n - 1],
+            text(&h.stdout).lines().count().to_string(),
+            "{tag}"
+        );
+    }
+    let red = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Reduction: "))
+        .and_then(|r| r.split('%').next())
+        .and_then(|p| p.parse::<f64>().ok())
+        .expect("a Reduction line");
+    assert!(red > 80.0, "{stdout}");
+    assert!(stdout.contains("Reduction vs single-stage: "), "{stdout}");
+
+    // --targets: only the listed ones, the last being the final image.
+    let out = env.cairn(&["compare", "--targets", "builder", "--format", "json", &ctx]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["rows"][0]["is_final"], true);
+}
