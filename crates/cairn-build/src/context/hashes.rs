@@ -69,13 +69,15 @@ impl HashMemo {
         memo
     }
 
-    /// Writes the memo into `cache_dir` atomically (temp file, fsync, rename).
+    /// Writes the memo into `cache_dir` atomically (temp file, fsync, rename). Entries of files
+    /// that are gone or changed are dropped, so the memo does not grow with every edit.
     pub fn save(&self, cache_dir: &Path) -> io::Result<()> {
         fs::create_dir_all(cache_dir)?;
         let entries: Vec<(String, Stamp, String)> = {
             let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             let mut v: Vec<_> = map
                 .iter()
+                .filter(|(p, (s, _))| fs::symlink_metadata(p).is_ok_and(|m| Stamp::of(&m) == *s))
                 .filter_map(|(p, (s, h))| Some((p.to_str()?.to_string(), *s, h.clone())))
                 .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -162,10 +164,12 @@ mod tests {
         let cache = dir.path().join("cache");
         memo.save(&cache).unwrap();
         let loaded = HashMemo::load(&cache);
-        // Same stamp: served from the memo (content changed behind its back on purpose).
         assert_eq!(loaded.map.lock().unwrap().len(), 1);
         fs::write(&f, b"bye").unwrap();
         let meta2 = fs::symlink_metadata(&f).unwrap();
         assert_ne!(loaded.file_sha256(&f, &meta2).unwrap(), h);
+        // The changed file's old entry is not persisted again.
+        loaded.save(&cache).unwrap();
+        assert_eq!(HashMemo::load(&cache).map.lock().unwrap().len(), 0);
     }
 }
