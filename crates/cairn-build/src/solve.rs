@@ -500,18 +500,25 @@ impl<'a> Solver<'a> {
                 return Err(Error::Cancelled);
             }
             let applied = image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
-            let inputs = self.step_inputs(step, &st.cfg)?;
-            st.key = st.key.child(&step.kind, &inputs);
             let mut empty = true;
             if applied.makes_layer {
                 let name = vertex_name(&display(step));
                 let v = self.reporter.start(name.clone());
+                // Digesting the inputs is part of the step (BuildKit's "calculate checksum"): a
+                // missing source fails this vertex.
+                let inputs = self.step_inputs(step, &st.cfg).inspect_err(|e| {
+                    self.reporter.failed(v, e.to_string());
+                })?;
+                st.key = st.key.child(&step.kind, &inputs);
                 let layer = self.layer_step(&name, step, &st, build_time, v)?;
                 if let Some(l) = layer {
                     st.layers.push(l);
                     empty = false;
                 }
-            } else if matches!(step.kind, StepKind::Workdir(_)) {
+            } else {
+                st.key = st.key.child(&step.kind, &self.step_inputs(step, &st.cfg)?);
+            }
+            if !applied.makes_layer && matches!(step.kind, StepKind::Workdir(_)) {
                 // WORKDIR / still counts as a step of the stage in BuildKit's numbering.
                 let v = self.reporter.start(vertex_name(&display(step)));
                 self.reporter.done(v);
