@@ -381,3 +381,31 @@ fn xattrs_are_kept_when_the_filesystem_allows() {
     let n = rustix::fs::lgetxattr(f.rootfs.join("x/main.go"), "user.cairn", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"v1");
 }
+
+#[test]
+fn merged_usr_symlinks_in_the_destination_are_followed_inside_the_root() {
+    let f = fixture();
+    // Debian's merged /usr: /lib -> usr/lib. A source tree with lib/ lands in /usr/lib.
+    fs::create_dir_all(f.rootfs.join("usr/lib")).unwrap();
+    symlink("usr/lib", f.rootfs.join("lib")).unwrap();
+    write(&f.ctx_dir.join("tree/lib/libx.so"), "elf");
+    run(&f, &copy(&["tree"], "/"), "/").unwrap();
+    assert!(fs::symlink_metadata(f.rootfs.join("lib"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_to_string(f.rootfs.join("usr/lib/libx.so")).unwrap(),
+        "elf"
+    );
+    // The same with an absolute link to the host's /usr/lib: still the rootfs's.
+    fs::remove_file(f.rootfs.join("lib")).unwrap();
+    symlink("/usr/lib", f.rootfs.join("lib")).unwrap();
+    write(&f.ctx_dir.join("tree/lib/liby.so"), "elf2");
+    run(&f, &copy(&["tree"], "/"), "/").unwrap();
+    assert_eq!(
+        fs::read_to_string(f.rootfs.join("usr/lib/liby.so")).unwrap(),
+        "elf2"
+    );
+    assert!(!Path::new("/usr/lib/liby.so").exists());
+}
