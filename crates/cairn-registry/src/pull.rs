@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use sha2::Digest as _;
 
-use cairn_store::{ImageRecord, LayerDescriptor, Store};
+use cairn_store::{ImageRecord, Store};
 
 use crate::client::{error_chain, Client};
 use crate::manifest::{self, Descriptor, Fetched, ImageManifest, Platform};
@@ -189,18 +189,7 @@ fn fetch_image(
         return Err(Error::Transport("a download thread failed".into()));
     }
 
-    let layers: Vec<LayerDescriptor> = image
-        .layers
-        .iter()
-        .zip(diff_ids)
-        .map(|(l, diff_id)| LayerDescriptor {
-            digest: l.digest.clone(),
-            diff_id,
-            size: l.size,
-            media_type: l.media_type.clone(),
-        })
-        .collect();
-    for l in &layers {
+    for l in &image.layers {
         sources::record(store, &l.digest, &r.registry, &r.repository);
     }
     sources::record(store, &image.config.digest, &r.registry, &r.repository);
@@ -208,21 +197,13 @@ fn fetch_image(
         Some(t) => vec![format!("{}:{t}", r.name())],
         None => Vec::new(),
     };
-    commit(store, manifest_bytes, &config, &layers, &tags)
+    commit(store, manifest_bytes, &tags)
 }
 
-/// Records the image. The store's `commit_image_json` writes its own config and manifest, so
-/// until it can commit an existing manifest blob the local digests equal the registry's only
-/// for images cairn wrote itself (its canonical JSON round-trips).
-fn commit(
-    store: &Store,
-    manifest_bytes: &[u8],
-    config: &serde_json::Value,
-    layers: &[LayerDescriptor],
-    tags: &[String],
-) -> Result<ImageRecord> {
-    store.put_blob(manifest_bytes)?;
-    Ok(store.commit_image_json(config, layers, tags)?)
+/// Records the image from the manifest exactly as the registry served it, so the local
+/// manifest digest and image ID are the registry's (and docker's).
+fn commit(store: &Store, manifest_bytes: &[u8], tags: &[String]) -> Result<ImageRecord> {
+    Ok(store.commit_manifest(manifest_bytes, tags)?)
 }
 
 /// Downloads one blob into the store, verifying size and digest as it streams. Transient

@@ -308,6 +308,14 @@ fn bearer_token_manifest_list_retries_and_redirects() {
     let rec = cairn_registry::pull(&store, &reference, &options(events.clone(), alice())).unwrap();
     assert_eq!(rec.config.architecture().to_string(), "arm64");
     assert_eq!(rec.layers[0].digest, arm_layer);
+    // The manifest is kept as served: same digest, docker media types, docker-only config keys.
+    assert_eq!(rec.manifest_digest, arm);
+    let manifest = store.manifest_json(&rec).unwrap();
+    assert_eq!(manifest["mediaType"], V2);
+    assert_eq!(
+        store.config_json(&rec).unwrap()["container_config"]["Hostname"],
+        "docker-only key"
+    );
     assert_eq!(rec.repo_tags, vec![format!("{reference}:latest")]);
     let ev = events.lock().unwrap().clone();
     assert!(

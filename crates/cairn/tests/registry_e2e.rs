@@ -469,6 +469,16 @@ fn pulls_what_skopeo_pushed_multi_arch_and_docker_schema2() {
     let out = w.ok("v2", &["pull", &v2]);
     assert!(out.contains("Pull complete"), "{out}");
     let img = w.store("v2").resolve(&v2).unwrap().unwrap();
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{v2}"))
+        .output()
+        .unwrap();
+    let registry_digest = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert_eq!(
+        img.manifest_digest, registry_digest,
+        "the pulled manifest keeps its digest"
+    );
     assert!(
         img.layers
             .iter()
@@ -557,6 +567,8 @@ fn unknown_image_and_corrupted_blob_fail_cleanly() {
     assert!(!b.has_blob(layer), "a corrupt blob must not be stored");
     assert!(b.resolve(&tag).unwrap().is_none());
     assert_store_healthy(&b);
+    drop(b);
+    w.ok("b", &["system", "check"]);
 }
 
 /// Forwards connections to `upstream`, sending responses at about 4 MB/s so that a pull of a
