@@ -109,7 +109,8 @@ fn check_format(f: &str) -> anyhow::Result<bool> {
 }
 
 /// The number of bottom layers of an image that its Dockerfile did not make: those before the
-/// first history entry written by a Dockerfile build (BuildKit's `# buildkit` suffix or comment).
+/// first history entry written by a Dockerfile build (BuildKit's `# buildkit` suffix or comment);
+/// 0 when no entry was.
 fn inferred_base_layers(config: &serde_json::Value) -> usize {
     let Some(h) = config["history"].as_array() else {
         return 0;
@@ -119,13 +120,14 @@ fn inferred_base_layers(config: &serde_json::Value) -> usize {
         let by = e["created_by"].as_str().unwrap_or("");
         let comment = e["comment"].as_str().unwrap_or("");
         if by.ends_with("# buildkit") || comment.starts_with("buildkit.dockerfile") {
-            break;
+            return layers;
         }
         if !e["empty_layer"].as_bool().unwrap_or(false) {
             layers += 1;
         }
     }
-    layers
+    // Not made by a Dockerfile build (imported, committed): all of it is the user's.
+    0
 }
 
 pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
@@ -347,5 +349,7 @@ mod tests {
             {"created_by": "COPY x / # buildkit", "comment": "buildkit.dockerfile.v0"},
         ]});
         assert_eq!(inferred_base_layers(&cfg), 2);
+        let imported = serde_json::json!({"history": [{"created_by": "import"}]});
+        assert_eq!(inferred_base_layers(&imported), 0);
     }
 }

@@ -1,0 +1,135 @@
+//! `cairn check --no-build` (the Dockerfile rules only; no root, no base image needed) and
+//! `cairn check --image` on an imported image.
+
+use std::fs;
+use std::process::{Command, Output};
+
+struct Ctx {
+    dir: tempfile::TempDir,
+}
+
+impl Ctx {
+    fn new(dockerfile: &str) -> Ctx {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("ctx")).unwrap();
+        fs::write(dir.path().join("ctx/Dockerfile"), dockerfile).unwrap();
+        Ctx { dir }
+    }
+
+    fn write(&self, rel: &str, content: &str) {
+        fs::write(self.dir.path().join("ctx").join(rel), content).unwrap();
+    }
+
+    fn cairn(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--root")
+            .arg(self.dir.path().join("store"))
+            .args(args)
+            .arg(self.dir.path().join("ctx"))
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn warnings_print_as_buildkit_with_line_and_hint_and_exit_zero() {
+    let c = Ctx::new("FROM alpine:3.20 as build\nRUN echo hi\nFROM alpine:3.20\nCOPY --from=build /x /x\nUSER 1000\nCMD /x\n");
+    let o = c.cairn(&["check", "--no-build"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with(
+            "WARN: FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n  at Dockerfile:1\n  hint: write `FROM ... AS build`\n  see https://docs.docker.com/go/dockerfile/rule/from-as-casing/\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("WARN: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 6)"), "{out}");
+    assert!(
+        out.ends_with("Check complete: 0 errors, 2 warnings.\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_directives_and_check_error_decide_the_exit_code() {
+    let c = Ctx::new("# check=error=true\nFROM alpine:3.20 as build\nUSER 1000\n");
+    let o = c.cairn(&["check", "--no-build"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("(warnings are errors: check=error=true)"));
+
+    let c =
+        Ctx::new("# check=skip=FromAsCasing;error=true\nFROM alpine:3.20 as build\nUSER 1000\n");
+    let o = c.cairn(&["check", "--no-build"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "Check complete, no issues found.\n");
+
+    let c = Ctx::new("FROM alpine:3.20 as build\nUSER 1000\n");
+    let o = c.cairn(&["check", "--no-build", "--check-error", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["findings"][0]["rule"], "FromAsCasing");
+    assert_eq!(v["findings"][0]["severity"], "warning");
+    assert_eq!(v["findings"][0]["line"], 1);
+    assert_eq!(v["error_on_warnings"], true);
+}
+
+#[test]
+fn copy_of_a_dockerignored_file_is_reported() {
+    let c =
+        Ctx::new("FROM alpine:3.20\nCOPY secrets/app.env /app/\nCOPY app.txt /app/\nUSER 1000\n");
+    c.write(".dockerignore", "secrets\n");
+    let o = c.cairn(&["check", "--no-build"]);
+    let out = stdout(&o);
+    assert!(out.contains("WARN: CopyIgnoredFile: Attempting to Copy file \"secrets/app.env\" that is excluded by .dockerignore (line 2)"), "{out}");
+    assert!(!out.contains("app.txt"), "{out}");
+    // With an exception BuildKit does not judge: neither do we.
+    c.write(".dockerignore", "secrets\n!secrets/app.env\n");
+    let o = c.cairn(&["check", "--no-build"]);
+    assert!(!stdout(&o).contains("CopyIgnoredFile"), "{}", stdout(&o));
+}
+
+#[test]
+fn check_image_reads_a_stored_image() {
+    let c = Ctx::new("FROM scratch\nCOPY id_rsa /\nUSER 1000\n");
+    let rootfs = c.dir.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("root/.ssh")).unwrap();
+    fs::write(
+        rootfs.join("root/.ssh/id_rsa"),
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let tar = c.dir.path().join("img.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--root")
+        .arg(c.dir.path().join("store"))
+        .args(["import", tar.to_str().unwrap(), "leaky:1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An imported image has no Dockerfile history: all of it is checked.
+    let o = c.cairn(&["check", "--image", "leaky:1"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("ERROR: SecretInLayer: SSH private key file in /root/.ssh/id_rsa, present in the final image"), "{out}");
+    assert!(
+        out.contains("ERROR: SecretInLayer: RSA PRIVATE KEY (PEM) in /root/.ssh/id_rsa:1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  in stage leaky:1, layer 0 (sha256:"),
+        "{out}"
+    );
+}
