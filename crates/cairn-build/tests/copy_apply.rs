@@ -100,6 +100,10 @@ fn file_into_directory_and_relative_to_workdir() {
     // No trailing slash, missing: the file is renamed.
     run(&f, &copy(&["go.mod"], "renamed.mod"), "/work").unwrap();
     assert!(f.rootfs.join("work/renamed.mod").is_file());
+    // A dangling symlink as the destination: written where it points, inside the rootfs.
+    symlink("/opt/tool/real.mod", f.rootfs.join("work/dangling")).unwrap();
+    run(&f, &copy(&["go.mod"], "/work/dangling"), "/").unwrap();
+    assert!(f.rootfs.join("opt/tool/real.mod").is_file());
     // No trailing slash, existing directory: goes inside.
     run(&f, &copy(&["go.mod"], "/app"), "/").unwrap();
     assert!(f.rootfs.join("app/go.mod").is_file());
@@ -156,6 +160,8 @@ fn missing_source_names_the_file() {
         e.to_string(),
         "COPY failed: file not found in build context or excluded by .dockerignore: stat nothere.go: file does not exist"
     );
+    let e = run(&f, &copy(&["main.go/x"], "/app/"), "/").unwrap_err();
+    assert!(matches!(e, CopyError::NotInContext { .. }), "{e}");
     // `..` cannot leave the context: it is taken from the context root.
     write(&f.ctx_dir.join("../outside.txt"), "secret");
     let e = run(&f, &copy(&["../outside.txt"], "/app/"), "/").unwrap_err();

@@ -215,10 +215,14 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
         }
         let t = resolve_in_root(root, &dest.path, true).map_err(io_err(cmd, &dest.path))?;
         if fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
-            Ok(t.join(name))
-        } else {
-            Ok(t)
+            return Ok(t.join(name));
         }
+        // A dangling symlink at the destination leads to a path whose parents may be missing
+        // (BuildKit creates them too).
+        if let Some(rel) = t.parent().and_then(|p| p.strip_prefix(root).ok()) {
+            dir_at(rel)?;
+        }
+        Ok(t)
     };
     for item in &items {
         match item {

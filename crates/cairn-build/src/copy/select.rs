@@ -191,7 +191,12 @@ impl<'a> Selector<'a> {
     /// exist or is ignored.
     pub(crate) fn item_at(&self, rel: &Path, display: &str) -> Result<Option<Item>> {
         let root = self.root();
-        let resolved = resolve_in_root(root, rel, true).map_err(io_err(self.cmd, rel))?;
+        let resolved = match resolve_in_root(root, rel, true) {
+            Ok(p) => p,
+            // `file/x`: docker calls that not found too.
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(None),
+            Err(e) => return Err(io_err(self.cmd, rel)(e)),
+        };
         let meta = match fs::symlink_metadata(&resolved) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -285,7 +290,11 @@ impl<'a> Selector<'a> {
         let glob = comps[first..].join("/");
         let pat = Pattern::new(&glob, Syntax::GoMatch).map_err(self.pattern_err())?;
         let root = self.root();
-        let base = resolve_in_root(root, &base_rel, true).map_err(io_err(self.cmd, &base_rel))?;
+        let base = match resolve_in_root(root, &base_rel, true) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(self.cmd, &base_rel)(e)),
+        };
         if !base.is_dir() {
             return Ok(Vec::new());
         }
