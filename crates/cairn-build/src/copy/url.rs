@@ -123,8 +123,9 @@ pub fn fetch(url: &str) -> Result<Fetch> {
     };
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
-        // Large files may take long; only a stalled connection should fail.
-        .timeout(None)
+        // The blocking client applies this to each wait (headers, every read), not to the whole
+        // download: a large file may take long, a stalled connection fails.
+        .timeout(std::time::Duration::from_secs(120))
         .build()
         .map_err(|e| err(e.to_string()))?;
     let resp = client.get(url).send().map_err(|e| err(e.to_string()))?;
