@@ -672,3 +672,40 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(registry: &str, insecure: &[&str]) -> Client {
+        let opts = RegistryOptions {
+            insecure_registries: insecure.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Client::new(registry, Vec::new(), None, &opts).unwrap()
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_when_asked() {
+        assert!(client("127.0.0.1:5000", &[]).allow_http);
+        assert!(client("localhost:5000", &[]).allow_http);
+        assert!(client("[::1]:5000", &[]).allow_http);
+        assert!(!client("registry.example:5000", &[]).allow_http);
+        assert!(!client("docker.io", &[]).allow_http);
+        assert!(client("registry.example:5000", &["registry.example:5000"]).allow_http);
+        assert!(client("registry.example:5000", &["registry.example"]).allow_http);
+        assert!(client("registry.example:5000", &["*"]).allow_http);
+        assert!(!client("registry.example:5000", &["other.example"]).allow_http);
+    }
+
+    #[test]
+    fn error_bodies() {
+        let body =
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(
+            registry_message(body).unwrap(),
+            "MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert_eq!(registry_message("<html>"), None);
+    }
+}

@@ -533,11 +533,23 @@ fn tls_and_htpasswd_login_logout() {
 
     w.ok("a", &["push", "--tls-ca", &ca, &tag]);
     w.ok("b", &["pull", "--tls-ca", &ca, &tag]);
+    // Without the CA, only an explicit insecure-registry (flag or environment) gets through.
+    w.ok("c", &["pull", "--insecure-registry", &host, &tag]);
+    let out = w
+        .cmd("d", &["pull", &tag])
+        .env("CAIRN_INSECURE_REGISTRIES", format!("other:1,{host}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     assert!(w
         .ok("a", &["logout", &host])
         .contains("Removing login credentials"));
-    let err = w.fails("c", &["pull", "--tls-ca", &ca, &tag]);
+    let err = w.fails("e", &["pull", "--tls-ca", &ca, &tag]);
     assert!(err.contains("authentication required"), "{err}");
 }
 
