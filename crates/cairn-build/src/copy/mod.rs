@@ -14,7 +14,11 @@
 //! ```text
 //! resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32)>  // --chown via the stage's /etc/passwd
 //! resolve_in_root(root, path, follow_final) / mkdir_all_in_root(root, path, owner)
+//! archive::{sniff, decompress, is_archive, unpack}  // also used for a context tar
 //! ```
+//!
+//! Files: `select` (what a step takes), `digest` (its cache input), `write` (the copier),
+//! `dest` (paths confined to a root), `chmod`, `chown`, `archive`, `url`, `git`, `error`.
 //!
 //! Semantics follow BuildKit (dockerfile2llb + fsutil copy), with these notes:
 //! - Context files are owned by root in the image and keep their permission bits; `--from`
@@ -23,6 +27,11 @@
 //!   copied file and directory.
 //! - Several sources (or a glob matching several) need a destination ending in `/` (as docker)
 //!   unless it already is a directory (where BuildKit and docker agree on the result).
+//! - A directory copy's destination is created like a missing parent (0755, `--chown` owner);
+//!   it does not take the source directory's mode (BuildKit). Directories below it do.
+//! - A symlink already in the destination where the copy needs a directory (merged /usr:
+//!   `lib -> usr/lib`) is followed inside the root; BuildKit refuses that case.
+//! - Heredoc files get mode 0644 (before `--chmod`) and mtime 0, so they are reproducible.
 //! - `--link` builds the same filesystem result; it only changes how BuildKit stacks layers, so
 //!   it is accepted and ignored here.
 //! - Nothing is ever written outside `dest_root`: paths are resolved inside it
