@@ -45,12 +45,21 @@ image_exists() {
   [[ -n "$out" ]]
 }
 
-# Waits until URL answers (up to $2 seconds, default 30); prints the body on success.
+# Waits until URL answers (up to $2 seconds, default 30); prints the body on success. With $3, the
+# pid of the server, fails as soon as it exits, and when something else answered in its place.
 wait_http() {
-  local url="$1" secs="${2:-30}" i
+  local url="$1" secs="${2:-30}" pid="${3:-}" i
   for ((i = 0; i < secs * 4; i++)); do
     if curl -fsS --max-time 2 "$url" 2>/dev/null; then
+      [[ -z "$pid" ]] || kill -0 "$pid" 2>/dev/null || {
+        echo " <- not from this server, which exited"
+        return 1
+      }
       return 0
+    fi
+    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+      echo "(the server exited)"
+      return 1
     fi
     sleep 0.25
   done
