@@ -324,6 +324,47 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Resu
         .unwrap_or_else(|_| Err(Error::Transport("a registry thread panicked".into())))
 }
 
+/// Runs `f` on every item with `workers` threads; the first error stops the others from taking
+/// new items and is returned.
+pub(crate) fn for_each_parallel<T: Send>(
+    items: Vec<T>,
+    workers: usize,
+    f: impl Fn(T) -> Result<()> + Sync,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let mut items = items;
+    items.reverse();
+    let queue = Mutex::new(items);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let Some(item) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                        return;
+                    };
+                    if let Err(e) = f(item) {
+                        failed.store(true, Ordering::SeqCst);
+                        if let Ok(mut fe) = first_error.lock() {
+                            fe.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None if failed.load(Ordering::SeqCst) => {
+            Err(Error::Transport("a transfer thread failed".into()))
+        }
+        None => Ok(()),
+    }
+}
+
 /// `sha256:<hex>` of `bytes`.
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;

@@ -1,8 +1,6 @@
 //! `pull`: manifest (through an index if need be) → config → layers in parallel → store.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use sha2::Digest as _;
 
@@ -157,37 +155,9 @@ fn fetch_image(
         }
     }
     *downloaded |= !queue.is_empty();
-    queue.reverse();
-    let queue = Mutex::new(queue);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..ro.max_concurrent.max(1) {
-            s.spawn(|| loop {
-                if failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                let next = match queue.lock() {
-                    Ok(mut q) => q.pop(),
-                    Err(_) => None,
-                };
-                let Some(desc) = next else { return };
-                if let Err(e) = fetch_blob(store, client, repo, desc, ro, true) {
-                    failed.store(true, Ordering::SeqCst);
-                    if let Ok(mut fe) = first_error.lock() {
-                        fe.get_or_insert(e);
-                    }
-                    return;
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    if failed.load(Ordering::SeqCst) {
-        return Err(Error::Transport("a download thread failed".into()));
-    }
+    crate::for_each_parallel(queue, ro.max_concurrent, |desc| {
+        fetch_blob(store, client, repo, desc, ro, true)
+    })?;
 
     for l in &image.layers {
         sources::record(store, &l.digest, &r.registry, &r.repository);

@@ -1,9 +1,6 @@
 //! `push`: blobs the registry lacks (HEAD, then mount from a sibling repository, then upload),
 //! then the exact manifest bytes of the store, so the registry's digest is cairn's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-
 use cairn_store::Store;
 
 use crate::client::{Client, Mount};
@@ -100,31 +97,9 @@ pub(crate) fn push_manifest(
     )?;
     client.ping()?;
 
-    blobs.reverse();
-    let queue = Mutex::new(blobs);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..ro.max_concurrent.max(1) {
-            s.spawn(|| loop {
-                if failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                let next = queue.lock().ok().and_then(|mut q| q.pop());
-                let Some(desc) = next else { return };
-                if let Err(e) = push_blob(store, &client, target, &desc, opts) {
-                    failed.store(true, Ordering::SeqCst);
-                    if let Ok(mut fe) = first_error.lock() {
-                        fe.get_or_insert(e);
-                    }
-                    return;
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    crate::for_each_parallel(blobs, ro.max_concurrent, |desc| {
+        push_blob(store, &client, target, &desc, opts)
+    })?;
 
     let tag = target.tag.clone().unwrap_or_else(|| digest.clone());
     let reported = client.put_manifest(&target.repository, &tag, mbytes, media_type)?;
