@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 use cairn_build::context::BuildContext;
@@ -182,6 +184,11 @@ fn archive_entries_cannot_escape_through_symlinks() {
 
 /// Serves `body` to every request (up to `n`) with a Last-Modified header; 404 for `/missing`.
 fn serve(body: &'static [u8], n: usize) -> String {
+    serve_counting(body, n, Arc::new(AtomicUsize::new(0)))
+}
+
+/// Like `serve`, counting the requests in `hits`.
+fn serve_counting(body: &'static [u8], n: usize, hits: Arc<AtomicUsize>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     thread::spawn(move || {
@@ -196,6 +203,7 @@ fn serve(body: &'static [u8], n: usize) -> String {
                 }
                 req.extend_from_slice(&buf[..k]);
             }
+            hits.fetch_add(1, Ordering::SeqCst);
             let line = String::from_utf8_lossy(&req)
                 .lines()
                 .next()
@@ -275,5 +283,38 @@ fn copy_urls_are_refused() {
     assert!(
         e.to_string().contains("source can't be a URL for COPY"),
         "{e}"
+    );
+}
+
+#[test]
+fn url_digest_then_copy_fetches_once() {
+    let body: &'static [u8] = b"payload";
+    let hits = Arc::new(AtomicUsize::new(0));
+    let base = serve_counting(body, 10, hits.clone());
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    let rootfs = t.path().join("rootfs");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::create_dir_all(&rootfs).unwrap();
+    let c = add(&[&format!("{base}/once.bin")], "/d/");
+    let ctxo = BuildContext::open(&ctx, None).unwrap();
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let d1 = inputs_digest(&req, &SourceRoot::Context(&ctxo)).unwrap();
+    let d2 = inputs_digest(&req, &SourceRoot::Context(&ctxo)).unwrap();
+    assert_eq!(d1, d2);
+    apply(&req, &SourceRoot::Context(&ctxo), &rootfs).unwrap();
+    assert_eq!(fs::read(rootfs.join("d/once.bin")).unwrap(), body);
+    assert_eq!(
+        fs::metadata(rootfs.join("d/once.bin")).unwrap().mtime(),
+        1_445_412_480
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "one download for digest and copy"
     );
 }

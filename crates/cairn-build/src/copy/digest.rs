@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{io_err, Result};
 use super::select::Item;
-use super::url::{self, Checksum, Hashing};
+use super::url::{self, Checksum};
 use super::{CopyRequest, SourceRoot};
 use crate::context::hashes::sha256_file;
 
@@ -164,17 +164,7 @@ pub(crate) fn digest(req: &CopyRequest, src: &SourceRoot, items: &[Item]) -> Res
                 // without, the download itself is the input.
                 match &c.checksum {
                     Some(s) => f.field(Checksum::parse(s)?.as_string().as_bytes()),
-                    None => {
-                        let fetch = url::fetch(u)?;
-                        let mut r = Hashing::new(fetch.body, None);
-                        std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| {
-                            super::CopyError::Fetch {
-                                url: u.clone(),
-                                message: e.to_string(),
-                            }
-                        })?;
-                        f.field(r.finish().0.as_bytes());
-                    }
+                    None => f.field(url::content_digest(u)?.as_bytes()),
                 }
             }
         }

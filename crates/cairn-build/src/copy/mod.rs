@@ -267,7 +267,7 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
             }
             Item::Url { url: u } => {
                 let target = file_target(&url::file_name(u))?;
-                let fetch = url::fetch(u)?;
+                let fetch = url::open(u)?;
                 let mut body = url::Hashing::new(fetch.body, checksum.as_ref());
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)

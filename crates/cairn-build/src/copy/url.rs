@@ -2,7 +2,11 @@
 //! path's last component, mode 0600, mtime from `Last-Modified`), never unpacked, and checked
 //! against `--checksum` when given.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -143,6 +147,72 @@ pub fn fetch(url: &str) -> Result<Fetch> {
         body: Box::new(resp),
         mtime,
     })
+}
+
+/// A download kept for the rest of the process: the digest of a step fetches the URL, and the
+/// copy that follows (cache miss) reads the same bytes instead of fetching again. The file is
+/// anonymous (unlinked at creation), so nothing is left behind whatever happens.
+struct Kept {
+    file: File,
+    sha256: String,
+    mtime: Option<i64>,
+}
+
+fn kept() -> &'static Mutex<HashMap<String, Kept>> {
+    static KEPT: OnceLock<Mutex<HashMap<String, Kept>>> = OnceLock::new();
+    KEPT.get_or_init(Default::default)
+}
+
+/// Reads a kept download from its start without sharing a file offset with other readers.
+struct KeptReader {
+    file: File,
+    pos: u64,
+}
+
+impl Read for KeptReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The `sha256:<hex>` of the content at `url`, fetched once per process.
+pub fn content_digest(url: &str) -> Result<String> {
+    if let Some(k) = kept().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+        return Ok(k.sha256.clone());
+    }
+    let err = |e: io::Error| CopyError::Fetch {
+        url: url.to_string(),
+        message: e.to_string(),
+    };
+    let fetch = fetch(url)?;
+    let mut file = tempfile::tempfile().map_err(err)?;
+    let mut r = Hashing::new(fetch.body, None);
+    io::copy(&mut r, &mut file).map_err(err)?;
+    let sha256 = r.finish().0;
+    kept().lock().unwrap_or_else(|e| e.into_inner()).insert(
+        url.to_string(),
+        Kept {
+            file,
+            sha256: sha256.clone(),
+            mtime: fetch.mtime,
+        },
+    );
+    Ok(sha256)
+}
+
+/// The content at `url`: the kept download if [`content_digest`] fetched it, else a new fetch.
+pub fn open(url: &str) -> Result<Fetch> {
+    if let Some(k) = kept().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+        if let Ok(file) = k.file.try_clone() {
+            return Ok(Fetch {
+                body: Box::new(KeptReader { file, pos: 0 }),
+                mtime: k.mtime,
+            });
+        }
+    }
+    fetch(url)
 }
 
 /// Checks a finished hash against `--checksum`.
