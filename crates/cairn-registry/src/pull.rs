@@ -45,6 +45,7 @@ fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image
         repository: r.repository.clone(),
     });
     let (fetched, _) = manifest::parse(&top_bytes, &ct)?;
+    let is_index = matches!(fetched, Fetched::Index(_));
     let (manifest_bytes, image) = match fetched {
         Fetched::Image(m) => (top_bytes.clone(), m),
         Fetched::Index(index) => {
@@ -69,6 +70,9 @@ fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image
         }
     };
     let mut downloaded = false;
+    if let (Some(want), false) = (&opts.platform, is_index) {
+        check_platform(store, &client, &r, &image, want, ro, &mut downloaded)?;
+    }
     let record = fetch_image(
         store,
         &client,
@@ -83,6 +87,42 @@ fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image
     });
     ro.emit(Event::PullFinished { downloaded });
     Ok(record)
+}
+
+/// A single-platform image pulled with an explicit `--platform` must be that platform (as
+/// docker checks): fetches the config early to look.
+fn check_platform(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    image: &ImageManifest,
+    want: &Platform,
+    ro: &RegistryOptions,
+    downloaded: &mut bool,
+) -> Result<()> {
+    validate_digest(&image.config.digest).map_err(Error::Invalid)?;
+    if !store.has_blob(&image.config.digest) {
+        fetch_blob(store, client, &r.repository, &image.config, ro, false)?;
+        *downloaded = true;
+    }
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&image.config.digest)?)
+        .map_err(|e| Error::Invalid(format!("image config {}: {e}", image.config.digest)))?;
+    let have = Platform {
+        os: config["os"].as_str().unwrap_or_default().to_string(),
+        architecture: config["architecture"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        variant: config["variant"].as_str().map(str::to_string),
+    };
+    if want.matches(&have) {
+        Ok(())
+    } else {
+        Err(Error::NoPlatform {
+            platform: want.to_string(),
+            available: format!("{have} only: {r} is a single-platform image"),
+        })
+    }
 }
 
 fn fetch_image(

@@ -466,6 +466,11 @@ fn pulls_what_skopeo_pushed_multi_arch_and_docker_schema2() {
         &format!("oci:{}:multi", layout.display()),
         &format!("docker://{v2}"),
     ]);
+    let err = w.fails("v2", &["pull", "--platform", "linux/arm64", &v2]);
+    assert!(
+        err.contains("linux/amd64 only") && err.contains("single-platform"),
+        "{err}"
+    );
     let out = w.ok("v2", &["pull", &v2]);
     assert!(out.contains("Pull complete"), "{out}");
     let img = w.store("v2").resolve(&v2).unwrap().unwrap();
