@@ -24,10 +24,11 @@ impl Store {
     pub fn snapshot(&self, layer: &LayerDescriptor) -> Result<PathBuf> {
         check_digest(&layer.diff_id)?;
         let dst = self.snapshot_path(&layer.diff_id);
+        // Even for an existing snapshot: a process that mounts it must keep prune's hands off.
+        self.mark_in_use()?;
         if dst.is_dir() {
             return Ok(dst);
         }
-        self.mark_in_use()?;
         let tmp = self
             .tmp_dir()
             .join(format!("snap-{}-{:x}", std::process::id(), unique()));

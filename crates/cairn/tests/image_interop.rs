@@ -110,6 +110,27 @@ fn skopeo_and_umoci_read_the_store_and_saved_layouts() {
         skopeo_digest(&format!("oci-archive:{}:1.35", otar.display())),
         digest
     );
+    // zstd layers on request, with the OCI media type that says so.
+    ok(
+        &root,
+        &[
+            "import",
+            "--compression",
+            "zstd",
+            tar.to_str().unwrap(),
+            "busybox:zstd",
+        ],
+    );
+    let raw: serde_json::Value = serde_json::from_str(&run(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{r}:busybox:zstd")],
+    ))
+    .unwrap();
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert!(ok(&root, &["system", "check"]).ends_with("ok\n"));
     // The docker-archive is readable by skopeo's docker-archive transport too.
     let dtar = t.path().join("docker.tar");
     ok(
