@@ -14,8 +14,8 @@ use crate::shell::{Lexer, Lookup};
 use crate::values;
 use crate::vars::{platform_args, Vars, PROXY_ARGS};
 use crate::{
-    Base, BaseLookup, Command, Copy, Error, Healthcheck, Heredoc, Mount, NetworkMode, Plan,
-    PlanOptions, Run, Source, Span, Stage, Step, StepKind, Warning,
+    Base, BaseImageInfo, BaseLookup, Command, Copy, Error, Healthcheck, Heredoc, Mount,
+    NetworkMode, Plan, PlanOptions, Run, Source, Span, Stage, Step, StepKind, Warning,
 };
 use std::collections::BTreeSet;
 
@@ -222,35 +222,72 @@ pub(crate) fn plan(df: &Dockerfile, opts: &PlanOptions, lookup: BaseLookup) -> R
         headers,
         graph_error: Default::default(),
     };
-    let mut done: Vec<Result<Done, Error>> = Vec::new();
+    // Pass 1, without asking for base images: the stage graph of the whole file, so that the
+    // lookup (which may pull an image) is only made for stages the target needs.
+    let no_lookup: BaseLookup = &|_| None;
+    let mut first: Vec<Option<Result<Done, Error>>> = Vec::new();
     for i in 0..planner.headers.len() {
-        let r = planner.dispatch_stage(i, &done);
-        done.push(r);
+        let r = planner.dispatch_stage(i, &first, no_lookup);
+        first.push(Some(r));
     }
     // A broken stage graph (forward reference, cycle, bad index) is an error whatever the target.
     if let Some(e) = planner.graph_error.borrow_mut().take() {
         return Err(e);
     }
-
-    // The target's closure.
-    let mut needed = BTreeSet::new();
-    let mut todo = vec![target];
-    while let Some(i) = todo.pop() {
-        if !needed.insert(i) {
-            continue;
+    // Pass 2: the needed stages again, with base-image ENV and ONBUILD. A base's ENV or
+    // triggers can add a `--from`, so repeat until no needed stage is missing. A stage's
+    // FROM-parent is needed and earlier, so it is always dispatched before the stage.
+    let mut done: Vec<Option<Result<Done, Error>>> =
+        (0..planner.headers.len()).map(|_| None).collect();
+    let parents: Vec<Option<usize>> = (0..planner.headers.len())
+        .map(|i| planner.parent(i))
+        .collect();
+    let mut reused = vec![false; planner.headers.len()];
+    let needed = loop {
+        let needed = closure(target, &done, &first, &parents)?;
+        let missing: Vec<usize> = needed
+            .iter()
+            .copied()
+            .filter(|i| done[*i].is_none())
+            .collect();
+        if missing.is_empty() {
+            break needed;
         }
-        match &done[i] {
-            Ok(d) => todo.extend(d.stage.deps.iter().copied()),
-            Err(e) => return Err(e.clone()),
+        for i in missing {
+            // Pass 1 already is the answer when nothing comes from a base image: scratch, an
+            // image the lookup does not know, or a stage whose parent was such a stage.
+            let info = match parents[i] {
+                Some(j) if reused[j] => None,
+                Some(_) => Some(BaseImageInfo::default()),
+                None => match planner.base_image(i) {
+                    Some(name) => (planner.lookup)(&name),
+                    None => None,
+                },
+            };
+            match info {
+                None => {
+                    reused[i] = true;
+                    done[i] = first[i].take();
+                }
+                Some(info) => {
+                    let once = |_: &str| Some(info.clone());
+                    let lookup: BaseLookup = if parents[i].is_some() {
+                        planner.lookup
+                    } else {
+                        &once
+                    };
+                    done[i] = Some(planner.dispatch_stage(i, &done, lookup));
+                }
+            }
         }
-    }
+    };
     let mut warnings = df.warnings.clone();
     let mut stages = Vec::new();
     let mut skipped = Vec::new();
     let mut consumed = consumed_global;
     for (i, r) in done.into_iter().enumerate() {
         if needed.contains(&i) {
-            if let Ok(d) = r {
+            if let Some(Ok(d)) = r {
                 warnings.extend(d.warnings);
                 consumed.extend(d.consumed);
                 stages.push(d.stage);
@@ -286,6 +323,33 @@ pub(crate) fn plan(df: &Dockerfile, opts: &PlanOptions, lookup: BaseLookup) -> R
         build_platform,
         global_args,
     })
+}
+
+/// The stages `target` needs (itself included), by the deps of the pass-2 result of a stage
+/// when there is one, else of its pass-1 result. A pass-2 error of a needed stage is returned.
+fn closure(
+    target: usize,
+    done: &[Option<Result<Done, Error>>],
+    first: &[Option<Result<Done, Error>>],
+    parents: &[Option<usize>],
+) -> Result<BTreeSet<usize>, Error> {
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        todo.extend(parents[i]);
+        match (&done[i], &first[i]) {
+            (Some(Ok(d)), _) => todo.extend(d.stage.deps.iter().copied()),
+            (Some(Err(e)), _) => return Err(e.clone()),
+            // Not dispatched with base images yet: pass 1 tells its deps. If pass 1 failed
+            // (e.g. `${X:?}` where X comes from the base image), pass 2 will tell.
+            (None, Some(Ok(d))) => todo.extend(d.stage.deps.iter().copied()),
+            (None, _) => {}
+        }
+    }
+    Ok(needed)
 }
 
 fn check_stage_name(
@@ -420,7 +484,12 @@ impl Planner<'_> {
         }
     }
 
-    fn dispatch_stage(&self, i: usize, done: &[Result<Done, Error>]) -> Result<Done, Error> {
+    fn dispatch_stage(
+        &self,
+        i: usize,
+        done: &[Option<Result<Done, Error>>],
+        lookup: BaseLookup,
+    ) -> Result<Done, Error> {
         let h = &self.headers[i];
         let from = h.from;
         let Args::From { image, .. } = &from.args else {
@@ -453,7 +522,10 @@ impl Planner<'_> {
             .iter()
             .position(|h| h.name.as_deref() == Some(lower.as_str()))
         {
-            let parent = done[j].as_ref().map_err(Clone::clone)?;
+            let parent = match done.get(j) {
+                Some(Some(r)) => r.as_ref().map_err(Clone::clone)?,
+                _ => return Err(self.args_err(from, format!("stage {lower} is not planned yet"))),
+            };
             st.vars = parent.vars.clone();
             st.deps.push(j);
             (Base::Stage(j), parent.onbuild.clone())
@@ -472,7 +544,7 @@ impl Planner<'_> {
             };
             return Err(self.graph(self.args_err(from, msg)));
         } else {
-            let info = (self.lookup)(&base_name).unwrap_or_default();
+            let info = lookup(&base_name).unwrap_or_default();
             for (k, v) in info.env {
                 st.vars.set(&k, v, false);
             }
@@ -522,6 +594,35 @@ impl Planner<'_> {
             consumed: st.consumed,
             warnings: st.warnings,
         })
+    }
+
+    /// The image that stage `i` is built FROM (expanded), unless it is scratch or a stage.
+    fn base_image(&self, i: usize) -> Option<String> {
+        let Args::From { image, .. } = &self.headers[i].from.args else {
+            return None;
+        };
+        let name = self.lexer.process_word(image, &self.meta).ok()?;
+        let lower = name.to_lowercase();
+        let is_stage = self
+            .headers
+            .iter()
+            .any(|h| h.name.as_deref() == Some(lower.as_str()));
+        (!name.is_empty() && lower != "scratch" && !is_stage).then_some(name)
+    }
+
+    /// The earlier stage that stage `i` is built FROM, if any (known without dispatching).
+    fn parent(&self, i: usize) -> Option<usize> {
+        let Args::From { image, .. } = &self.headers[i].from.args else {
+            return None;
+        };
+        let name = self
+            .lexer
+            .process_word(image, &self.meta)
+            .ok()?
+            .to_lowercase();
+        self.headers[..i]
+            .iter()
+            .position(|h| h.name.as_deref() == Some(name.as_str()))
     }
 
     /// Parses an ONBUILD trigger of a base; its positions become the FROM's.
@@ -927,5 +1028,44 @@ mod tests {
         let df2 = parse("Dockerfile", "FROM img AS a\nWORKDIR $HOME/x\n").unwrap();
         let p = plan(&df2, &opts, &lookup).unwrap();
         assert!(matches!(&p.stages[0].steps[0].kind, StepKind::Workdir(w) if w == "/root/x"));
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use crate::{parse, plan, BaseImageInfo, PlanOptions, StepKind};
+    use std::cell::RefCell;
+
+    #[test]
+    fn only_needed_stages_ask_for_their_base_image() {
+        let text = "FROM skipped-image AS a\nFROM needed-image AS b\nWORKDIR ${HOME:?}\nFROM b\n";
+        let df = parse("Dockerfile", text).unwrap();
+        let asked = RefCell::new(Vec::new());
+        let lookup = |r: &str| {
+            asked.borrow_mut().push(r.to_string());
+            Some(BaseImageInfo {
+                env: vec![("HOME".into(), "/home/x".into())],
+                onbuild: vec![],
+            })
+        };
+        let p = plan(&df, &PlanOptions::default(), &lookup).unwrap();
+        assert_eq!(*asked.borrow(), ["needed-image"]);
+        assert_eq!(p.skipped, ["a"]);
+        assert!(matches!(&p.stages[0].steps[0].kind, StepKind::Workdir(w) if w == "/home/x"));
+    }
+
+    #[test]
+    fn a_base_trigger_can_add_a_dependency() {
+        let text = "FROM alpine AS assets\nFROM alpine AS unused\nFROM onbuild-image\n";
+        let df = parse("Dockerfile", text).unwrap();
+        let lookup = |r: &str| {
+            (r == "onbuild-image").then(|| BaseImageInfo {
+                env: vec![],
+                onbuild: vec!["COPY --from=assets /a /a".into()],
+            })
+        };
+        let p = plan(&df, &PlanOptions::default(), &lookup).unwrap();
+        assert_eq!(p.stages.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(p.skipped, ["unused"]);
     }
 }
