@@ -16,6 +16,8 @@
 //! Everything here is blocking and runs its network I/O on threads of its own, so it may be
 //! called from any thread, including one that drives an async runtime (it then blocks it).
 
+#![deny(missing_docs)]
+
 pub mod auth;
 mod cache;
 mod client;
@@ -31,7 +33,7 @@ use std::sync::Arc;
 pub use auth::Credential;
 pub use cache::{pull_cache, push_cache, CacheEntry, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE};
 pub use manifest::Platform;
-pub use pull::pull;
+pub use pull::{pull, pull_if_missing};
 pub use push::push;
 pub use reference::Reference;
 

@@ -18,6 +18,26 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<ImageR
     crate::off_runtime(|| pull_here(store, reference, opts))
 }
 
+/// What `FROM` needs: the image from the store if it is there (and of the requested platform),
+/// else pulled. A missing image is [`Error::NotFound`].
+pub fn pull_if_missing(store: &Store, reference: &str, opts: &PullOptions) -> Result<ImageRecord> {
+    let r = Reference::parse(reference)?;
+    if let Some(rec) = store.resolve(&r.to_string())? {
+        let platform_ok = opts.platform.as_ref().is_none_or(|want| {
+            let have = Platform {
+                os: rec.config.os().to_string(),
+                architecture: rec.config.architecture().to_string(),
+                variant: rec.config.variant().clone(),
+            };
+            want.matches(&have)
+        });
+        if platform_ok {
+            return Ok(rec);
+        }
+    }
+    pull(store, reference, opts)
+}
+
 fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<ImageRecord> {
     let r = Reference::parse(reference)?;
     let ro = &opts.registry;

@@ -379,3 +379,40 @@ async fn pull_from_inside_an_async_runtime() {
         "the selected manifest is kept as a blob"
     );
 }
+
+#[test]
+fn pull_if_missing_uses_the_store_first() {
+    let state = Arc::new(Mutex::new(State::default()));
+    let (_, amd, arm, _) = populate(&mut state.lock().unwrap());
+    let port = serve("127.0.0.1", state.clone());
+    let root = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(root.path()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let reference = format!("127.0.0.1:{port}/library/busybox");
+    let opts = options(events.clone(), alice());
+
+    let first = cairn_registry::pull_if_missing(&store, &reference, &opts).unwrap();
+    assert_eq!(first.manifest_digest, arm);
+    let requests = state.lock().unwrap().log.len();
+    let again = cairn_registry::pull_if_missing(&store, &reference, &opts).unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(
+        state.lock().unwrap().log.len(),
+        requests,
+        "no request when the store has it"
+    );
+
+    // Another platform than the stored one: pulled.
+    let mut amd_opts = options(events, alice());
+    amd_opts.platform = Some(Platform::parse("linux/amd64").unwrap());
+    let other = cairn_registry::pull_if_missing(&store, &reference, &amd_opts).unwrap();
+    assert_eq!(other.manifest_digest, amd);
+    assert!(state.lock().unwrap().log.len() > requests);
+
+    let missing = format!("127.0.0.1:{port}/library/nothing");
+    let err = cairn_registry::pull_if_missing(&store, &missing, &opts).unwrap_err();
+    assert!(
+        matches!(err, cairn_registry::Error::NotFound { .. }),
+        "{err:?}"
+    );
+}
