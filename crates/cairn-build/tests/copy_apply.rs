@@ -415,3 +415,44 @@ fn merged_usr_symlinks_in_the_destination_are_followed_inside_the_root() {
     );
     assert!(!Path::new("/usr/lib/liby.so").exists());
 }
+
+// Needs root: mknod of a character device.
+#[test]
+fn from_dir_copies_devices_and_fifos() {
+    use std::os::unix::fs::FileTypeExt;
+    let f = fixture();
+    let stage = f.rootfs.parent().unwrap().join("stage-dev");
+    fs::create_dir_all(stage.join("dev")).unwrap();
+    let null = rustix::fs::makedev(1, 3);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        stage.join("dev/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        null,
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        stage.join("dev/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let c = copy(&["/dev"], "/dev");
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let stats = apply(&req, &SourceRoot::Dir(&stage), &f.rootfs).unwrap();
+    assert_eq!(stats.other, 2);
+    let m = fs::symlink_metadata(f.rootfs.join("dev/null")).unwrap();
+    assert!(m.file_type().is_char_device());
+    assert_eq!(m.rdev(), null);
+    assert!(fs::symlink_metadata(f.rootfs.join("dev/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
