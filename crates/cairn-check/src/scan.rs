@@ -53,6 +53,26 @@ pub fn is_source_path(path: &str) -> bool {
     }
 }
 
+/// Directories where installed packages keep the sources and headers they ship (numpy's `.h`,
+/// a Go module's `.go`): the user's dependencies, not the user's sources.
+fn in_dependency_dir(path: &str) -> bool {
+    const DIRS: [&str; 12] = [
+        "/site-packages/",
+        "/dist-packages/",
+        "/node_modules/",
+        "/include/",
+        "/usr/lib/",
+        "/usr/share/",
+        "/usr/local/lib/",
+        "/usr/src/",
+        "/pkg/mod/",
+        "/.cargo/",
+        "/vendor/",
+        "/go/src/",
+    ];
+    DIRS.iter().any(|d| path.contains(d))
+}
+
 /// Compilers and build drivers, by file name, when they sit in a `bin` directory.
 const TOOLS: [&str; 12] = [
     "gcc", "cc", "g++", "c++", "clang", "go", "rustc", "cargo", "javac", "tsc", "make", "ld",
@@ -190,7 +210,7 @@ fn scan_stage(
                     source: err,
                 })?;
             let scan_part = &buf[..buf.len().min(MAX_SCAN_BYTES)];
-            for hit in scan_content(scan_part) {
+            for hit in scan_content(&e.path, scan_part) {
                 s.secrets.push((i, e.path.clone(), hit));
             }
             if want_hash {
@@ -319,7 +339,7 @@ fn final_findings(stage: &BuiltStage, s: &StageScan, out: &mut Vec<Finding>) {
             && n.layer >= stage.base_layers
             && !matched.contains(path.as_str())
             && is_source_path(path)
-            && !path.contains("/node_modules/")
+            && !in_dependency_dir(path)
         {
             by_layer.entry(n.layer).or_default().push(path.clone());
         }
@@ -344,7 +364,12 @@ fn final_findings(stage: &BuiltStage, s: &StageScan, out: &mut Vec<Finding>) {
             continue;
         }
         if let Some(t) = tool_name(path) {
-            tools.entry(t).or_insert((n.layer, path.clone()));
+            // Name the plain driver (/usr/bin/gcc) rather than a variant (c89-gcc) if both exist.
+            let exact = path.rsplit('/').next() == Some(t);
+            let e = tools.entry(t).or_insert((n.layer, path.clone()));
+            if exact && e.1.rsplit('/').next() != Some(t) {
+                *e = (n.layer, path.clone());
+            }
         }
     }
     if !tools.is_empty() {

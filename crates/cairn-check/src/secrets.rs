@@ -55,12 +55,60 @@ fn redact(v: &str) -> String {
     format!("{head}…")
 }
 
-/// Finds secrets in `content` (text; a file with NUL bytes in its first 8 KiB is skipped, except
-/// for private-key armour, which is searched everywhere).
-pub fn scan_content(content: &[u8]) -> Vec<SecretHit> {
+/// Whether `password = "…"` lines of this file are settings rather than code. Code and the
+/// packages a build installs (site-packages, node_modules) are full of `token = …` that are not
+/// secrets; configuration files are where a real one is written.
+pub fn config_like(path: &str) -> bool {
+    const PACKAGE_DIRS: [&str; 6] = [
+        "/site-packages/",
+        "/dist-packages/",
+        "/node_modules/",
+        "/usr/share/",
+        "/pkg/mod/",
+        "/.cargo/registry/",
+    ];
+    if PACKAGE_DIRS.iter().any(|d| path.contains(d)) {
+        return false;
+    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.starts_with(".env") || name == "credentials" || name == "config" {
+        return true;
+    }
+    match name.rsplit_once('.') {
+        None => true,
+        Some(("", _)) => true,
+        Some((_, ext)) => matches!(
+            ext,
+            "env"
+                | "ini"
+                | "cfg"
+                | "conf"
+                | "config"
+                | "properties"
+                | "yaml"
+                | "yml"
+                | "json"
+                | "toml"
+                | "xml"
+                | "npmrc"
+                | "pypirc"
+                | "netrc"
+                | "sh"
+                | "bash"
+                | "txt"
+                | "secret"
+        ),
+    }
+}
+
+/// Finds secrets in `content`, the file at `path` (text; a file with NUL bytes in its first 8 KiB
+/// is skipped, except for private-key armour, which is searched everywhere). Token shapes are
+/// searched in every text file, `password = "…"` assignments only in [`config_like`] files.
+pub fn scan_content(path: &str, content: &[u8]) -> Vec<SecretHit> {
     let mut hits = Vec::new();
     let text = String::from_utf8_lossy(content);
     let binary = content[..content.len().min(8192)].contains(&0);
+    let settings = config_like(path);
     for (i, line) in text.lines().enumerate() {
         let ln = i + 1;
         if let Some(p) = line.find("-----BEGIN ") {
@@ -80,7 +128,9 @@ pub fn scan_content(content: &[u8]) -> Vec<SecretHit> {
             continue;
         }
         token_hits(line, ln, &mut hits);
-        assignment_hit(line, ln, &mut hits);
+        if settings {
+            assignment_hit(line, ln, &mut hits);
+        }
     }
     hits
 }
@@ -139,8 +189,8 @@ const SECRET_KEYS: [&str; 9] = [
 ];
 
 /// `KEY = value`, `KEY: value`, `"key": "value"` with a secret-naming key and a value that looks
-/// generated: at least 8 characters, no spaces, and ≥ 3 bits of entropy per character (a word
-/// or a placeholder such as `changeme` stays below).
+/// generated: at least 8 characters, no spaces, letters and digits, and ≥ 3 bits of entropy per
+/// character (a word or a placeholder such as `changeme` stays below).
 fn assignment_hit(line: &str, ln: usize, hits: &mut Vec<SecretHit>) {
     let lower = line.to_ascii_lowercase();
     let Some(key) = SECRET_KEYS.iter().find(|k| lower.contains(*k)) else {
@@ -174,7 +224,10 @@ fn assignment_hit(line: &str, ln: usize, hits: &mut Vec<SecretHit>) {
     {
         return;
     }
-    if shannon_entropy(value) >= 3.0 {
+    // Generated secrets mix letters and digits; identifiers and words do not.
+    let mixed =
+        value.chars().any(|c| c.is_ascii_digit()) && value.chars().any(|c| c.is_ascii_alphabetic());
+    if mixed && shannon_entropy(value) >= 3.0 {
         hits.push(SecretHit {
             kind: format!("hard-coded {key}"),
             line: ln,
@@ -190,28 +243,40 @@ mod tests {
     #[test]
     fn private_keys_tokens_and_passwords_are_found() {
         let key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
-        let h = scan_content(key);
+        let h = scan_content("/k", key);
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].kind, "OPENSSH PRIVATE KEY (PEM)");
         let aws = b"[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n";
-        let kinds: Vec<String> = scan_content(aws).into_iter().map(|h| h.kind).collect();
+        let kinds: Vec<String> = scan_content("/root/.aws/credentials", aws)
+            .into_iter()
+            .map(|h| h.kind)
+            .collect();
         assert!(
             kinds.contains(&"AWS access key ID".to_string()),
             "{kinds:?}"
         );
         assert!(kinds.iter().any(|k| k.contains("access_key")), "{kinds:?}");
         let gh = b"export GH=ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789ab\n";
-        assert_eq!(scan_content(gh)[0].kind, "GitHub token");
+        assert_eq!(scan_content("/app/main.go", gh)[0].kind, "GitHub token");
         let pw = b"DB_PASSWORD=\"x9$Lq2!vR7#pZ\"\n";
-        assert_eq!(scan_content(pw).len(), 1);
+        assert_eq!(scan_content("/app/.env", pw).len(), 1);
+        // The same line in code is code.
+        assert!(scan_content("/app/settings.py", pw).is_empty());
+        assert!(scan_content("/venv/lib/site-packages/x/config.json", pw).is_empty());
     }
 
     #[test]
     fn code_placeholders_and_public_keys_are_not_secrets() {
         let code = b"const token = getToken(req);\npassword = changeme\nsecret: ${SECRET}\npassword_hint = 'see the wiki'\n";
-        assert!(scan_content(code).is_empty(), "{:?}", scan_content(code));
+        assert!(
+            scan_content("/app/app.conf", code).is_empty(),
+            "{:?}",
+            scan_content("/app/app.conf", code)
+        );
+        let identifiers = b"token: upcaseTokens\npassword = self.password_field\n";
+        assert!(scan_content("/app/c.yaml", identifiers).is_empty());
         let pubkey = b"-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----\n";
-        assert!(scan_content(pubkey).is_empty());
+        assert!(scan_content("/k.pem", pubkey).is_empty());
         assert!(shannon_entropy("aaaaaaaa") < 1.0);
         assert!(shannon_entropy("x9Lq2vR7pZ") > 3.0);
     }
