@@ -57,6 +57,13 @@ impl Lexer {
 
     /// Expands `word` into one string (spaces kept), as `ProcessWord`.
     pub fn process_word(&self, word: &str, env: &dyn Lookup) -> Result<String, String> {
+        // Most words have nothing to expand: skip the scanner for them.
+        let special = |c: char| {
+            c == '$' || c == self.escape || (!self.skip_quotes && (c == '\'' || c == '"'))
+        };
+        if !word.contains(special) {
+            return Ok(word.to_string());
+        }
         self.run(word, env).map(|(w, _)| w)
     }
 
