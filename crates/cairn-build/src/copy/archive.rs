@@ -209,7 +209,7 @@ pub fn unpack(
                     stats.dirs += 1;
                 }
             }
-        } else if kind.is_file() || kind == tar::EntryType::Continuous {
+        } else if kind.is_file() || kind.is_gnu_sparse() || kind == tar::EntryType::Continuous {
             remove_any(&target).map_err(fail)?;
             let mut f = OpenOptions::new()
                 .write(true)
