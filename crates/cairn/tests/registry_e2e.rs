@@ -814,3 +814,33 @@ fn build_cache_travels_through_a_registry() {
     let err = cairn_registry::pull_cache(&b, &image_ref, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("not a cairn build cache"), "{err}");
 }
+
+#[test]
+fn imported_busybox_goes_through_the_registry_unchanged() {
+    let reg = Registry::start(&[]);
+    let w = World::new();
+    let rootfs = w.tmp.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    let tarball = w.tmp.path().join("busybox.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tag = format!("{}/imported/busybox:stable", reg.host());
+    let id = w.ok("a", &["import", tarball.to_str().unwrap(), &tag]);
+    w.ok("a", &["push", &tag]);
+    w.ok("b", &["pull", &tag]);
+    let images = w.ok("b", &["images"]);
+    let short = &id.trim().trim_start_matches("sha256:")[..12];
+    assert!(
+        images.contains(&format!("{}/imported/busybox", reg.host())) && images.contains(short),
+        "{images}"
+    );
+}
