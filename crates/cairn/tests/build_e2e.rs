@@ -725,3 +725,21 @@ fn onbuild_user_workdir_and_cache_mounts() {
         "triggers are consumed, not inherited"
     );
 }
+
+#[test]
+fn an_image_may_hold_the_same_layer_twice() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    env.write("a.txt", "a\n");
+    // The two COPY layers are byte for byte the same: one snapshot, twice in the stack.
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN rm /a.txt\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n",
+    );
+    let dest = env.ctx.parent().unwrap().join("out");
+    env.ok_build(&["-o", &format!("type=local,dest={}", dest.display())]);
+    assert_eq!(fs::read_to_string(dest.join("b.txt")).unwrap(), "a\n");
+}

@@ -112,6 +112,17 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         ),
         None => None,
     };
+    if let Some(p) = &args.platform {
+        let arch = p.split('/').nth(1).unwrap_or("");
+        if !arch.is_empty() && arch != cairn_store::host_arch() {
+            // No emulation: RUN executes the host's binaries; only FROM scratch images and COPY
+            // are truly built for another platform.
+            eprintln!(
+                "WARNING: --platform {p}: RUN steps execute on this host ({}), without emulation",
+                cairn_store::host_arch()
+            );
+        }
+    }
     if args.pull {
         eprintln!(
             "WARNING: --pull: registries are not supported yet; using the images in the store"
@@ -136,8 +147,11 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     let resolver = StoreResolver::new(&store);
     let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|out| {
         let to_store = outputs.is_empty() || !args.tags.is_empty();
-        cairn_build::export::finish(&store, &out, &args.tags, &outputs, to_store, &reporter)?;
-        Ok(out)
+        let record =
+            cairn_build::export::finish(&store, &out, &args.tags, &outputs, to_store, &reporter)?;
+        // The store's ID is the one `cairn images` shows; it equals ours unless the store
+        // normalised the config.
+        Ok(record.map(|r| r.id).unwrap_or(out.image_id))
     });
     renderer.stop_ticker(ticker);
     if let Some(ctx) = &context {
@@ -147,12 +161,12 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     drop(input.scratch);
 
     match result {
-        Ok(out) => {
+        Ok(image_id) => {
             if let Some(f) = &args.iidfile {
-                write_file_atomic(f, out.image_id.as_bytes())?;
+                write_file_atomic(f, image_id.as_bytes())?;
             }
             if mode == Mode::Quiet {
-                println!("{}", out.image_id);
+                println!("{image_id}");
             }
             Ok(0)
         }

@@ -278,12 +278,15 @@ impl Inner {
             .values()
             .filter(|v| v.state != State::Running)
             .count();
-        let mut lines = vec![format!(
+        let header = format!(
             "[+] Building {:.1}s ({done}/{total}){}",
             self.start.elapsed().as_secs_f64(),
             if finished { " FINISHED" } else { "" }
-        )];
+        );
+        // One block of lines per vertex; `true` for blocks that must stay visible.
+        let mut blocks: Vec<(bool, Vec<String>)> = Vec::new();
         for v in screen.vertices.values() {
+            let mut lines = Vec::new();
             let secs = v
                 .elapsed
                 .unwrap_or_else(|| v.started.elapsed())
@@ -303,12 +306,35 @@ impl Inner {
             for st in &v.statuses {
                 lines.push(fit(&format!(" => => {st}"), width));
             }
-            if v.state == State::Running || v.state == State::Failed {
+            let live = v.state == State::Running || v.state == State::Failed;
+            if live {
                 for l in &v.logs {
                     lines.push(fit(&format!(" => => # {l}"), width));
                 }
             }
+            blocks.push((live, lines));
         }
+        // Moving the cursor up past the top of the terminal cannot be undone: never draw more
+        // lines than it has, dropping the oldest finished steps first.
+        let height = std::env::var("LINES")
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(40)
+            .max(5);
+        let mut count: usize = 1 + blocks.iter().map(|b| b.1.len()).sum::<usize>();
+        let mut i = 0;
+        while count >= height && i < blocks.len() {
+            if !blocks[i].0 {
+                count -= blocks[i].1.len();
+                blocks[i].1.clear();
+            }
+            i += 1;
+        }
+        let mut lines = vec![header];
+        for (_, b) in blocks {
+            lines.extend(b);
+        }
+        lines.truncate(height - 1);
         let mut out = String::new();
         if screen.drawn_lines > 0 {
             out.push_str(&format!("\x1b[{}A\r\x1b[J", screen.drawn_lines));
@@ -361,10 +387,39 @@ impl Vertex {
         let mut lines = Vec::new();
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
-            lines.push(line.trim_end_matches(['\n', '\r']).to_string());
+            lines.push(clean_line(&line));
         }
         lines
     }
+}
+
+/// A line of output as a terminal would show it: what follows the last carriage return (progress
+/// bars redraw themselves with `\r`), without colour escapes or other control characters, which
+/// would break the layout of the live view.
+fn clean_line(line: &str) -> String {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let line = line.rsplit('\r').next().unwrap_or(line);
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters… final byte (@ to ~).
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\t' => out.push_str("    "),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl ProgressSink for Renderer {
@@ -414,5 +469,10 @@ mod tests {
         let mut v = Vertex::new("x", 0);
         assert_eq!(v.take_lines("a\nb"), vec!["a"]);
         assert_eq!(v.take_lines("c\n"), vec!["bc"]);
+        assert_eq!(v.take_lines("10%\r50%\r100%\n"), vec!["100%"]);
+        assert_eq!(
+            v.take_lines("\u{1b}[31mred\u{1b}[0m\tx\n"),
+            vec!["red    x"]
+        );
     }
 }
