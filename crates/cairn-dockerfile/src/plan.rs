@@ -3,8 +3,10 @@
 //! and the pruning to the stages that the target needs.
 //!
 //! Stages are dispatched in file order: a stage can only use earlier stages (a later one is a
-//! forward reference, itself a cycle), so every stage it needs is done before it. An error in a
-//! stage that the target does not need is not reported, as BuildKit only dispatches what it builds.
+//! forward reference, itself a cycle), so every stage it needs is done before it. A broken
+//! stage graph is an error whatever the target; any other error of a stage that the target
+//! does not need is not reported, as BuildKit only dispatches what it builds. The base-image
+//! lookup is only made for needed stages (see `Planner::dispatch_all`).
 
 use crate::ast::{Args, Dockerfile, Flag, Instruction, Keyword};
 use crate::heredoc;
@@ -28,6 +30,9 @@ struct Header<'a> {
     body: &'a [Instruction],
     name: Option<String>,
 }
+
+/// Dispatch results by stage index (`None`: not dispatched).
+type Results = Vec<Option<Result<Done, Error>>>;
 
 /// What a dispatched stage hands to the stages built on it.
 struct Done {
@@ -136,82 +141,8 @@ pub(crate) fn plan(df: &Dockerfile, opts: &PlanOptions, lookup: BaseLookup) -> R
         ));
     };
 
-    let mut headers: Vec<Header> = Vec::new();
-    let mut start = first_from;
-    while start < df.instructions.len() {
-        let end = df.instructions[start + 1..]
-            .iter()
-            .position(|i| i.keyword == Keyword::From)
-            .map_or(df.instructions.len(), |p| start + 1 + p);
-        let from = &df.instructions[start];
-        let name = match &from.args {
-            Args::From {
-                stage_name: Some(n),
-                ..
-            } => {
-                let expanded = lexer
-                    .process_word(n, &meta)
-                    .map_err(|m| ctx.err(from.args_line, from.args_column, 1, m))?
-                    .to_lowercase();
-                let col_of_name = from
-                    .original
-                    .rfind(n.as_str())
-                    .map(|o| from.original[..o].chars().count());
-                let (line, col) = (from.span.line, from.span.column + col_of_name.unwrap_or(0));
-                check_stage_name(&ctx, &expanded, line, col, n.chars().count())?;
-                if let Some(prev) = headers
-                    .iter()
-                    .find(|h| h.name.as_deref() == Some(expanded.as_str()))
-                {
-                    return Err(ctx.err(
-                        line,
-                        col,
-                        n.chars().count(),
-                        format!(
-                            "duplicate stage name {expanded:?}: already defined at line {}",
-                            prev.from.span.line
-                        ),
-                    ));
-                }
-                Some(expanded)
-            }
-            _ => None,
-        };
-        headers.push(Header {
-            from,
-            body: &df.instructions[start + 1..end],
-            name,
-        });
-        start = end;
-    }
-
-    let target = match &opts.target {
-        None => headers.len() - 1,
-        Some(t) => {
-            let lt = t.to_lowercase();
-            match headers
-                .iter()
-                .position(|h| h.name.as_deref() == Some(lt.as_str()))
-            {
-                Some(i) => i,
-                None => {
-                    let names: Vec<&str> =
-                        headers.iter().filter_map(|h| h.name.as_deref()).collect();
-                    let msg = crate::suggest::with_suggestion(
-                        format!("target stage {t:?} could not be found"),
-                        &lt,
-                        names.iter().copied(),
-                    );
-                    let msg = if names.is_empty() || msg.contains("did you mean") {
-                        msg
-                    } else {
-                        format!("{msg} (stages: {})", names.join(", "))
-                    };
-                    return Err(Error::plain(&df.name, msg));
-                }
-            }
-        }
-    };
+    let headers = stage_headers(&ctx, df, first_from, &lexer, &meta)?;
+    let target = find_target(&df.name, &headers, opts.target.as_deref())?;
 
     let planner = Planner {
         ctx,
@@ -222,65 +153,7 @@ pub(crate) fn plan(df: &Dockerfile, opts: &PlanOptions, lookup: BaseLookup) -> R
         headers,
         graph_error: Default::default(),
     };
-    // Pass 1, without asking for base images: the stage graph of the whole file, so that the
-    // lookup (which may pull an image) is only made for stages the target needs.
-    let no_lookup: BaseLookup = &|_| None;
-    let mut first: Vec<Option<Result<Done, Error>>> = Vec::new();
-    for i in 0..planner.headers.len() {
-        let r = planner.dispatch_stage(i, &first, no_lookup);
-        first.push(Some(r));
-    }
-    // A broken stage graph (forward reference, cycle, bad index) is an error whatever the target.
-    if let Some(e) = planner.graph_error.borrow_mut().take() {
-        return Err(e);
-    }
-    // Pass 2: the needed stages again, with base-image ENV and ONBUILD. A base's ENV or
-    // triggers can add a `--from`, so repeat until no needed stage is missing. A stage's
-    // FROM-parent is needed and earlier, so it is always dispatched before the stage.
-    let mut done: Vec<Option<Result<Done, Error>>> =
-        (0..planner.headers.len()).map(|_| None).collect();
-    let parents: Vec<Option<usize>> = (0..planner.headers.len())
-        .map(|i| planner.parent(i))
-        .collect();
-    let mut reused = vec![false; planner.headers.len()];
-    let needed = loop {
-        let needed = closure(target, &done, &first, &parents)?;
-        let missing: Vec<usize> = needed
-            .iter()
-            .copied()
-            .filter(|i| done[*i].is_none())
-            .collect();
-        if missing.is_empty() {
-            break needed;
-        }
-        for i in missing {
-            // Pass 1 already is the answer when nothing comes from a base image: scratch, an
-            // image the lookup does not know, or a stage whose parent was such a stage.
-            let info = match parents[i] {
-                Some(j) if reused[j] => None,
-                Some(_) => Some(BaseImageInfo::default()),
-                None => match planner.base_image(i) {
-                    Some(name) => (planner.lookup)(&name),
-                    None => None,
-                },
-            };
-            match info {
-                None => {
-                    reused[i] = true;
-                    done[i] = first[i].take();
-                }
-                Some(info) => {
-                    let once = |_: &str| Some(info.clone());
-                    let lookup: BaseLookup = if parents[i].is_some() {
-                        planner.lookup
-                    } else {
-                        &once
-                    };
-                    done[i] = Some(planner.dispatch_stage(i, &done, lookup));
-                }
-            }
-        }
-    };
+    let (needed, done) = planner.dispatch_all(target)?;
     let mut warnings = df.warnings.clone();
     let mut stages = Vec::new();
     let mut skipped = Vec::new();
@@ -350,6 +223,98 @@ fn closure(
         }
     }
     Ok(needed)
+}
+
+/// The stages of the file, from the first FROM on: names expanded with the global ARGs,
+/// checked (valid, not reserved, not twice) and lower-cased.
+fn stage_headers<'a>(
+    ctx: &Ctx,
+    df: &'a Dockerfile,
+    first_from: usize,
+    lexer: &Lexer,
+    meta: &Vars,
+) -> Result<Vec<Header<'a>>, Error> {
+    let mut headers: Vec<Header> = Vec::new();
+    let mut start = first_from;
+    while start < df.instructions.len() {
+        let end = df.instructions[start + 1..]
+            .iter()
+            .position(|i| i.keyword == Keyword::From)
+            .map_or(df.instructions.len(), |p| start + 1 + p);
+        let from = &df.instructions[start];
+        let name = match &from.args {
+            Args::From {
+                stage_name: Some(n),
+                ..
+            } => {
+                let expanded = lexer
+                    .process_word(n, meta)
+                    .map_err(|m| ctx.err(from.args_line, from.args_column, 1, m))?
+                    .to_lowercase();
+                let col_of_name = from
+                    .original
+                    .rfind(n.as_str())
+                    .map(|o| from.original[..o].chars().count());
+                let (line, col) = (from.span.line, from.span.column + col_of_name.unwrap_or(0));
+                check_stage_name(ctx, &expanded, line, col, n.chars().count())?;
+                if let Some(prev) = headers
+                    .iter()
+                    .find(|h| h.name.as_deref() == Some(expanded.as_str()))
+                {
+                    return Err(ctx.err(
+                        line,
+                        col,
+                        n.chars().count(),
+                        format!(
+                            "duplicate stage name {expanded:?}: already defined at line {}",
+                            prev.from.span.line
+                        ),
+                    ));
+                }
+                Some(expanded)
+            }
+            _ => None,
+        };
+        headers.push(Header {
+            from,
+            body: &df.instructions[start + 1..end],
+            name,
+        });
+        start = end;
+    }
+
+    Ok(headers)
+}
+
+/// The index of the `--target` stage (by name, case-insensitive), the last stage by default.
+fn find_target(file: &str, headers: &[Header], target: Option<&str>) -> Result<usize, Error> {
+    Ok(match target {
+        None => headers.len() - 1,
+        Some(t) => {
+            let lt = t.to_lowercase();
+            match headers
+                .iter()
+                .position(|h| h.name.as_deref() == Some(lt.as_str()))
+            {
+                Some(i) => i,
+                None => {
+                    let names: Vec<&str> =
+                        headers.iter().filter_map(|h| h.name.as_deref()).collect();
+                    let msg = crate::suggest::with_suggestion(
+                        format!("target stage {t:?} could not be found"),
+                        &lt,
+                        names.iter().copied(),
+                    );
+                    let msg = if names.is_empty() || msg.contains("did you mean") {
+                        msg
+                    } else {
+                        format!("{msg} (stages: {})", names.join(", "))
+                    };
+                    return Err(Error::plain(file, msg));
+                }
+            }
+        }
+    })
 }
 
 fn check_stage_name(
@@ -594,6 +559,60 @@ impl Planner<'_> {
             consumed: st.consumed,
             warnings: st.warnings,
         })
+    }
+
+    /// Dispatches the stages: returns the ones `target` needs and the results by index.
+    ///
+    /// Pass 1 dispatches every stage without asking for base images: it gives the stage graph
+    /// of the whole file (a broken graph is an error whatever the target), so that the lookup,
+    /// which may pull an image, is only made for the stages the target needs. Pass 2 gives
+    /// those stages their base images' ENV and ONBUILD triggers; since a trigger or an ENV can
+    /// add a `--from`, it repeats until no needed stage is missing. A FROM-parent is needed
+    /// and earlier, so it is always done before its children.
+    fn dispatch_all(&self, target: usize) -> Result<(BTreeSet<usize>, Results), Error> {
+        let n = self.headers.len();
+        let mut first: Results = Vec::new();
+        for i in 0..n {
+            let r = self.dispatch_stage(i, &first, &|_| None);
+            first.push(Some(r));
+        }
+        if let Some(e) = self.graph_error.borrow_mut().take() {
+            return Err(e);
+        }
+        let parents: Vec<Option<usize>> = (0..n).map(|i| self.parent(i)).collect();
+        let mut done: Results = (0..n).map(|_| None).collect();
+        // Stages whose pass-1 result stands: nothing of theirs comes from a base image.
+        let mut reused = vec![false; n];
+        loop {
+            let needed = closure(target, &done, &first, &parents)?;
+            let missing: Vec<usize> = needed
+                .iter()
+                .copied()
+                .filter(|i| done[*i].is_none())
+                .collect();
+            if missing.is_empty() {
+                return Ok((needed, done));
+            }
+            for i in missing {
+                let image = match parents[i] {
+                    Some(j) if reused[j] => None,
+                    // Built on a stage that has base-image data: dispatch again.
+                    Some(_) => Some(BaseImageInfo::default()),
+                    None => self.base_image(i).and_then(|name| (self.lookup)(&name)),
+                };
+                match image {
+                    None => {
+                        reused[i] = true;
+                        done[i] = first[i].take();
+                    }
+                    Some(info) => {
+                        // The lookup was just made: answer it again without a second call.
+                        let answer = move |_: &str| Some(info.clone());
+                        done[i] = Some(self.dispatch_stage(i, &done, &answer));
+                    }
+                }
+            }
+        }
     }
 
     /// The image that stage `i` is built FROM (expanded), unless it is scratch or a stage.
