@@ -25,9 +25,27 @@ pub fn default_shell() -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into()]
 }
 
-/// An empty JSON object (`{}`), the value type of `ExposedPorts` and `Volumes`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// An empty JSON object (`{}`), the value type of `ExposedPorts` and `Volumes`. Any value is
+/// accepted when reading (some tools write `null`), `{}` is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Empty {}
+
+impl<'de> Deserialize<'de> for Empty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Empty {})
+    }
+}
+
+/// Reads `null` as the default value: configs written by other tools have `"history": null`,
+/// `"config": null`.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// A docker/OCI image config (`application/vnd.oci.image.config.v1+json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,13 +66,17 @@ pub struct ImageConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// What a container of this image runs with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub config: ContainerConfig,
     /// Layer diffIDs, bottom first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub rootfs: RootFs,
     /// One entry per instruction (and per base image layer).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<History>,
     /// Fields this model does not know, kept as they were.
     #[serde(flatten)]
@@ -68,7 +90,7 @@ pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
     /// Uncompressed layer digests, bottom first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub diff_ids: Vec<String>,
 }
 
@@ -774,6 +796,17 @@ mod tests {
             cfg.to_json(),
             ImageConfig::from_json(&cfg.to_json()).unwrap().to_json()
         );
+    }
+
+    #[test]
+    fn configs_of_other_tools_with_nulls_are_read() {
+        let text = br#"{"architecture":"amd64","os":"linux","config":null,"rootfs":{"type":"layers","diff_ids":null},"history":null}"#;
+        let cfg = ImageConfig::from_json(text).unwrap();
+        assert_eq!(cfg.config, ContainerConfig::default());
+        assert!(cfg.history.is_empty() && cfg.rootfs.diff_ids.is_empty());
+        let text = br#"{"architecture":"amd64","os":"linux","config":{"ExposedPorts":{"80/tcp":null},"Env":null}}"#;
+        let cfg = ImageConfig::from_json(text).unwrap();
+        assert!(cfg.config.exposed_ports.unwrap().contains_key("80/tcp"));
     }
 
     #[test]
