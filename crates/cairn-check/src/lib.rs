@@ -37,6 +37,211 @@ mod walk;
 
 pub use stages::BuiltStage;
 
+/// One rule: its name (what `# check=skip=` takes), how bad it is, and what it looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RuleInfo {
+    /// The name, BuildKit's where BuildKit has the rule.
+    pub name: &'static str,
+    /// Warning or error.
+    pub severity: Severity,
+    /// `dockerfile` (the text) or `image` (what was built).
+    pub on: &'static str,
+    /// One line on what it reports.
+    pub summary: &'static str,
+}
+
+const fn rule(
+    name: &'static str,
+    severity: Severity,
+    on: &'static str,
+    summary: &'static str,
+) -> RuleInfo {
+    RuleInfo {
+        name,
+        severity,
+        on,
+        summary,
+    }
+}
+
+/// Every rule, Dockerfile rules first.
+pub const RULES: [RuleInfo; 29] = [
+    rule(
+        "StageNameCasing",
+        Severity::Warning,
+        "dockerfile",
+        "stage names should be lowercase",
+    ),
+    rule(
+        "FromAsCasing",
+        Severity::Warning,
+        "dockerfile",
+        "the AS keyword should match the casing of FROM",
+    ),
+    rule(
+        "NoEmptyContinuation",
+        Severity::Warning,
+        "dockerfile",
+        "empty lines inside a continued instruction",
+    ),
+    rule(
+        "ConsistentInstructionCasing",
+        Severity::Warning,
+        "dockerfile",
+        "instructions should all be upper or all lower case",
+    ),
+    rule(
+        "DuplicateStageName",
+        Severity::Warning,
+        "dockerfile",
+        "stage names should be unique",
+    ),
+    rule(
+        "ReservedStageName",
+        Severity::Warning,
+        "dockerfile",
+        "'scratch' and 'context' are not stage names",
+    ),
+    rule(
+        "JSONArgsRecommended",
+        Severity::Warning,
+        "dockerfile",
+        "CMD/ENTRYPOINT in shell form do not get signals",
+    ),
+    rule(
+        "MaintainerDeprecated",
+        Severity::Warning,
+        "dockerfile",
+        "MAINTAINER is deprecated, use a label",
+    ),
+    rule(
+        "UndefinedArgInFrom",
+        Severity::Warning,
+        "dockerfile",
+        "FROM uses an ARG not declared before the first FROM",
+    ),
+    rule(
+        "WorkdirRelativePath",
+        Severity::Warning,
+        "dockerfile",
+        "relative WORKDIR with no absolute one before it",
+    ),
+    rule(
+        "UndefinedVar",
+        Severity::Warning,
+        "dockerfile",
+        "a variable is used before any ARG/ENV defines it",
+    ),
+    rule(
+        "MultipleInstructionsDisallowed",
+        Severity::Warning,
+        "dockerfile",
+        "several CMD/ENTRYPOINT/HEALTHCHECK in one stage",
+    ),
+    rule(
+        "LegacyKeyValueFormat",
+        Severity::Warning,
+        "dockerfile",
+        "ENV/LABEL key value instead of key=value",
+    ),
+    rule(
+        "SecretsUsedInArgOrEnv",
+        Severity::Warning,
+        "dockerfile",
+        "ARG/ENV named like a secret (they stay in the image)",
+    ),
+    rule(
+        "InvalidDefaultArgInFrom",
+        Severity::Warning,
+        "dockerfile",
+        "the ARG defaults make an invalid FROM",
+    ),
+    rule(
+        "CopyIgnoredFile",
+        Severity::Warning,
+        "dockerfile",
+        "COPY/ADD of a path excluded by .dockerignore",
+    ),
+    rule(
+        "ExposeProtoCasing",
+        Severity::Warning,
+        "dockerfile",
+        "EXPOSE protocol should be lowercase",
+    ),
+    rule(
+        "ExposeInvalidFormat",
+        Severity::Warning,
+        "dockerfile",
+        "EXPOSE with an IP address or a host port",
+    ),
+    rule(
+        "UnpinnedBaseImage",
+        Severity::Warning,
+        "dockerfile",
+        "FROM an image with no tag or :latest",
+    ),
+    rule(
+        "FinalStageRunsAsRoot",
+        Severity::Warning,
+        "dockerfile",
+        "the final stage has no non-root USER",
+    ),
+    rule(
+        "SingleStageToolchain",
+        Severity::Warning,
+        "dockerfile",
+        "a single stage built on (or installing) a compiler toolchain",
+    ),
+    rule(
+        "SourceInFinalImage",
+        Severity::Error,
+        "image",
+        "source files (the context's, by content, or by extension) in the final image",
+    ),
+    rule(
+        "BuildToolInFinalImage",
+        Severity::Error,
+        "image",
+        "compilers and build drivers in the final image",
+    ),
+    rule(
+        "SecretInLayer",
+        Severity::Error,
+        "image",
+        "private keys, tokens, passwords in any layer of any stage, deleted or not",
+    ),
+    rule(
+        "BuildCacheInFinalImage",
+        Severity::Warning,
+        "image",
+        "package manager caches (npm, pip, apt, Go, cargo) in the final image",
+    ),
+    rule(
+        "GitDirInFinalImage",
+        Severity::Warning,
+        "image",
+        "a .git directory in the final image",
+    ),
+    rule(
+        "DevDependenciesInFinalImage",
+        Severity::Warning,
+        "image",
+        "node_modules holds devDependencies in the final image",
+    ),
+    rule(
+        "WastedBytes",
+        Severity::Warning,
+        "image",
+        "files added by a layer and deleted or overwritten by a later one",
+    ),
+    rule(
+        "BuildFailed",
+        Severity::Error,
+        "image",
+        "the build failed: the image rules could not run",
+    ),
+];
+
 /// Errors of the image checks (the Dockerfile rules cannot fail).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -274,6 +479,21 @@ impl Report {
     pub fn render_json(&self, out: &mut dyn Write) -> io::Result<()> {
         serde_json::to_writer_pretty(&mut *out, self).map_err(io::Error::other)?;
         writeln!(out)
+    }
+}
+
+/// The finding that stands for image rules that could not run because the build failed.
+pub fn build_failed(error: &dyn std::fmt::Display) -> Finding {
+    Finding {
+        rule: "BuildFailed".into(),
+        severity: Severity::Error,
+        message: format!("the build failed, so the image rules did not run: {error}"),
+        hint: "fix the build (`cairn build` shows its output), or check the Dockerfile alone with --no-build".into(),
+        url: None,
+        line: 0,
+        stage: None,
+        layer: None,
+        path: None,
     }
 }
 

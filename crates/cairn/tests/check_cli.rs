@@ -133,3 +133,51 @@ fn check_image_reads_a_stored_image() {
         "{out}"
     );
 }
+
+#[test]
+fn a_failed_build_is_an_error_finding_and_the_dockerfile_rules_still_run() {
+    // The build enters a mount namespace first: root only (CI runs as root).
+    let root = fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let c = Ctx::new("FROM nosuchimage:1 as b\nUSER 1000\n");
+    let o = c.cairn(&["check", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rules: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["FromAsCasing", "BuildFailed"], "{v}");
+    assert!(
+        v["findings"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nosuchimage"),
+        "{v}"
+    );
+}
+
+#[test]
+fn list_rules_names_every_rule() {
+    let c = Ctx::new("FROM scratch\n");
+    let o = c.cairn(&["check", "--list-rules"]);
+    let out = stdout(&o);
+    assert!(o.status.success());
+    // 21 Dockerfile rules (18 of BuildKit's, 3 of the checklist), 8 image rules.
+    assert_eq!(out.lines().count(), 29);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("SecretInLayer") && l.contains("error")),
+        "{out}"
+    );
+}

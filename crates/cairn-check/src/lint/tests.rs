@@ -38,6 +38,12 @@ const OK_TAIL: &str = "USER 65532\n";
 
 #[track_caller]
 fn case(rule: &str, bad: &str, good: &str, line: usize, message: &str) {
+    assert!(
+        crate::RULES
+            .iter()
+            .any(|r| r.name == rule && r.on == "dockerfile"),
+        "{rule} not in RULES"
+    );
     let bad_f = run(bad);
     let hit: Vec<&Finding> = bad_f.iter().filter(|f| f.rule == rule).collect();
     assert!(
@@ -406,4 +412,17 @@ fn check_directive_skips_and_errors() {
     assert!(text.starts_with("WARN: FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n  at Dockerfile:1\n"), "{text}");
     let c = crate::CheckConfig::from_directive("skip=all");
     assert!(!c.enabled("UndefinedVar"));
+}
+
+#[test]
+fn rule_names_are_unique_and_buildkit_ones_have_a_url() {
+    let mut names: Vec<&str> = crate::RULES.iter().map(|r| r.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), crate::RULES.len());
+    let with_url = crate::RULES
+        .iter()
+        .filter(|r| buildkit_url(r.name).is_some())
+        .count();
+    assert_eq!(with_url, 18);
 }

@@ -37,6 +37,9 @@ pub struct CheckArgs {
     /// Output format: human or json
     #[arg(long, value_name = "FORMAT", default_value = "human")]
     pub format: String,
+    /// List the rules (names for `# check=skip=`) and exit
+    #[arg(long)]
+    pub list_rules: bool,
     /// Build context
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: String,
@@ -132,6 +135,22 @@ fn inferred_base_layers(config: &serde_json::Value) -> usize {
 
 pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
     let json = check_format(&a.format)?;
+    if a.list_rules {
+        let mut out = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer_pretty(&mut out, &cairn_check::RULES)?;
+            writeln!(out)?;
+        } else {
+            for r in cairn_check::RULES {
+                let sev = match r.severity {
+                    cairn_check::Severity::Warning => "warning",
+                    cairn_check::Severity::Error => "error",
+                };
+                writeln!(out, "{:<31} {:<8} {:<11} {}", r.name, sev, r.on, r.summary)?;
+            }
+        }
+        return Ok(0);
+    }
     let context = PathBuf::from(&a.context);
     let df_path = dockerfile_path(a.file.as_deref(), &context);
     let text = read_dockerfile(&df_path)?;
@@ -188,7 +207,10 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
     };
     // Only a speed-up for the next build: failing to save it is not an error.
     let _ = ctx.save_hash_cache();
-    let report = cairn_check::check_built(&store, &req, a.check_error, &stages)?;
+    let mut report = cairn_check::check_built(&store, &req, a.check_error, &stages)?;
+    if let Some(e) = &build_error {
+        report.findings.push(cairn_check::build_failed(e));
+    }
     let mut out = std::io::stdout().lock();
     if json {
         report.render_json(&mut out)?;
@@ -196,10 +218,6 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
         report.render_human(&mut out)?;
     }
     out.flush()?;
-    if let Some(e) = build_error {
-        eprintln!("ERROR: the build failed, so the image rules did not run: {e}");
-        return Ok(1);
-    }
     Ok(report.exit_code())
 }
 
