@@ -969,7 +969,28 @@ impl Planner<'_> {
                     strip_tabs: h.chomp,
                 });
             } else {
-                out_sources.push(self.expand(ins, s, &st.vars)?);
+                let src = self.expand(ins, s, &st.vars)?;
+                if !add && values::is_url(&src) {
+                    return Err(self.args_err(
+                        ins,
+                        format!("source can't be a URL for COPY: {src} (use ADD)"),
+                    ));
+                }
+                if !add && values::is_git_ref(&src) {
+                    return Err(self.args_err(
+                        ins,
+                        format!("source can't be a git ref for COPY: {src} (use ADD)"),
+                    ));
+                }
+                out_sources.push(src);
+            }
+        }
+        if let (Some(f), Some(src)) = (flag(ins, "checksum"), out_sources.first()) {
+            if !values::is_url(src) && !values::is_git_ref(src) {
+                return Err(self.flag_err(
+                    f,
+                    format!("--checksum needs an HTTP(S) or git source, not {src}"),
+                ));
             }
         }
         Ok(StepKind::Copy(Copy {

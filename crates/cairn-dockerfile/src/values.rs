@@ -57,6 +57,22 @@ pub(crate) fn check_checksum(v: &str) -> Result<(), String> {
     }
 }
 
+/// An http(s) URL source of ADD.
+pub(crate) fn is_url(src: &str) -> bool {
+    let l = src.get(..8).unwrap_or(src).to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
+}
+
+/// A git source of ADD (`git@host:repo`, `git://…`, `ssh://…`, or a URL ending in `.git`,
+/// optionally with `#ref`), as BuildKit's `gitutil.ParseGitRef` tells it from a local path.
+pub(crate) fn is_git_ref(src: &str) -> bool {
+    let base = src.split('#').next().unwrap_or(src);
+    src.starts_with("git@")
+        || src.starts_with("git://")
+        || src.starts_with("ssh://")
+        || (is_url(src) && (base.ends_with(".git") || base.contains(".git/")))
+}
+
 /// docker's `RAMInBytes`: `64m`, `1g`, `512k`, `1.5GiB`, plain bytes.
 pub(crate) fn parse_size(v: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {v:?} (examples: 64m, 1g, 1048576)");
