@@ -71,7 +71,19 @@ impl Client {
             // Blobs can take minutes; a dead peer shows up as a read error, not a timeout.
             .timeout(None)
             .connect_timeout(Duration::from_secs(15));
-        for path in &opts.ca_files {
+        let mut ca_files = opts.ca_files.clone();
+        for dir in &opts.certs_dirs {
+            // Docker's layout: one directory per host[:port]; a missing one is the usual case.
+            if let Ok(entries) = std::fs::read_dir(dir.join(&host)) {
+                let mut crts: Vec<_> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                    .collect();
+                crts.sort();
+                ca_files.extend(crts);
+            }
+        }
+        for path in &ca_files {
             let pem = std::fs::read(path).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,

@@ -211,6 +211,9 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Extra PEM files of trusted certificate authorities.
     pub ca_files: Vec<PathBuf>,
+    /// Directories laid out like docker's `/etc/docker/certs.d`: the `*.crt` files in
+    /// `DIR/<host[:port]>/` are trusted for that registry only.
+    pub certs_dirs: Vec<PathBuf>,
     /// The docker configuration file with credentials.
     pub docker_config: PathBuf,
     /// Credentials to use instead of looking them up.
@@ -228,6 +231,7 @@ impl std::fmt::Debug for RegistryOptions {
         f.debug_struct("RegistryOptions")
             .field("insecure_registries", &self.insecure_registries)
             .field("ca_files", &self.ca_files)
+            .field("certs_dirs", &self.certs_dirs)
             .field("docker_config", &self.docker_config)
             .field("credential", &self.credential)
             .field("retries", &self.retries)
@@ -251,6 +255,10 @@ impl Default for RegistryOptions {
             ca_files: std::env::split_paths(&ca)
                 .filter(|p| !p.as_os_str().is_empty())
                 .collect(),
+            certs_dirs: vec![
+                PathBuf::from("/etc/docker/certs.d"),
+                PathBuf::from("/etc/containers/certs.d"),
+            ],
             docker_config: auth::docker_config_path(),
             credential: None,
             retries: 3,

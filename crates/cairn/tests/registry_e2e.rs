@@ -538,6 +538,27 @@ fn tls_and_htpasswd_login_logout() {
 
     w.ok("a", &["push", "--tls-ca", &ca, &tag]);
     w.ok("b", &["pull", "--tls-ca", &ca, &tag]);
+    // docker's certs.d layout trusts a CA for its own registry only.
+    let certs = w.tmp.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&host)).unwrap();
+    std::fs::copy(reg.ca(), certs.join(&host).join("ca.crt")).unwrap();
+    let opts = cairn_registry::PullOptions {
+        registry: cairn_registry::RegistryOptions {
+            certs_dirs: vec![certs.clone()],
+            ca_files: Vec::new(),
+            insecure_registries: Vec::new(),
+            credential: Some(cairn_registry::Credential::UserPassword {
+                username: "alice".into(),
+                password: "s3cret".into(),
+            }),
+            ..Default::default()
+        },
+        platform: None,
+    };
+    cairn_registry::pull(&w.store("f"), &tag, &opts).unwrap();
+    std::fs::rename(certs.join(&host), certs.join("127.0.0.1:1")).unwrap();
+    let err = cairn_registry::pull(&w.store("g"), &tag, &opts).unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
     // Without the CA, only an explicit insecure-registry (flag or environment) gets through.
     w.ok("c", &["pull", "--insecure-registry", &host, &tag]);
     let out = w
