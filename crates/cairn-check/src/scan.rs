@@ -398,8 +398,10 @@ fn final_findings(stage: &BuiltStage, s: &StageScan, out: &mut Vec<Finding>) {
         }
         if n.kind == Kind::File {
             for (what, frag) in CACHES {
-                if path.contains(frag) && !path.ends_with("/lock") {
-                    let e = caches.entry(what).or_insert((n.layer, path.clone(), 0));
+                if let Some(at) = path.find(frag).filter(|_| !path.ends_with("/lock")) {
+                    // Name the cache directory, not the first of its thousands of files.
+                    let dir = path[..at + frag.len() - 1].to_string();
+                    let e = caches.entry(what).or_insert((n.layer, dir, 0));
                     e.2 += n.size;
                 }
             }

@@ -338,9 +338,9 @@ fn caches_git_and_dev_dependencies_in_the_final_image() {
         by_rule(&f, "GitDirInFinalImage")[0].path.as_deref(),
         Some("/app/.git")
     );
-    assert!(by_rule(&f, "BuildCacheInFinalImage")[0]
-        .message
-        .starts_with("npm cache in the final image"));
+    let cache = by_rule(&f, "BuildCacheInFinalImage");
+    assert_eq!(cache[0].message, "npm cache in the final image (11B)");
+    assert_eq!(cache[0].path.as_deref(), Some("/root/.npm/_cacache"));
 
     let app = img.add(&[
         ("/app/package.json", pkg),
