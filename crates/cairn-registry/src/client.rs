@@ -45,6 +45,8 @@ pub(crate) struct Client {
     retries: u32,
     /// Requests sent, for tests and `--debug`.
     pub requests: std::sync::atomic::AtomicU64,
+    /// The smallest chunk the registry takes (`OCI-Chunk-Min-Length`), 0 if it never said.
+    min_chunk: std::sync::atomic::AtomicU64,
 }
 
 /// The result of trying to mount a blob from another repository.
@@ -112,6 +114,7 @@ impl Client {
             auth_header: Mutex::new(None),
             retries: opts.retries,
             requests: Default::default(),
+            min_chunk: Default::default(),
         })
     }
 
@@ -484,7 +487,10 @@ impl Client {
         })?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
-            StatusCode::ACCEPTED => Ok(Mount::Upload(self.location(&resp, &what)?)),
+            StatusCode::ACCEPTED => {
+                self.note_min_chunk(&resp);
+                Ok(Mount::Upload(self.location(&resp, &what)?))
+            }
             _ => Err(self.error_from(resp, &what)),
         }
     }
@@ -500,7 +506,20 @@ impl Client {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.error_from(resp, &what));
         }
+        self.note_min_chunk(&resp);
         self.location(&resp, &what)
+    }
+
+    fn note_min_chunk(&self, resp: &Response) {
+        let min = resp
+            .headers()
+            .get("OCI-Chunk-Min-Length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(m) = min {
+            self.min_chunk
+                .fetch_max(m, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn location(&self, resp: &Response, what: &str) -> Result<String, Error> {
@@ -553,7 +572,9 @@ impl Client {
     ) -> Result<(), Error> {
         use std::io::{Seek, SeekFrom};
         let what = format!("chunked upload of {digest}");
-        let chunk = chunk.max(1);
+        let chunk = chunk
+            .max(self.min_chunk.load(std::sync::atomic::Ordering::Relaxed))
+            .max(1);
         let mut location = location.to_string();
         let mut offset = 0u64;
         while offset < size {

@@ -20,6 +20,14 @@ struct State {
     faults: HashMap<String, Vec<&'static str>>,
     /// Layer downloads are redirected to this base URL.
     redirect_to: Option<String>,
+    /// Advertised `OCI-Chunk-Min-Length`, if any.
+    min_chunk: Option<usize>,
+    /// Refuse a PUT that carries data (registries that only take chunks).
+    no_monolithic: bool,
+    /// Upload sessions: path → bytes so far.
+    uploads: HashMap<String, Vec<u8>>,
+    /// Sizes of the PATCH bodies received.
+    patches: Vec<usize>,
 }
 
 struct Request {
@@ -27,6 +35,7 @@ struct Request {
     path: String,
     query: String,
     headers: HashMap<String, String>,
+    body: Vec<u8>,
 }
 
 fn read_request(s: &mut BufReader<TcpStream>) -> Option<Request> {
@@ -48,11 +57,18 @@ fn read_request(s: &mut BufReader<TcpStream>) -> Option<Request> {
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    std::io::Read::read_exact(s, &mut body).ok()?;
     Some(Request {
         method,
         path: path.to_string(),
         query: query.to_string(),
         headers,
+        body,
     })
 }
 
@@ -153,6 +169,12 @@ fn handle(c: &mut TcpStream, req: Request, ip: &str, port: u16, state: &Mutex<St
         respond(c, "200 OK", &[], b"{}");
         return;
     }
+    if let Some(answer) = upload(&mut st, &req) {
+        drop(st);
+        let (status, headers) = answer;
+        respond(c, status, &headers, b"");
+        return;
+    }
     let fault = st
         .faults
         .get_mut(&req.path)
@@ -190,6 +212,55 @@ fn handle(c: &mut TcpStream, req: Request, ip: &str, port: u16, state: &Mutex<St
             ),
             _ => respond(c, "200 OK", &[("Content-Type", kind)], &body),
         },
+    }
+}
+
+/// The push side: upload sessions (POST, PATCH, PUT), HEAD of blobs, PUT of manifests.
+fn upload(st: &mut State, req: &Request) -> Option<(&'static str, Vec<(&'static str, String)>)> {
+    let base = "/v2/library/busybox";
+    let session = req.path.strip_prefix(&format!("{base}/blobs/uploads/"));
+    match (req.method.as_str(), session) {
+        ("POST", Some("")) => {
+            let loc = format!("{base}/blobs/uploads/{}", st.uploads.len() + 1);
+            st.uploads.insert(loc.clone(), Vec::new());
+            let mut h = vec![("Location", loc)];
+            if let Some(m) = st.min_chunk {
+                h.push(("OCI-Chunk-Min-Length", m.to_string()));
+            }
+            Some(("202 Accepted", h))
+        }
+        ("PATCH", Some(_)) => {
+            st.patches.push(req.body.len());
+            st.uploads.get_mut(&req.path)?.extend_from_slice(&req.body);
+            Some(("202 Accepted", vec![("Location", req.path.clone())]))
+        }
+        ("PUT", Some(_)) => {
+            if st.no_monolithic && !req.body.is_empty() {
+                return Some(("405 Method Not Allowed", Vec::new()));
+            }
+            let mut data = st.uploads.remove(&req.path)?;
+            data.extend_from_slice(&req.body);
+            let digest = req.query.strip_prefix("digest=")?.replace("%3A", ":");
+            if sha(&data) != digest {
+                return Some(("400 Bad Request", Vec::new()));
+            }
+            st.files
+                .insert(format!("{base}/blobs/{digest}"), ("blob".into(), data));
+            Some(("201 Created", vec![("Docker-Content-Digest", digest)]))
+        }
+        ("HEAD", _) if req.path.contains("/blobs/") => {
+            let have = st.files.contains_key(&req.path);
+            Some((if have { "200 OK" } else { "404 Not Found" }, Vec::new()))
+        }
+        ("PUT", None) if req.path.starts_with(&format!("{base}/manifests/")) => {
+            let ct = req.headers.get("content-type").cloned().unwrap_or_default();
+            st.files.insert(req.path.clone(), (ct, req.body.clone()));
+            Some((
+                "201 Created",
+                vec![("Docker-Content-Digest", sha(&req.body))],
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -415,4 +486,73 @@ fn pull_if_missing_uses_the_store_first() {
         matches!(err, cairn_registry::Error::NotFound { .. }),
         "{err:?}"
     );
+}
+
+/// Pushes a stored image to the fake registry with `opts`; returns the digest and the sizes of
+/// the PATCH requests.
+fn push_with(
+    state: &Arc<Mutex<State>>,
+    port: u16,
+    chunk: Option<u64>,
+) -> (String, String, Vec<usize>) {
+    let root = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(root.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data"), vec![7u8; 300_000]).unwrap();
+    let l = store
+        .write_layer(
+            cairn_layer::DiffSource::Tree(dir.path()),
+            cairn_layer::Compression::None,
+            &Default::default(),
+        )
+        .unwrap();
+    let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
+                                 "rootfs": {"type": "layers", "diff_ids": []}});
+    let img = store
+        .commit_image_json(&cfg, &[l], &["pushme:1".to_string()])
+        .unwrap();
+    let opts = cairn_registry::PushOptions {
+        registry: options(Arc::new(Mutex::new(Vec::new())), alice()).registry,
+        chunk_size: chunk,
+    };
+    let target = format!("127.0.0.1:{port}/library/busybox:pushed");
+    let digest = cairn_registry::push(&store, "pushme:1", &target, &opts).unwrap();
+    let patches = state.lock().unwrap().patches.clone();
+    (digest, img.manifest_digest, patches)
+}
+
+#[test]
+fn chunked_uploads_respect_the_registry() {
+    // The registry wants chunks of at least 128 KiB: a 1 KiB request is raised to that.
+    let state = Arc::new(Mutex::new(State {
+        min_chunk: Some(128 << 10),
+        ..Default::default()
+    }));
+    let port = serve("127.0.0.1", state.clone());
+    let (digest, stored, patches) = push_with(&state, port, Some(1024));
+    assert_eq!(digest, stored);
+    assert!(patches.iter().all(|&p| p <= 128 << 10), "{patches:?}");
+    assert!(
+        patches.iter().filter(|&&p| p == 128 << 10).count() >= 2,
+        "{patches:?}"
+    );
+    let st = state.lock().unwrap();
+    let pushed = &st.files["/v2/library/busybox/manifests/pushed"].1;
+    assert_eq!(
+        sha(pushed),
+        digest,
+        "the exact stored manifest bytes were pushed"
+    );
+}
+
+#[test]
+fn monolithic_refused_falls_back_to_chunks() {
+    let state = Arc::new(Mutex::new(State {
+        no_monolithic: true,
+        ..Default::default()
+    }));
+    let port = serve("127.0.0.1", state.clone());
+    let (digest, stored, patches) = push_with(&state, port, None);
+    assert_eq!(digest, stored);
+    assert!(!patches.is_empty(), "fell back to PATCH uploads");
 }
