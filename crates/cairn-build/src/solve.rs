@@ -205,9 +205,26 @@ pub fn build(
 
     let scratch = store.root().join("tmp");
     fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
+    // Without a context (`cairn build - < Dockerfile`), COPY still works for what needs none
+    // (heredocs, URLs); for files it fails as "not found in build context", as in BuildKit.
+    let empty_dir;
+    let empty_context;
+    let context = match req.context {
+        Some(c) => Some(c),
+        None => {
+            empty_dir = tempfile::Builder::new()
+                .prefix("empty-context-")
+                .tempdir_in(&scratch)
+                .map_err(io_err(&scratch))?;
+            empty_context = BuildContext::open(empty_dir.path(), None)
+                .map_err(|e| Error::Other(format!("empty build context: {e}")))?;
+            Some(&empty_context)
+        }
+    };
     let solver = Solver {
         store,
         req,
+        context,
         plan: &plan,
         bases,
         reporter,
@@ -357,6 +374,7 @@ impl Slots {
 struct Solver<'a> {
     store: &'a Store,
     req: &'a BuildRequest<'a>,
+    context: Option<&'a BuildContext>,
     plan: &'a Plan,
     bases: HashMap<String, Arc<BaseImage>>,
     reporter: &'a Reporter<'a>,
@@ -606,7 +624,7 @@ impl<'a> Solver<'a> {
     ) -> Result<String> {
         match from {
             None | Some(Source::Context) => {
-                let ctx = self.req.context.ok_or_else(|| {
+                let ctx = self.context.ok_or_else(|| {
                     self.step_error(
                         step,
                         "no build context (the Dockerfile came on stdin)".into(),
@@ -877,7 +895,7 @@ impl<'a> Solver<'a> {
                 let sub = source.clone().unwrap_or_else(|| ".".into());
                 let root: PathBuf = match from {
                     None | Some(Source::Context) => {
-                        let ctx = self.req.context.ok_or_else(|| {
+                        let ctx = self.context.ok_or_else(|| {
                             self.step_error(step, "no build context for the bind mount".into())
                         })?;
                         if *rw {
@@ -974,14 +992,12 @@ impl<'a> Solver<'a> {
         let mut keep_roots = Vec::new();
         let dir;
         let source = match &c.from {
-            None | Some(Source::Context) => {
-                SourceRoot::Context(self.req.context.ok_or_else(|| {
-                    self.step_error(
-                        step,
-                        "no build context (the Dockerfile came on stdin)".into(),
-                    )
-                })?)
-            }
+            None | Some(Source::Context) => SourceRoot::Context(self.context.ok_or_else(|| {
+                self.step_error(
+                    step,
+                    "no build context (the Dockerfile came on stdin)".into(),
+                )
+            })?),
             Some(Source::Stage(i)) => {
                 let res = self.stage_result(*i)?;
                 dir = self.root_of(&res.layers, &mut keep_dirs, &mut keep_roots)?;

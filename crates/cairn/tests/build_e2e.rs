@@ -621,7 +621,8 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
         "from-the-environment\n"
     );
 
-    // `cairn build - < Dockerfile`: no context, and -q prints only the image ID.
+    // `cairn build - < Dockerfile`: no context (a heredoc COPY needs none), and -q prints only the
+    // image ID.
     let mut child = Command::new(cairn_bin())
         .arg("--root")
         .arg(&env.root)
@@ -636,7 +637,7 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"FROM busybox\nRUN echo from-stdin > /x\n")
+        .write_all(b"FROM busybox\nCOPY <<EOF /x\nfrom-stdin\nEOF\nRUN grep -q from-stdin /x\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
