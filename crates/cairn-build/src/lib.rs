@@ -29,9 +29,9 @@
 //! .dockerignore, COPY/ADD semantics) are written by one engineer; everything else (planning,
 //! cache keys, solving, RUN, image config and history, exporters, progress) by another.
 
+pub mod base;
 pub mod context;
 pub mod copy;
-pub mod base;
 pub mod error;
 pub mod export;
 mod gofmt;
