@@ -206,6 +206,11 @@ fn parse_num(key: &str, v: &str, radix: u32) -> Result<u32, String> {
     })
 }
 
+/// BuildKit's `\$.`: a `$` with something after it.
+fn has_variable(v: &str) -> bool {
+    v.char_indices().any(|(i, c)| c == '$' && i + 1 < v.len())
+}
+
 /// `RUN --mount=…`: each option value is expanded with `expand`; `from=` is resolved by `resolve`.
 pub(crate) fn parse_mount(
     spec: &str,
@@ -242,6 +247,11 @@ pub(crate) fn parse_mount(
             continue;
         }
         let (key, value) = match field.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("from") && has_variable(v) => {
+                return Err(
+                    "'from' doesn't support variable expansion, define alias stage instead".into(),
+                )
+            }
             Some((k, v)) => (k.to_ascii_lowercase(), Some(expand(v)?)),
             None => (field.to_ascii_lowercase(), None),
         };
@@ -284,10 +294,38 @@ pub(crate) fn parse_mount(
             }
         }
     }
+    const TYPES: [&str; 5] = ["bind", "cache", "tmpfs", "secret", "ssh"];
+    if !TYPES.contains(&typ.as_str()) {
+        return Err(crate::suggest::with_suggestion(
+            format!("unsupported mount type {typ:?} (expected bind, cache, tmpfs, secret or ssh)"),
+            &typ,
+            TYPES,
+        ));
+    }
+    // As BuildKit's validateMount: options that only some types take.
+    let file_info = matches!(typ.as_str(), "secret" | "ssh" | "cache");
+    for (name, set) in [
+        ("mode", mode.is_some()),
+        ("uid", uid.is_some()),
+        ("gid", gid.is_some()),
+    ] {
+        if set && !file_info {
+            return Err(format!("{name} not allowed for {typ:?} type mounts"));
+        }
+    }
+    if required && !matches!(typ.as_str(), "secret" | "ssh") {
+        return Err(format!("unexpected key 'required' for mount type '{typ}'"));
+    }
+    if size.is_some() && typ != "tmpfs" {
+        return Err(format!("unexpected key 'size' for mount type '{typ}'"));
+    }
+    if sharing.is_some() && typ != "cache" {
+        return Err(format!("invalid cache sharing set for {typ} mount"));
+    }
     let writable = match (ro, rw) {
         (Some(r), _) => !r,
         (None, Some(w)) => w,
-        (None, None) => typ == "cache",
+        (None, None) => typ == "cache" || typ == "tmpfs",
     };
     let need_target = |t: Option<String>| {
         t.filter(|t| !t.is_empty())
@@ -305,30 +343,23 @@ pub(crate) fn parse_mount(
         _ => None,
     };
     Ok(match typ.as_str() {
-        "bind" => {
-            reject("sharing", sharing.is_some())?;
-            reject("size", size.is_some())?;
-            Mount::Bind {
-                target: need_target(target)?,
-                source,
-                from,
-                rw: writable,
-            }
-        }
-        "cache" => {
-            reject("size", size.is_some())?;
-            Mount::Cache {
-                id,
-                target: need_target(target)?,
-                ro: !writable,
-                sharing: sharing.unwrap_or(CacheSharing::Shared),
-                from,
-                source,
-                mode,
-                uid,
-                gid,
-            }
-        }
+        "bind" => Mount::Bind {
+            target: need_target(target)?,
+            source,
+            from,
+            rw: writable,
+        },
+        "cache" => Mount::Cache {
+            id,
+            target: need_target(target)?,
+            ro: !writable,
+            sharing: sharing.unwrap_or(CacheSharing::Shared),
+            from,
+            source,
+            mode,
+            uid,
+            gid,
+        },
         "tmpfs" => {
             reject("from", from.is_some())?;
             Mount::Tmpfs {
@@ -338,7 +369,6 @@ pub(crate) fn parse_mount(
         }
         "secret" => {
             reject("from", from.is_some())?;
-            reject("sharing", sharing.is_some())?;
             if source.is_some() && id.is_some() {
                 return Err("both source and id can't be set for a secret mount".into());
             }
@@ -373,7 +403,6 @@ pub(crate) fn parse_mount(
         }
         "ssh" => {
             reject("from", from.is_some())?;
-            reject("sharing", sharing.is_some())?;
             Mount::Ssh {
                 id: id.unwrap_or_else(|| "default".into()),
                 target,
