@@ -18,6 +18,8 @@ pub struct BaseInfo {
     pub env: Vec<(String, String)>,
     /// The config's `User` (empty: root).
     pub user: String,
+    /// The config sets `Shell`.
+    pub shell: bool,
 }
 
 /// Answers what is known about a base image, by expanded reference.
@@ -54,7 +56,8 @@ pub fn base_info_from_store(store: &cairn_store::Store, reference: &str) -> Opti
         })
         .unwrap_or_default();
     let user = c["User"].as_str().unwrap_or("").to_string();
-    Some(BaseInfo { env, user })
+    let shell = c["Shell"].as_array().is_some_and(|a| !a.is_empty());
+    Some(BaseInfo { env, user, shell })
 }
 
 /// The documentation of a BuildKit rule; `None` for cairn's own rules.
@@ -280,6 +283,9 @@ struct StageEnd {
     workdir_set: bool,
     /// The last USER of the stage or of its ancestors.
     user: Option<(String, usize)>,
+    /// A SHELL was set (here, in an ancestor stage, or in the base image's config): BuildKit
+    /// then takes shell-form CMD/ENTRYPOINT as intended.
+    shell: bool,
 }
 
 const PLATFORM_ARGS: [&str; 8] = [
@@ -513,13 +519,14 @@ fn stage_rules(
             ..StageEnd::default()
         },
         Base::Stage(i) => ends.get(*i).cloned().unwrap_or_default(),
-        Base::Image(r) => StageEnd {
-            env: opts
-                .base
-                .and_then(|b| b(r))
-                .map(|i| i.env.into_iter().map(|(k, _)| k).collect()),
-            ..StageEnd::default()
-        },
+        Base::Image(r) => {
+            let info = opts.base.and_then(|b| b(r));
+            StageEnd {
+                shell: info.as_ref().is_some_and(|i| i.shell),
+                env: info.map(|i| i.env.into_iter().map(|(k, _)| k).collect()),
+                ..StageEnd::default()
+            }
+        }
     };
     let mut vals: HashMap<String, String> = HashMap::new();
     if let Some(env) = &end.env {
@@ -530,7 +537,6 @@ fn stage_rules(
     // Variables BuildKit never reports.
     vals.insert("SOURCE_DATE_EPOCH".into(), String::new());
     let mut seen_once: HashMap<&str, usize> = HashMap::new();
-    let mut has_shell = false;
     for ins in &s.body {
         let line = ins.span.line;
         // UndefinedVar, before the instruction's own definitions take effect.
@@ -598,7 +604,7 @@ fn stage_rules(
                     ));
                 }
                 if let Args::Command(Command::Shell(_)) = args {
-                    if !has_shell {
+                    if !end.shell {
                         let kw = ins.keyword.as_str();
                         out.push(Finding::warn(
                             "JSONArgsRecommended",
@@ -609,7 +615,7 @@ fn stage_rules(
                     }
                 }
             }
-            (Keyword::Shell, _) => has_shell = true,
+            (Keyword::Shell, _) => end.shell = true,
             (Keyword::Workdir, Args::Single(p)) => {
                 if p.starts_with('/') || p.starts_with('$') {
                     end.workdir_set = true;

@@ -6,6 +6,7 @@ use super::*;
 fn base(r: &str) -> Option<BaseInfo> {
     Some(BaseInfo {
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        shell: false,
         user: if r.starts_with("nonroot") {
             "65532".into()
         } else {
@@ -136,6 +137,10 @@ fn json_args_recommended() {
     );
     // An explicit SHELL says the shell form is meant.
     let f = run("FROM alpine:3.20\nSHELL [\"/bin/ash\", \"-c\"]\nUSER 1\nENTRYPOINT ./server\n");
+    assert!(!rules(&f).contains(&"JSONArgsRecommended"));
+    // ... also when set in the parent stage.
+    let f =
+        run("FROM alpine:3.20 AS a\nSHELL [\"/bin/ash\", \"-c\"]\nFROM a\nUSER 1\nCMD ./server\n");
     assert!(!rules(&f).contains(&"JSONArgsRecommended"));
 }
 
