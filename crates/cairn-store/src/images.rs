@@ -1,6 +1,6 @@
 //! Images: commit, resolve, tag, list, delete; and layer bookkeeping.
 
-use crate::blobs::{check_digest, TempFile};
+use crate::blobs::{check_digest, TempFile, WritebackFile};
 use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, TAGS};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 use crate::reference::{self, Reference};
@@ -73,12 +73,15 @@ impl Store {
             .file
             .take()
             .ok_or_else(|| Error::Other("temp file gone".into()))?;
-        let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+        let mut w = io::BufWriter::with_capacity(256 * 1024, WritebackFile::new(file));
         let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, opts, &mut w)?;
-        let file = w.into_inner().map_err(|e| Error::Io {
-            path: tmp.path.clone(),
-            source: e.into_error(),
-        })?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::Io {
+                path: tmp.path.clone(),
+                source: e.into_error(),
+            })?
+            .into_inner();
         self.persist_blob(tmp, file, &desc.digest)?;
         self.record_layer(
             &desc.digest,
@@ -361,12 +364,15 @@ impl Store {
             .file
             .take()
             .ok_or_else(|| Error::Other("temp file gone".into()))?;
-        let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+        let mut w = io::BufWriter::with_capacity(256 * 1024, WritebackFile::new(file));
         let (desc, stats) = cairn_layer::transcode_layer(reader, compression, &mut w)?;
-        let file = w.into_inner().map_err(|e| Error::Io {
-            path: tmp.path.clone(),
-            source: e.into_error(),
-        })?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::Io {
+                path: tmp.path.clone(),
+                source: e.into_error(),
+            })?
+            .into_inner();
         self.persist_blob(tmp, file, &desc.digest)?;
         self.record_layer(
             &desc.digest,
