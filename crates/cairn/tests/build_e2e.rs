@@ -744,3 +744,44 @@ fn an_image_may_hold_the_same_layer_twice() {
     env.ok_build(&["-o", &format!("type=local,dest={}", dest.display())]);
     assert_eq!(fs::read_to_string(dest.join("b.txt")).unwrap(), "a\n");
 }
+
+#[test]
+fn a_context_tar_on_stdin_and_network_none() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    env.write("data.txt", "from-the-tar\n");
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY data.txt /data.txt\nRUN ip -o link | wc -l > /links\n",
+    );
+    let tar = env.ctx.parent().unwrap().join("ctx.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&env.ctx)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dest = env.ctx.parent().unwrap().join("out");
+    let out = Command::new(cairn_bin())
+        .arg("--root")
+        .arg(&env.root)
+        .args(["build", "--progress=plain", "--network", "none", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg("-")
+        .stdin(fs::File::open(&tar).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(dest.join("data.txt")).unwrap(),
+        "from-the-tar\n"
+    );
+    // --network none: a namespace with loopback only.
+    assert_eq!(fs::read_to_string(dest.join("links")).unwrap().trim(), "1");
+}
