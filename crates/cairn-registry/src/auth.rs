@@ -257,6 +257,29 @@ fn auths_mut(cfg: &mut Map<String, Value>) -> &mut Map<String, Value> {
     }
 }
 
+/// Reads one line from standard input with the terminal's echo turned off (when it is a
+/// terminal), for `login`'s password prompt. The prompt goes to standard error.
+pub fn read_secret_line(prompt: &str) -> std::io::Result<String> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let saved = rustix::termios::tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        eprint!("{prompt}");
+        let mut quiet = t.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)?;
+    }
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if let Some(t) = &saved {
+        // Restore echo even if reading failed; the newline the user typed was not echoed.
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, t);
+        eprintln!();
+    }
+    r?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {

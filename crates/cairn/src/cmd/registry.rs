@@ -285,14 +285,7 @@ pub fn login(a: LoginArgs, _g: &Global) -> anyhow::Result<i32> {
             std::io::Read::read_to_string(&mut stdin.lock(), &mut p)?;
             p.trim_end_matches(['\n', '\r']).to_string()
         }
-        (None, false) => {
-            if stdin.is_terminal() {
-                eprint!("Password: ");
-            }
-            let mut l = String::new();
-            stdin.lock().read_line(&mut l)?;
-            l.trim_end_matches(['\n', '\r']).to_string()
-        }
+        (None, false) => cairn_registry::auth::read_secret_line("Password: ")?,
     };
     anyhow::ensure!(!username.is_empty(), "a username is required");
     anyhow::ensure!(!password.is_empty(), "a password is required");
