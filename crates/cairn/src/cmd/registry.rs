@@ -265,6 +265,10 @@ pub fn push(a: PushArgs, g: &Global) -> anyhow::Result<i32> {
 
 pub fn login(a: LoginArgs, _g: &Global) -> anyhow::Result<i32> {
     let server = a.server.clone().unwrap_or_else(|| "docker.io".into());
+    anyhow::ensure!(
+        !(a.password_stdin && a.username.is_none()),
+        "--password-stdin needs --username (standard input carries only the password)"
+    );
     let stdin = std::io::stdin();
     let username = match a.username {
         Some(u) => u,
