@@ -251,7 +251,7 @@ fn image_finding(
         message,
         hint: hint.into(),
         url: None,
-        line: 0,
+        line: stage.layer_lines.get(layer).copied().unwrap_or(0),
         stage: Some(stage.name.clone()),
         layer: layer_ref(stage, layer),
         path: Some(path.into()),

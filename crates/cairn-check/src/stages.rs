@@ -23,6 +23,9 @@ pub struct BuiltStage {
     pub base_layers: usize,
     /// The stage the build targets (the image the user ships).
     pub is_final: bool,
+    /// For each layer, the Dockerfile line of the instruction that made it (0: unknown, or a
+    /// base image layer).
+    pub layer_lines: Vec<usize>,
 }
 
 impl BuiltStage {
@@ -60,6 +63,52 @@ pub fn history_rows(config: &serde_json::Value, layers: usize) -> usize {
         Some(h) if !h.is_empty() => h.len(),
         _ => layers,
     }
+}
+
+/// Whether a history `created_by` was written for the instruction `original` (as written):
+/// same keyword, and every word of its arguments (flags aside) appears in it. Instructions whose
+/// variables were expanded do not match; their layers stay without a line.
+fn made_by(created_by: &str, original: &str) -> bool {
+    let c = created_by.trim_end_matches("# buildkit").trim();
+    let mut words = original.split_whitespace();
+    let Some(kw) = words.next() else {
+        return false;
+    };
+    let head = c.split_whitespace().next().unwrap_or("");
+    if !head.eq_ignore_ascii_case(kw) {
+        return false;
+    }
+    words
+        .filter(|w| !w.starts_with("--"))
+        .map(|w| w.trim_matches(|ch| matches!(ch, '[' | ']' | '"' | ',')))
+        .filter(|w| !w.is_empty())
+        .all(|w| c.contains(w))
+}
+
+/// Lines of the instructions that made each layer: the layers above the base image's are
+/// matched in order against the instructions of the stage and of the stages it is built on.
+pub fn layer_lines(
+    config: &serde_json::Value,
+    layers: usize,
+    base_layers: usize,
+    steps: &[(usize, String)],
+) -> Vec<usize> {
+    let history = layer_history(config);
+    let mut lines = vec![0; layers];
+    let mut next = 0;
+    for (i, line) in lines.iter_mut().enumerate().skip(base_layers) {
+        let Some(by) = history.get(i) else {
+            break;
+        };
+        if let Some(j) = steps[next.min(steps.len())..]
+            .iter()
+            .position(|(_, o)| made_by(by, o))
+        {
+            *line = steps[next + j].0;
+            next += j + 1;
+        }
+    }
+    lines
 }
 
 /// Name given to an unnamed stage so that it can be a `--target` (BuildKit's targets are names).
@@ -104,8 +153,21 @@ pub fn build_stages(
     let plan = cairn_dockerfile::plan(&df, &opts, &|_| None)?;
     let named_text = name_all_stages(&df, &req.dockerfile);
     let mut built: Vec<BuiltStage> = Vec::new();
+    // Instructions of each stage's chain (its ancestors' first), by stage index.
+    let mut chains: std::collections::HashMap<usize, Vec<(usize, String)>> = Default::default();
     let last = plan.stages.len().saturating_sub(1);
     for (pos, stage) in plan.stages.iter().enumerate() {
+        let mut chain = match &stage.base {
+            Base::Stage(i) => chains.get(i).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        chain.extend(
+            stage
+                .steps
+                .iter()
+                .map(|s| (s.span.line, s.original.clone())),
+        );
+        chains.insert(stage.index, chain.clone());
         let target = stage
             .name
             .clone()
@@ -138,6 +200,7 @@ pub fn build_stages(
         };
         let config = serde_json::from_slice(&out.config_json)
             .map_err(|e| crate::Error::Other(format!("the engine's image config: {e}")))?;
+        let layer_lines = layer_lines(&config, out.layers.len(), base_layers, &chain);
         built.push(BuiltStage {
             name: stage.display_name(),
             index: stage.index,
@@ -146,6 +209,7 @@ pub fn build_stages(
             layers: out.layers,
             base_layers,
             is_final: pos == last,
+            layer_lines,
         });
     }
     Ok(built)
@@ -177,6 +241,27 @@ mod tests {
                 Some("cairn-check-stage-2".into())
             ]
         );
+    }
+
+    #[test]
+    fn layers_are_traced_to_the_lines_of_their_instructions() {
+        let cfg = serde_json::json!({"history": [
+            {"created_by": "ADD rootfs"},
+            {"created_by": "WORKDIR /app", "empty_layer": true},
+            {"created_by": "COPY id_rsa /root/.ssh/id_rsa # buildkit"},
+            {"created_by": "RUN /bin/sh -c make  && make install # buildkit"},
+            {"created_by": "COPY /app/server /server # buildkit"},
+            {"created_by": "RUN /bin/sh -c echo 3 # buildkit"}
+        ]});
+        let steps = vec![
+            (2, "WORKDIR /app".to_string()),
+            (3, "COPY id_rsa /root/.ssh/id_rsa".to_string()),
+            (4, "ARG V=3".to_string()),
+            (5, "RUN make  && make install".to_string()),
+            (7, "COPY --from=build /app/server /server".to_string()),
+            (8, "RUN echo $V".to_string()),
+        ];
+        assert_eq!(layer_lines(&cfg, 5, 1, &steps), vec![0, 3, 5, 7, 0]);
     }
 
     #[test]

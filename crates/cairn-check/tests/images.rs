@@ -86,6 +86,7 @@ fn stage(
         layers,
         base_layers,
         is_final,
+        layer_lines: Vec::new(),
     }
 }
 
@@ -120,8 +121,12 @@ fn an_id_rsa_copied_into_a_builder_and_deleted_later_is_found_with_stage_layer_a
         1,
         true,
     );
+    let mut builder = builder;
+    builder.layer_lines = vec![0, 2, 3, 4];
     let f = scan::scan(&img.store, &[builder, runtime], None).unwrap();
     let secrets = by_rule(&f, "SecretInLayer");
+    // The Dockerfile line of the COPY that made the layer.
+    assert!(secrets.iter().all(|s| s.line == 2), "{secrets:#?}");
     // The file name and its PEM content are two findings on the same file.
     assert_eq!(secrets.len(), 2, "{f:#?}");
     for s in &secrets {

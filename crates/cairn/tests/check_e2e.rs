@@ -240,6 +240,8 @@ fn an_id_rsa_copied_into_a_builder_and_deleted_later_is_caught_with_stage_layer_
         assert!(b.contains("  in stage builder, layer 1 (sha256:"), "{b}");
         assert!(b.contains("made by `COPY id_rsa /root/.ssh/id_rsa"), "{b}");
         assert!(b.contains(", path /root/.ssh/id_rsa\n"), "{b}");
+        // Traced back to the COPY of the Dockerfile.
+        assert!(b.contains(" (line 2)\n  at Dockerfile:2\n"), "{b}");
     }
     // Passing the key as a secret mount instead leaves nothing behind.
     fs::write(

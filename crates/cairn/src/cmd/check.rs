@@ -188,6 +188,7 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
             config,
             layers: rec.layers.clone(),
             is_final: true,
+            layer_lines: Vec::new(),
         }]
     } else if !building {
         Vec::new()
@@ -267,6 +268,7 @@ fn build_row(
         layers: out.layers,
         base_layers: 0,
         is_final,
+        layer_lines: Vec::new(),
     };
     let mut row = compare::row(store, &stage)?;
     row.is_baseline = is_baseline;
