@@ -23,8 +23,11 @@ pub struct Dockerfile {
 /// `# syntax=`, `# escape=`, `# check=`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Directives {
+    /// `# syntax=` value, if any.
     pub syntax: Option<String>,
+    /// The escape character: `\\` or `` ` ``.
     pub escape: char,
+    /// `# check=` value, if any.
     pub check: Option<String>,
 }
 
@@ -42,23 +45,41 @@ impl Default for Directives {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Keyword {
+    /// FROM.
     From,
+    /// RUN.
     Run,
+    /// CMD.
     Cmd,
+    /// LABEL.
     Label,
+    /// MAINTAINER.
     Maintainer,
+    /// EXPOSE.
     Expose,
+    /// ENV.
     Env,
+    /// ADD.
     Add,
+    /// COPY.
     Copy,
+    /// ENTRYPOINT.
     Entrypoint,
+    /// VOLUME.
     Volume,
+    /// USER.
     User,
+    /// WORKDIR.
     Workdir,
+    /// ARG.
     Arg,
+    /// ONBUILD.
     Onbuild,
+    /// STOPSIGNAL.
     Stopsignal,
+    /// HEALTHCHECK.
     Healthcheck,
+    /// SHELL.
     Shell,
 }
 
@@ -120,6 +141,7 @@ impl Keyword {
 /// One instruction as written.
 #[derive(Debug, Clone, Serialize)]
 pub struct Instruction {
+    /// The instruction.
     pub keyword: Keyword,
     /// Start (line, column of the keyword) and last line (continuations and heredocs included).
     pub span: Span,
@@ -135,16 +157,20 @@ pub struct Instruction {
     pub comments: Vec<String>,
     /// Position of the first argument.
     pub args_line: usize,
+    /// Column of the first argument.
     pub args_column: usize,
 }
 
 /// A flag of an instruction, e.g. `--from=builder`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flag {
+    /// The flag name without `--`.
     pub name: String,
     /// `None` for a bare `--link`.
     pub value: Option<String>,
+    /// Line of the flag.
     pub line: usize,
+    /// Column of its `--`.
     pub column: usize,
 }
 
@@ -160,6 +186,7 @@ impl Flag {
 pub struct HeredocBody {
     /// The delimiter word, quotes removed.
     pub name: String,
+    /// The body lines, with their line endings.
     pub content: String,
     /// Unquoted delimiter: the body is expanded (COPY/ADD).
     pub expand: bool,
@@ -172,41 +199,58 @@ pub struct HeredocBody {
 /// A `KEY=value` pair of ENV or LABEL (raw, quotes kept until expansion).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyValue {
+    /// The key, raw.
     pub key: String,
+    /// The value, raw.
     pub value: String,
 }
 
 /// An ARG declaration: `NAME` or `NAME=default` (raw).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ArgDecl {
+    /// The ARG name.
     pub name: String,
+    /// The default, raw (`ARG NAME` has none).
     pub default: Option<String>,
 }
 
 /// The arguments of an instruction, by instruction.
 #[derive(Debug, Clone, Serialize)]
 pub enum Args {
+    /// `FROM image [AS name]`.
     From {
+        /// The base as written.
         image: String,
+        /// The stage name as written.
         stage_name: Option<String>,
     },
     /// RUN, CMD, ENTRYPOINT: shell form (raw text) or JSON exec form.
     Command(Command),
     /// COPY and ADD: sources (heredoc markers included) then the destination.
     Copy {
+        /// Sources as written.
         sources: Vec<String>,
+        /// The destination as written.
         dest: String,
+        /// JSON form (`COPY ["a", "b"]`).
         json: bool,
     },
+    /// ENV pairs.
     Env(Vec<KeyValue>),
+    /// LABEL pairs.
     Label(Vec<KeyValue>),
+    /// ARG declarations.
     Arg(Vec<ArgDecl>),
+    /// EXPOSE words.
     Expose(Vec<String>),
+    /// VOLUME paths.
     Volume(Vec<String>),
     /// USER, WORKDIR, STOPSIGNAL, MAINTAINER.
     Single(String),
+    /// SHELL argv (always JSON).
     Shell(Vec<String>),
     /// `None` for `HEALTHCHECK NONE`.
     Healthcheck(Option<Command>),
+    /// The trigger instruction of ONBUILD.
     Onbuild(Box<Instruction>),
 }

@@ -21,6 +21,8 @@
 //! CONTRACT (shared with cairn-build, which is written in parallel): the items below are the public
 //! surface other crates use. Add to them freely; change a signature only together with its callers.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 
 mod ast;
@@ -47,7 +49,9 @@ pub use vars::{host_platform, PROXY_ARGS};
 /// A position in the Dockerfile: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Span {
+    /// 1-based line of the instruction's first character.
     pub line: usize,
+    /// 1-based column (in characters).
     pub column: usize,
     /// Last line of the instruction (continuations, heredocs).
     pub end_line: usize,
@@ -57,7 +61,9 @@ pub struct Span {
 /// Supplied by the caller (the build engine reads the store; `--print=outline` may pass nothing).
 #[derive(Debug, Clone, Default)]
 pub struct BaseImageInfo {
+    /// The config's `Env`, as (name, value).
     pub env: Vec<(String, String)>,
+    /// The config's `OnBuild` triggers, as written by the ONBUILD that stored them.
     pub onbuild: Vec<String>,
 }
 
@@ -67,10 +73,13 @@ pub type BaseLookup<'a> = &'a dyn Fn(&str) -> Option<BaseImageInfo>;
 /// Options of a plan: what `cairn build` gets from its flags.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
+    /// `--target`: the stage to build (case-insensitive); default: the last one.
     pub target: Option<String>,
+    /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
     /// e.g. "linux/amd64"; default: the host's.
     pub target_platform: Option<String>,
+    /// The builder's platform, e.g. "linux/amd64"; default: the host's.
     pub build_platform: Option<String>,
 }
 
@@ -96,20 +105,26 @@ pub struct Plan {
 /// A non-fatal finding with its position (line 0: not tied to a line).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
+    /// Where (line 0: the whole build, e.g. an unused `--build-arg`).
     pub span: Span,
+    /// What, for a person.
     pub message: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+/// A stage to build: its base, its expanded steps and the stages it needs.
 pub struct Stage {
     /// Position of the stage in the Dockerfile (0-based), as `--from=0` counts it.
     pub index: usize,
     /// `AS name`, lower-cased.
     pub name: Option<String>,
+    /// What the stage starts from.
     pub base: Base,
     /// Expanded `FROM --platform=` value.
     pub platform: Option<String>,
+    /// The FROM instruction.
     pub span: Span,
+    /// The instructions after FROM, expanded; a base image's ONBUILD triggers come first.
     pub steps: Vec<Step>,
     /// Indices of stages this stage needs (base, COPY --from, RUN --mount from=).
     pub deps: Vec<usize>,
@@ -125,7 +140,9 @@ impl Stage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What a stage starts from.
 pub enum Base {
+    /// `FROM scratch`: an empty filesystem.
     Scratch,
     /// An image reference as written (expanded), not normalised.
     Image(String),
@@ -136,61 +153,86 @@ pub enum Base {
 /// Where a `--from=` (COPY) or `from=` (mount) points.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Source {
+    /// `--from=context`: the build context (what no `--from` means for COPY).
     Context,
+    /// An earlier stage, by index.
     Stage(usize),
+    /// An image reference as written (expanded), e.g. `nginx:alpine`.
     Image(String),
 }
 
 /// One instruction of a stage, with every word expanded where BuildKit expands.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Step {
+    /// The instruction (for triggers of a base image: its FROM).
     pub span: Span,
     /// The instruction as written (continuations joined), for progress and errors.
     pub original: String,
+    /// What to do, expanded.
     pub kind: StepKind,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+/// What a step does.
 pub enum StepKind {
+    /// RUN.
     Run(Run),
     /// COPY and ADD.
     Copy(Copy),
+    /// ENV pairs, expanded with the values from before the instruction.
     Env(Vec<(String, String)>),
     /// The ARGs declared here with their resolved values (build-arg, else default, else unset).
     Arg(Vec<(String, Option<String>)>),
     /// Expanded path; a relative one is relative to the working directory before it (the
     /// engine joins it with the image config's `WorkingDir`, as BuildKit does).
     Workdir(String),
+    /// USER, expanded.
     User(String),
+    /// LABEL pairs, expanded.
     Label(Vec<(String, String)>),
+    /// EXPOSE ports as written (`80`, `80/tcp`, `8000-8010/udp`), expanded.
     Expose(Vec<String>),
+    /// VOLUME paths, expanded.
     Volume(Vec<String>),
+    /// STOPSIGNAL, expanded and checked (a number or a signal name).
     StopSignal(String),
+    /// HEALTHCHECK; `None` for `HEALTHCHECK NONE`.
     Healthcheck(Option<Healthcheck>),
+    /// SHELL (JSON form).
     Shell(Vec<String>),
+    /// CMD (not expanded: the shell or the program sees it as written).
     Cmd(Command),
+    /// ENTRYPOINT (not expanded).
     Entrypoint(Command),
     /// Trigger text stored in the image, not run here. The base image's own triggers were
     /// already inserted as this stage's first steps (their `span` is the FROM's): the engine
     /// starts the stage's config with an empty `OnBuild` and appends these.
     Onbuild(String),
+    /// MAINTAINER (stored as the image author).
     Maintainer(String),
 }
 
 /// Shell form or JSON exec form.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Command {
+    /// Shell form: run with the stage's SHELL (`/bin/sh -c` by default).
     Shell(String),
+    /// JSON exec form: argv as given.
     Exec(Vec<String>),
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+/// A RUN step.
 pub struct Run {
+    /// The command as written (not expanded: the shell expands it at run time). See [`Run::shell_run`].
     pub command: Command,
     /// Heredocs attached to this RUN (`RUN <<EOF`), in order.
     pub heredocs: Vec<Heredoc>,
+    /// `--mount` options, expanded and checked.
     pub mounts: Vec<Mount>,
+    /// `--network`; `None`: the build's default.
     pub network: Option<NetworkMode>,
+    /// `--security` (`sandbox` or `insecure`).
     pub security: Option<String>,
     /// ARG values in scope, passed in the step's environment (not stored in the image).
     /// Set them over the config `Env` (they win: an ARG that an ENV overrode is not listed).
@@ -242,13 +284,18 @@ impl Run {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// `RUN --network=`.
 pub enum NetworkMode {
+    /// `default`: the build's network.
     Default,
+    /// `none`: no network.
     None,
+    /// `host`: the host's network.
     Host,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A heredoc attached to RUN, COPY or ADD.
 pub struct Heredoc {
     /// The delimiter word (for COPY/ADD: the file name written into the destination).
     pub name: String,
@@ -258,92 +305,151 @@ pub struct Heredoc {
     pub content: String,
     /// Quoted delimiter: no expansion was done.
     pub quoted: bool,
+    /// `<<-`: leading tabs were stripped from the body.
     pub strip_tabs: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+/// A COPY or ADD step, expanded.
 pub struct Copy {
     /// ADD (true) or COPY (false).
     pub add: bool,
+    /// `--from`: a stage, an image or the context; `None` is the build context.
     pub from: Option<Source>,
     /// Sources as written (expanded); for heredoc sources see `heredocs`.
     pub sources: Vec<String>,
+    /// Heredoc sources (`COPY <<EOF /dest`): files named after their delimiter.
     pub heredocs: Vec<Heredoc>,
+    /// The destination as written (expanded); relative to the working directory.
     pub dest: String,
+    /// `--chown=user[:group]`, expanded (names are resolved in the image by the engine).
     pub chown: Option<String>,
+    /// `--chmod`, checked.
     pub chmod: Option<Chmod>,
+    /// `--link`.
     pub link: bool,
+    /// `--parents`.
     pub parents: bool,
+    /// `--exclude` patterns, expanded.
     pub exclude: Vec<String>,
+    /// ADD `--checksum` (`sha256:…`, or a git commit).
     pub checksum: Option<String>,
+    /// ADD `--keep-git-dir`.
     pub keep_git_dir: bool,
+    /// ADD `--unpack`: `None` when not given (archives from the context are unpacked, URLs are not).
     pub unpack: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// `--chmod`: numeric or symbolic.
 pub enum Chmod {
+    /// e.g. 0o755.
     Octal(u32),
     /// e.g. "u+x,g-w": applied per file.
     Symbolic(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A `RUN --mount`, defaults applied as BuildKit applies them.
 pub enum Mount {
+    /// `type=bind` (the default type): read-only unless `rw`.
     Bind {
+        /// Mount point in the container.
         target: String,
+        /// Path in the source (default: its root).
         source: Option<String>,
+        /// Stage, image or context (default: the build context).
         from: Option<Source>,
+        /// `rw`/`readwrite`: writes are allowed (and discarded).
         rw: bool,
     },
+    /// `type=cache`: a persistent cache directory.
     Cache {
+        /// Cache id; `None`: the target.
         id: Option<String>,
+        /// Mount point in the container.
         target: String,
+        /// `ro`: read-only.
         ro: bool,
+        /// `sharing=` (default shared).
         sharing: CacheSharing,
+        /// Seed the cache from this stage or image.
         from: Option<Source>,
+        /// Path in `from`.
         source: Option<String>,
+        /// Mode of a new cache directory (default 0755).
         mode: Option<u32>,
+        /// Owner of a new cache directory.
         uid: Option<u32>,
+        /// Group of a new cache directory.
         gid: Option<u32>,
     },
+    /// `type=tmpfs`.
     Tmpfs {
+        /// Mount point in the container.
         target: String,
+        /// Size limit in bytes.
         size: Option<u64>,
     },
+    /// `type=secret`.
     Secret {
+        /// Secret id (default: the target's file name).
         id: String,
+        /// File to mount it at (default /run/secrets/<id>; `None` when only `env` is given).
         target: Option<String>,
+        /// Environment variable to expose it as.
         env: Option<String>,
+        /// Fail when the secret is not provided.
         required: bool,
+        /// File mode (default 0400).
         mode: Option<u32>,
+        /// File owner.
         uid: Option<u32>,
+        /// File group.
         gid: Option<u32>,
     },
+    /// `type=ssh`: an SSH agent socket.
     Ssh {
+        /// Agent id (default `default`).
         id: String,
+        /// Socket path (default /run/buildkit/ssh_agent.N).
         target: Option<String>,
+        /// Fail when no agent is provided.
         required: bool,
+        /// Socket mode (default 0600).
         mode: Option<u32>,
+        /// Socket owner.
         uid: Option<u32>,
+        /// Socket group.
         gid: Option<u32>,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// `sharing=` of a cache mount.
 pub enum CacheSharing {
+    /// Concurrent builds share the cache (default).
     Shared,
+    /// Each concurrent build gets its own copy.
     Private,
+    /// Concurrent builds wait for each other.
     Locked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A HEALTHCHECK CMD with its options (durations in nanoseconds; `None`: the default).
 pub struct Healthcheck {
     /// `CMD` form: shell (`CMD-SHELL`) or exec (`CMD`).
     pub test: Command,
+    /// `--interval`.
     pub interval_ns: Option<u64>,
+    /// `--timeout`.
     pub timeout_ns: Option<u64>,
+    /// `--start-period`.
     pub start_period_ns: Option<u64>,
+    /// `--start-interval`.
     pub start_interval_ns: Option<u64>,
+    /// `--retries` (0 given is `None`).
     pub retries: Option<u32>,
 }
 

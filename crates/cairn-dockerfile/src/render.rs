@@ -345,8 +345,11 @@ pub fn outline(plan: &Plan) -> String {
 /// One stage of a file, for `--print=targets`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TargetInfo {
+    /// Position in the file (0-based).
     pub index: usize,
+    /// `AS name`, lower-cased.
     pub name: Option<String>,
+    /// Line of the FROM.
     pub line: usize,
     /// The base as written (not expanded).
     pub base: String,
