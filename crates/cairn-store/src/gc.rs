@@ -167,6 +167,38 @@ impl Store {
         for d in present.difference(&live) {
             rep.garbage.push(format!("unreferenced blob {d}"));
         }
+        {
+            let r = self.db.begin_read().map_err(dbe)?;
+            for row in r
+                .open_table(CACHE_BLOBS)
+                .map_err(dbe)?
+                .iter()
+                .map_err(dbe)?
+            {
+                let (k, v) = row.map_err(dbe)?;
+                let blobs: Vec<Digest> = serde_json::from_slice(v.value()).unwrap_or_default();
+                if let Some(b) = blobs.iter().find(|b| !present.contains(*b)) {
+                    rep.garbage.push(format!(
+                        "build cache entry {} needs missing blob {b}",
+                        k.value()
+                    ));
+                }
+            }
+        }
+        let live_diffs: HashSet<String> = self
+            .read_all()?
+            .0
+            .into_values()
+            .flat_map(|m| m.layers.into_iter().map(|l| l.diff_id))
+            .collect();
+        let sdir = self.root.join("snapshots");
+        for e in fs::read_dir(&sdir).map_err(io_err(&sdir))?.flatten() {
+            let d = format!("sha256:{}", e.file_name().to_string_lossy());
+            if !live_diffs.contains(&d) {
+                rep.garbage
+                    .push(format!("snapshot of {d}: no image uses it"));
+            }
+        }
         Ok(rep)
     }
 

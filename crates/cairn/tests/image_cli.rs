@@ -78,6 +78,18 @@ fn import_list_inspect_history() {
         1,
         "filter by repository"
     );
+    assert_eq!(
+        ok(&root, &["images", "-q", "-f", "reference=busy*"]).trim(),
+        &id[7..19]
+    );
+    assert_eq!(
+        ok(&root, &["images", "-q", "-f", "reference=*:2"]).trim(),
+        ""
+    );
+    assert_eq!(
+        ok(&root, &["images", "-q", "-f", "dangling=true"]).trim(),
+        ""
+    );
 
     let v: Value = serde_json::from_str(&ok(&root, &["inspect", "busybox:1"])).unwrap();
     let i = &v[0];

@@ -21,6 +21,10 @@ pub struct ImagesArgs {
     /// Show digests
     #[arg(long)]
     pub digests: bool,
+    /// Filter output: dangling=true|false, reference=PATTERN (`*` matches within a path
+    /// component, as docker's)
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
     /// Format output using a Go template ('table' prefix for a table with headers, 'json')
     #[arg(long, value_name = "TEMPLATE")]
     pub format: Option<String>,
@@ -570,8 +574,20 @@ fn image_rows(store: &Store, a: &ImagesArgs) -> anyhow::Result<Vec<Value>> {
         }
         None => None,
     };
+    let mut dangling: Option<bool> = None;
+    let mut patterns = Vec::new();
+    for f in &a.filters {
+        match f.split_once('=') {
+            Some(("dangling", v)) => dangling = Some(matches!(v, "true" | "1")),
+            Some(("reference", v)) => patterns.push(v.to_string()),
+            _ => bail!("invalid filter {f:?} (supported: dangling=true|false, reference=PATTERN)"),
+        }
+    }
     let mut rows = Vec::new();
     for img in &images {
+        if dangling.is_some_and(|d| d != img.repo_tags.is_empty()) {
+            continue;
+        }
         let refs: Vec<Option<Reference>> = if img.repo_tags.is_empty() {
             vec![None]
         } else {
@@ -584,6 +600,21 @@ fn image_rows(store: &Store, a: &ImagesArgs) -> anyhow::Result<Vec<Value>> {
             if let Some((f, explicit_tag)) = &filter {
                 let Some(r) = &r else { continue };
                 if r.repository() != f.repository() || (*explicit_tag && r.tag != f.tag) {
+                    continue;
+                }
+            }
+            if !patterns.is_empty() {
+                let Some(r) = &r else { continue };
+                let (short, full) = (r.familiar(), r.to_string());
+                let hit = |p: &String| {
+                    let p = if p.contains(':') {
+                        p.clone()
+                    } else {
+                        format!("{p}:*")
+                    };
+                    glob_match(&p, &short) || glob_match(&p, &full)
+                };
+                if !patterns.iter().any(hit) {
                     continue;
                 }
             }
@@ -610,6 +641,20 @@ fn image_rows(store: &Store, a: &ImagesArgs) -> anyhow::Result<Vec<Value>> {
         }
     }
     Ok(rows)
+}
+
+/// docker's reference filter: `*` matches any run of characters except `/`, `?` one.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && m(p, &s[1..])),
+            (Some(b'?'), Some(c)) if *c != b'/' => m(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), s.as_bytes())
 }
 
 pub fn images(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
@@ -1431,6 +1476,17 @@ mod tests {
         assert_eq!(c["Volumes"], json!({"/data": {}}));
         assert_eq!(c["OnBuild"], json!(["RUN true"]));
         assert!(apply_change(&mut Map::new(), "RUN x").is_err());
+    }
+
+    #[test]
+    fn reference_filters_glob_like_docker() {
+        assert!(glob_match("busy*:*", "busybox:latest"));
+        assert!(glob_match("*/bb:v?", "localhost:5000/bb:v1"));
+        assert!(
+            !glob_match("*:latest", "library/x:latest"),
+            "* does not cross /"
+        );
+        assert!(!glob_match("alpine:*", "busybox:latest"));
     }
 
     #[test]
