@@ -72,6 +72,13 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// SIGINT, SIGTERM or SIGHUP arrived (see `cairn_sandbox::kill_containers_on_termination`):
+    /// running RUNs were killed and no further step started.
+    #[error("build interrupted by signal {signal}")]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+    },
     /// Another stage failed first; this one stopped.
     #[error("cancelled: another stage failed")]
     Cancelled,
@@ -85,6 +92,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::RunFailed(f) if f.exit_code > 0 => f.exit_code,
+            Error::Interrupted { signal } => 128 + signal,
             _ => 1,
         }
     }

@@ -514,6 +514,9 @@ impl<'a> Solver<'a> {
         let created = format_time(build_time);
 
         for step in &stage.steps {
+            if let Some(signal) = cairn_sandbox::termination_signal() {
+                return Err(Error::Interrupted { signal });
+            }
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(Error::Cancelled);
             }
@@ -812,6 +815,10 @@ impl<'a> Solver<'a> {
         };
         drop(keep_roots);
         drop(keep_dirs);
+        if let Some(signal) = cairn_sandbox::termination_signal() {
+            // The signal handler killed the process: that is not the RUN's failure.
+            return Err(Error::Interrupted { signal });
+        }
         if code != 0 {
             return Err(Error::RunFailed(Box::new(RunFailure {
                 file: self.req.dockerfile_name.clone(),

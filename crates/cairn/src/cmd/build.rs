@@ -70,6 +70,20 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     }
     // Mounts made from here on die with the process; must happen before any thread exists.
     cairn_sandbox::enter_private_mount_namespace().context("entering a private mount namespace")?;
+    // Ctrl-C kills the running RUNs and stops the build at the next step (the engine checks),
+    // leaving no half-written layer; threads started from here on inherit the blocked signals.
+    cairn_sandbox::kill_containers_on_termination().context("installing signal handling")?;
+    std::thread::spawn(|| {
+        // A step that is not a RUN (unpacking a big base image) cannot be interrupted: give it
+        // a few seconds, then leave; the kernel removes our mounts with the mount namespace.
+        while cairn_sandbox::termination_signal().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let signal = cairn_sandbox::termination_signal().unwrap_or(2);
+        eprintln!("ERROR: build interrupted by signal {signal}");
+        std::process::exit(128 + signal);
+    });
 
     let mode = if args.quiet {
         Mode::Quiet
