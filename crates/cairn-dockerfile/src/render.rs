@@ -288,6 +288,35 @@ pub fn outline(plan: &Plan) -> String {
             .ok();
         }
     }
+    // What the build will ask the caller for, as `docker build --call=outline` lists it.
+    let mut secrets: Vec<String> = Vec::new();
+    let mut ssh: Vec<String> = Vec::new();
+    for step in plan.stages.iter().flat_map(|s| &s.steps) {
+        let StepKind::Run(r) = &step.kind else {
+            continue;
+        };
+        for m in &r.mounts {
+            let (list, id, required) = match m {
+                Mount::Secret { id, required, .. } => (&mut secrets, id, *required),
+                Mount::Ssh { id, required, .. } => (&mut ssh, id, *required),
+                _ => continue,
+            };
+            let entry = if required {
+                format!("{id} (required)")
+            } else {
+                id.clone()
+            };
+            if !list.contains(&entry) {
+                list.push(entry);
+            }
+        }
+    }
+    if !secrets.is_empty() {
+        let _ = writeln!(o, "SECRETS: {}", secrets.join(", "));
+    }
+    if !ssh.is_empty() {
+        let _ = writeln!(o, "SSH: {}", ssh.join(", "));
+    }
     for s in &plan.stages {
         let _ = writeln!(o);
         let base = match &s.base {
