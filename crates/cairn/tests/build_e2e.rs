@@ -785,3 +785,51 @@ fn a_context_tar_on_stdin_and_network_none() {
     // --network none: a namespace with loopback only.
     assert_eq!(fs::read_to_string(dest.join("links")).unwrap().trim(), "1");
 }
+
+#[test]
+fn ctrl_c_stops_the_build_and_its_run() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo started && sleep 60\nRUN echo never\n",
+    );
+    let mut child = Command::new(cairn_bin())
+        .arg("--root")
+        .arg(&env.root)
+        .args(["build", "--progress=plain"])
+        .arg(&env.ctx)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the RUN to print, then interrupt as a terminal would.
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let t = Instant::now();
+    while !seen.contains("started") && t.elapsed().as_secs() < 30 {
+        let mut buf = [0u8; 4096];
+        use std::io::Read;
+        let n = err.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("started"), "{seen}");
+    let t = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    use std::io::Read;
+    err.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(t.elapsed().as_secs() < 10, "took {:?} to stop", t.elapsed());
+    assert!(rest.contains("interrupted by signal 2"), "{rest}");
+    assert!(!rest.contains("echo never"), "{rest}");
+}
