@@ -127,7 +127,7 @@ def main():
             diffs.append(f"history: {len(a)} rows in cairn / {len(b)} in buildkit")
         for i, (x, y) in enumerate(zip(a, b)):
             if x != y:
-                diffs.append(f"history row {i}: cairn {x!r} / buildkit {y!r}")
+                diffs.append(f"history row {i}: cairn '{x}' / buildkit '{y}'")
     except OSError as e:
         diffs.append(f"history: {e}")
     with open(f"{d}/diff.txt", "w") as f:
