@@ -85,16 +85,21 @@ fn made_by(created_by: &str, original: &str) -> bool {
         .all(|w| c.contains(w))
 }
 
-/// Lines of the instructions that made each layer: the layers above the base image's are
-/// matched in order against the instructions of the stage and of the stages it is built on.
+/// Lines of the instructions that made each layer: the base image's layers get the line of the
+/// FROM that brought them (`from_line`), the others are matched in order against the
+/// instructions of the stage and of the stages it is built on.
 pub fn layer_lines(
     config: &serde_json::Value,
     layers: usize,
     base_layers: usize,
+    from_line: usize,
     steps: &[(usize, String)],
 ) -> Vec<usize> {
     let history = layer_history(config);
     let mut lines = vec![0; layers];
+    for l in lines.iter_mut().take(base_layers) {
+        *l = from_line;
+    }
     let mut next = 0;
     for (i, line) in lines.iter_mut().enumerate().skip(base_layers) {
         let Some(by) = history.get(i) else {
@@ -155,6 +160,8 @@ pub fn build_stages(
     let mut built: Vec<BuiltStage> = Vec::new();
     // Instructions of each stage's chain (its ancestors' first), by stage index.
     let mut chains: std::collections::HashMap<usize, Vec<(usize, String)>> = Default::default();
+    // Line of the FROM naming the image at the bottom of each stage's chain, by stage index.
+    let mut roots: std::collections::HashMap<usize, usize> = Default::default();
     let last = plan.stages.len().saturating_sub(1);
     for (pos, stage) in plan.stages.iter().enumerate() {
         let mut chain = match &stage.base {
@@ -168,6 +175,11 @@ pub fn build_stages(
                 .map(|s| (s.span.line, s.original.clone())),
         );
         chains.insert(stage.index, chain.clone());
+        let from_line = match &stage.base {
+            Base::Stage(i) => roots.get(i).copied().unwrap_or(stage.span.line),
+            _ => stage.span.line,
+        };
+        roots.insert(stage.index, from_line);
         let target = stage
             .name
             .clone()
@@ -200,7 +212,7 @@ pub fn build_stages(
         };
         let config = serde_json::from_slice(&out.config_json)
             .map_err(|e| crate::Error::Other(format!("the engine's image config: {e}")))?;
-        let layer_lines = layer_lines(&config, out.layers.len(), base_layers, &chain);
+        let layer_lines = layer_lines(&config, out.layers.len(), base_layers, from_line, &chain);
         built.push(BuiltStage {
             name: stage.display_name(),
             index: stage.index,
@@ -261,7 +273,7 @@ mod tests {
             (7, "COPY --from=build /app/server /server".to_string()),
             (8, "RUN echo $V".to_string()),
         ];
-        assert_eq!(layer_lines(&cfg, 5, 1, &steps), vec![0, 3, 5, 7, 0]);
+        assert_eq!(layer_lines(&cfg, 5, 1, 1, &steps), vec![1, 3, 5, 7, 0]);
     }
 
     #[test]
