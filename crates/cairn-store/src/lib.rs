@@ -72,6 +72,8 @@
 //! unreferenced files only if it can take that lock exclusively, otherwise only files older than
 //! an hour (so that a concurrent build's not-yet-committed layers survive).
 
+#![warn(missing_docs)]
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

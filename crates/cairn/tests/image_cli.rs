@@ -354,3 +354,44 @@ fn two_processes_share_a_store() {
     assert_eq!(tags, ["0", "1", "2", "3"]);
     assert!(ok(&root, &["system", "check"]).ends_with("ok\n"));
 }
+
+#[test]
+fn a_long_write_blocks_neither_readers_nor_other_writers() {
+    use std::io::Write;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let tar = busybox_tar(t.path());
+    ok(&root, &["import", tar.to_str().unwrap(), "first"]);
+    // An import that is stuck reading its input half-way.
+    let mut slow = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
+        .arg("--root")
+        .arg(&root)
+        .args(["import", "-", "second"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&tar).unwrap();
+    let mut stdin = slow.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    assert_eq!(
+        ok(&root, &["images", "--format", "{{.Repository}}"]).trim(),
+        "first"
+    );
+    ok(&root, &["tag", "first", "third"]);
+    assert!(ok(&root, &["system", "check"]).ends_with("ok\n"));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "nothing waited for the import"
+    );
+    stdin.write_all(&bytes[bytes.len() / 2..]).unwrap();
+    drop(stdin);
+    assert!(slow.wait_with_output().unwrap().status.success());
+    let names = ok(&root, &["images", "--format", "{{.Repository}}"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, ["first", "second", "third"]);
+}

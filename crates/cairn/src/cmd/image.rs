@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+/// `cairn images` (docker images).
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
     /// Show only images of this repository (and tag)
@@ -36,6 +37,7 @@ pub struct ImagesArgs {
     pub quiet: bool,
 }
 
+/// `cairn history` (docker history).
 #[derive(clap::Args, Debug)]
 pub struct HistoryArgs {
     /// Format output using a Go template
@@ -54,6 +56,7 @@ pub struct HistoryArgs {
     pub image: String,
 }
 
+/// `cairn inspect` (docker image inspect).
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
     /// Format output using a Go template
@@ -64,6 +67,7 @@ pub struct InspectArgs {
     pub images: Vec<String>,
 }
 
+/// `cairn tag SRC DST`.
 #[derive(clap::Args, Debug)]
 pub struct TagArgs {
     /// SOURCE_IMAGE[:TAG]
@@ -72,6 +76,7 @@ pub struct TagArgs {
     pub target: String,
 }
 
+/// `cairn rmi` (docker rmi).
 #[derive(clap::Args, Debug)]
 pub struct RmiArgs {
     /// Force removal of the image (all its tags)
@@ -85,6 +90,7 @@ pub struct RmiArgs {
     pub images: Vec<String>,
 }
 
+/// `cairn save` (docker save, plus `--format oci`).
 #[derive(clap::Args, Debug)]
 pub struct SaveArgs {
     /// Write to a file (or, with --format oci, a directory), instead of STDOUT
@@ -98,6 +104,7 @@ pub struct SaveArgs {
     pub images: Vec<String>,
 }
 
+/// `cairn load` (docker load; also OCI layouts).
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
     /// Read from a tar archive file (plain, gzip, zstd, xz) or an OCI layout directory, instead
@@ -109,6 +116,7 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
+/// `cairn import` (docker import, reproducible).
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
@@ -131,6 +139,7 @@ pub struct ImportArgs {
     pub reference: Option<String>,
 }
 
+/// `cairn image prune` and `cairn system prune`.
 #[derive(clap::Args, Debug)]
 pub struct PruneArgs {
     /// Do not prompt for confirmation
@@ -141,6 +150,7 @@ pub struct PruneArgs {
     pub build_cache: bool,
 }
 
+/// `cairn image …`: docker's image management group.
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCommand {
     /// List images
@@ -165,6 +175,7 @@ pub enum ImageCommand {
     Prune(PruneArgs),
 }
 
+/// `cairn system …`: store maintenance.
 #[derive(clap::Subcommand, Debug)]
 pub enum SystemCommand {
     /// Verify every blob's digest and every reference of the store
@@ -657,6 +668,7 @@ fn glob_match(pattern: &str, s: &str) -> bool {
     m(pattern.as_bytes(), s.as_bytes())
 }
 
+/// Lists images, one row per tag, newest first.
 pub fn images(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let rows = image_rows(&store, &a)?;
@@ -695,6 +707,7 @@ pub fn images(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
 // ---------------------------------------------------------------------------------------------
 // history
 
+/// Prints one row per history entry, newest first.
 pub fn history(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let img = find(&store, &a.image)?;
@@ -872,6 +885,7 @@ pub fn inspect_json(store: &Store, img: &ImageRecord) -> anyhow::Result<Value> {
     Ok(Value::Object(o))
 }
 
+/// Prints the docker-style JSON of each image (or a template per image).
 pub fn inspect(a: InspectArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let mut found = Vec::new();
@@ -913,6 +927,7 @@ pub fn inspect(a: InspectArgs, g: &Global) -> anyhow::Result<i32> {
 // ---------------------------------------------------------------------------------------------
 // tag, rmi
 
+/// Points a new reference at an image.
 pub fn tag(a: TagArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let img = find(&store, &a.source)?;
@@ -920,6 +935,7 @@ pub fn tag(a: TagArgs, g: &Global) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Untags, and deletes an image once no tag is left; prints what it did as docker does.
 pub fn rmi(a: RmiArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let mut code = 0;
@@ -1000,6 +1016,7 @@ fn write_file_atomically(
     res
 }
 
+/// Writes images as a docker-archive or an OCI layout.
 pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let format = match a.format.as_str() {
@@ -1052,6 +1069,7 @@ pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Loads every image of an archive or layout and names it.
 pub fn load(a: LoadArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let loaded = match &a.input {
@@ -1262,6 +1280,7 @@ fn import_created() -> anyhow::Result<String> {
     Ok(t.format(&time::format_description::well_known::Rfc3339)?)
 }
 
+/// Makes a one-layer image from a rootfs tarball and prints its ID.
 pub fn import(a: ImportArgs, g: &Global) -> anyhow::Result<i32> {
     let compression = match a.compression.as_str() {
         "gzip" => cairn_layer::Compression::Gzip,
@@ -1314,6 +1333,7 @@ pub fn import(a: ImportArgs, g: &Global) -> anyhow::Result<i32> {
 // ---------------------------------------------------------------------------------------------
 // image / system
 
+/// Dispatches `cairn image …`.
 pub fn image_command(c: ImageCommand, g: &Global) -> anyhow::Result<i32> {
     match c {
         ImageCommand::Ls(a) => images(a, g),
@@ -1375,6 +1395,7 @@ fn prune(a: PruneArgs, g: &Global, system: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Dispatches `cairn system …`; `check` exits 1 when it finds a problem.
 pub fn system_command(c: SystemCommand, g: &Global) -> anyhow::Result<i32> {
     match c {
         SystemCommand::Prune(a) => prune(a, g, true),
