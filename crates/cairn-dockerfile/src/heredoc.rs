@@ -6,11 +6,11 @@ use crate::ast::HeredocBody;
 use crate::shell::{Lexer, NoVars};
 
 /// The heredocs opened by a logical line, in order (bodies empty, to be read by the parser).
-pub(crate) fn from_line(line: &str, escape: char) -> Result<Vec<HeredocBody>, String> {
+/// BuildKit splits the line with `\` as the escape whatever the escape directive says.
+pub(crate) fn from_line(line: &str) -> Result<Vec<HeredocBody>, String> {
     let mut lx = Lexer::new('\\');
     lx.raw_quotes = true;
     lx.raw_escapes = true;
-    let _ = escape; // BuildKit splits heredoc lines with `\` whatever the escape directive says.
     let words = lx.process_words(line, &NoVars).unwrap_or_default();
     let mut docs = Vec::new();
     for w in words {
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn markers() {
-        let d = from_line("RUN <<A cat - <<-'B' 3<<\"C\" x<<y \"<<no\"", '\\').unwrap();
+        let d = from_line("RUN <<A cat - <<-'B' 3<<\"C\" x<<y \"<<no\"").unwrap();
         let got: Vec<_> = d
             .iter()
             .map(|h| (h.name.as_str(), h.expand, h.chomp, h.fd))

@@ -252,7 +252,6 @@ pub(crate) fn parse_args(
         )
     };
     let at_kw = |msg: String| ctx.err(ins.span.line, ins.span.column, kw.len(), msg);
-    let json_err = |m: String| here(m);
     Ok(match ins.keyword {
         Keyword::From => {
             let w = whitespace_split(args);
@@ -283,13 +282,13 @@ pub(crate) fn parse_args(
             if args.is_empty() && ins.keyword == Keyword::Run {
                 return Err(at_kw("RUN requires at least one argument".into()));
             }
-            match maybe_json(args).map_err(json_err)? {
+            match maybe_json(args).map_err(here)? {
                 Some(v) => Args::Command(Command::Exec(v)),
                 None => Args::Command(Command::Shell(args.to_string())),
             }
         }
         Keyword::Copy | Keyword::Add => {
-            let (mut all, json) = match maybe_json(args).map_err(json_err)? {
+            let (mut all, json) = match maybe_json(args).map_err(here)? {
                 Some(v) => (v, true),
                 None => (whitespace_split(args), false),
             };
@@ -346,7 +345,7 @@ pub(crate) fn parse_args(
             Args::Expose(w)
         }
         Keyword::Volume => {
-            let w = match maybe_json(args).map_err(json_err)? {
+            let w = match maybe_json(args).map_err(here)? {
                 Some(v) => v,
                 None => whitespace_split(args),
             };
@@ -361,7 +360,7 @@ pub(crate) fn parse_args(
             }
             Args::Single(args.to_string())
         }
-        Keyword::Shell => match maybe_json(args).map_err(json_err)? {
+        Keyword::Shell => match maybe_json(args).map_err(here)? {
             Some(v) if v.is_empty() => {
                 return Err(here("SHELL requires at least one argument".into()))
             }
@@ -387,7 +386,7 @@ pub(crate) fn parse_args(
                 if rest.is_empty() {
                     return Err(here("Missing command after HEALTHCHECK CMD".into()));
                 }
-                match maybe_json(rest).map_err(json_err)? {
+                match maybe_json(rest).map_err(here)? {
                     Some(v) => Args::Healthcheck(Some(Command::Exec(v))),
                     None => Args::Healthcheck(Some(Command::Shell(rest.to_string()))),
                 }

@@ -180,7 +180,7 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Error> {
         if matches!(ins.keyword, Keyword::Run | Keyword::Copy | Keyword::Add)
             && logical.contains("<<")
         {
-            let docs = heredoc::from_line(&logical, ctx.escape)
+            let docs = heredoc::from_line(&logical)
                 .map_err(|m| ctx.err(line_no, ins.span.column, 1, m))?;
             for doc in docs {
                 let mut content = String::new();
