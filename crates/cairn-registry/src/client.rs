@@ -453,11 +453,20 @@ impl Client {
         Ok((body, ct))
     }
 
-    /// Starts downloading a blob; the caller streams and verifies the body.
-    pub fn get_blob(&self, repo: &str, digest: &str) -> Result<Response, Error> {
+    /// Starts downloading a blob from byte `offset` (a `Range` request when not 0: the answer
+    /// is 206 if the registry honours it, else 200 with the whole blob); the caller streams and
+    /// verifies the body.
+    pub fn get_blob(&self, repo: &str, digest: &str, offset: u64) -> Result<Response, Error> {
         let what = format!("blob {digest}");
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let resp = self.send(&what, &|h, base| Ok(h.get(format!("{base}{path}"))))?;
+        let resp = self.send(&what, &|h, base| {
+            let rb = h.get(format!("{base}{path}"));
+            Ok(if offset > 0 {
+                rb.header(reqwest::header::RANGE, format!("bytes={offset}-"))
+            } else {
+                rb
+            })
+        })?;
         if !resp.status().is_success() {
             return Err(self.error_from(resp, &what));
         }

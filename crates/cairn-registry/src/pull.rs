@@ -236,8 +236,9 @@ fn commit(store: &Store, manifest_bytes: &[u8], tags: &[String]) -> Result<Image
     Ok(store.commit_manifest(manifest_bytes, tags)?)
 }
 
-/// Downloads one blob into the store, verifying size and digest as it streams. Transient
-/// failures start the blob again; a digest mismatch is final and stores nothing.
+/// Downloads one blob into the store, verifying size and digest as it streams. A stream that
+/// breaks is picked up where it stopped (HTTP Range) without the store noticing; a digest
+/// mismatch is final and stores nothing.
 pub(crate) fn fetch_blob(
     store: &Store,
     client: &Client,
@@ -246,59 +247,44 @@ pub(crate) fn fetch_blob(
     ro: &RegistryOptions,
     layer: bool,
 ) -> Result<()> {
-    let mut attempt = 0;
-    loop {
-        // get_blob has retried its own request; here only a stream cut mid-way starts again.
-        let resp = client.get_blob(repo, &desc.digest)?;
-        let result = {
-            let mut reader = Verifying {
-                inner: resp,
-                hasher: sha2::Sha256::new(),
-                expected: desc.digest.clone(),
-                size: desc.size,
-                read: 0,
-                outcome: Outcome::Reading,
-                progress: layer.then_some(ro),
-                last_report: 0,
-            };
-            match store.ingest(&mut reader, Some(&desc.digest)) {
-                Ok(_) => Ok(()),
-                Err(e) => Err(
-                    match std::mem::replace(&mut reader.outcome, Outcome::Reading) {
-                        Outcome::Mismatch(actual) => Error::DigestMismatch {
-                            what: format!("blob {}", desc.digest),
-                            expected: desc.digest.clone(),
-                            actual,
-                        },
-                        Outcome::Network(msg) => Error::Transport(format!(
-                            "blob {}: connection lost after {} of {} bytes: {msg}",
-                            desc.digest, reader.read, desc.size
-                        )),
-                        _ => Error::Store(e),
-                    },
-                ),
-            }
-        };
-        match result {
-            Ok(()) => {
-                if layer {
-                    ro.emit(Event::PullComplete {
-                        digest: desc.digest.clone(),
-                    });
-                }
-                return Ok(());
-            }
-            Err(e @ Error::Transport(_)) if attempt < ro.retries => {
-                attempt += 1;
-                ro.emit(Event::Retrying {
+    let resp = client.get_blob(repo, &desc.digest, 0)?;
+    let mut reader = Verifying {
+        inner: resp,
+        hasher: sha2::Sha256::new(),
+        expected: desc.digest.clone(),
+        size: desc.size,
+        read: 0,
+        outcome: Outcome::Reading,
+        client,
+        repo,
+        ro,
+        layer,
+        resumes: 0,
+        last_report: 0,
+    };
+    match store.ingest(&mut reader, Some(&desc.digest)) {
+        Ok(_) => {
+            if layer {
+                ro.emit(Event::PullComplete {
                     digest: desc.digest.clone(),
-                    attempt,
-                    error: e.to_string(),
                 });
-                std::thread::sleep(std::time::Duration::from_millis(250 << attempt.min(6)));
             }
-            Err(e) => return Err(e),
+            Ok(())
         }
+        Err(e) => Err(
+            match std::mem::replace(&mut reader.outcome, Outcome::Reading) {
+                Outcome::Mismatch(actual) => Error::DigestMismatch {
+                    what: format!("blob {}", desc.digest),
+                    expected: desc.digest.clone(),
+                    actual,
+                },
+                Outcome::Network(msg) => Error::Transport(format!(
+                    "blob {}: connection lost after {} of {} bytes: {msg}",
+                    desc.digest, reader.read, desc.size
+                )),
+                Outcome::Reading => Error::Store(e),
+            },
+        ),
     }
 }
 
@@ -310,40 +296,101 @@ enum Outcome {
 
 /// Hashes and counts what the store reads; at the end of the stream it turns a wrong size or
 /// digest into a read error, so the store never commits bad content whatever it checks itself.
-struct Verifying<'a, R> {
-    inner: R,
+/// When the connection breaks it asks the registry for the rest (`Range: bytes=N-`), up to
+/// `retries` times.
+struct Verifying<'a> {
+    inner: reqwest::blocking::Response,
     hasher: sha2::Sha256,
     expected: String,
     size: u64,
     read: u64,
     outcome: Outcome,
-    progress: Option<&'a RegistryOptions>,
+    client: &'a Client,
+    repo: &'a str,
+    ro: &'a RegistryOptions,
+    /// Whether progress events are wanted (layers, not configs).
+    layer: bool,
+    resumes: u32,
     last_report: u64,
 }
 
-impl<R: Read> Read for Verifying<'_, R> {
+impl Verifying<'_> {
+    /// Replaces the broken stream by one that starts at `self.read`; gives up (as an I/O error
+    /// the store sees) after `retries` attempts.
+    fn resume(&mut self, why: String) -> std::io::Result<()> {
+        let mut why = why;
+        loop {
+            if self.resumes >= self.ro.retries {
+                self.outcome = Outcome::Network(why.clone());
+                return Err(std::io::Error::other(why));
+            }
+            self.resumes += 1;
+            self.ro.emit(Event::Retrying {
+                digest: self.expected.clone(),
+                attempt: self.resumes,
+                error: format!("{why}; resuming at byte {}", self.read),
+            });
+            std::thread::sleep(std::time::Duration::from_millis(250 << self.resumes.min(6)));
+            let mut resp = match self.client.get_blob(self.repo, &self.expected, self.read) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The request has had its own retries: the registry is gone.
+                    let msg = format!("{why}; then: {e}");
+                    self.outcome = Outcome::Network(msg.clone());
+                    return Err(std::io::Error::other(msg));
+                }
+            };
+            if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                let range = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if range.starts_with(&format!("bytes {}-", self.read)) {
+                    self.inner = resp;
+                    return Ok(());
+                }
+                why = format!("the registry resumed with range {range:?}");
+                continue;
+            }
+            // No range support: the whole blob again; skip what was already read.
+            match std::io::copy(&mut (&mut resp).take(self.read), &mut std::io::sink()) {
+                Ok(n) if n == self.read => {
+                    self.inner = resp;
+                    return Ok(());
+                }
+                Ok(_) => why = "the stream ended early".into(),
+                Err(e) => why = error_chain(&e),
+            }
+        }
+    }
+}
+
+impl Read for Verifying<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                self.outcome = Outcome::Network(error_chain(&e));
-                return Err(e);
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = loop {
+            match self.inner.read(buf) {
+                Ok(0) if self.read < self.size => {
+                    self.resume(format!(
+                        "the stream ended after {} of {} bytes",
+                        self.read, self.size
+                    ))?;
+                }
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => self.resume(error_chain(&e))?,
             }
         };
         if n == 0 {
             let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-            let wrong = if self.read != self.size {
-                Some(format!("{} bytes instead of {}", self.read, self.size))
-            } else if actual != self.expected {
-                Some(actual)
-            } else {
-                None
-            };
-            if let Some(w) = wrong {
-                self.outcome = Outcome::Mismatch(w.clone());
+            if actual != self.expected {
+                self.outcome = Outcome::Mismatch(actual.clone());
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("digest mismatch: {w}"),
+                    format!("digest mismatch: {actual}"),
                 ));
             }
             return Ok(0);
@@ -358,18 +405,17 @@ impl<R: Read> Read for Verifying<'_, R> {
             ));
         }
         self.hasher.update(&buf[..n]);
-        if let Some(ro) = self.progress {
-            // About 50 reports per blob are plenty for a progress bar.
-            if self.read - self.last_report >= (self.size / 50).max(1 << 20)
-                || self.read == self.size
-            {
-                self.last_report = self.read;
-                ro.emit(Event::Progress {
-                    digest: self.expected.clone(),
-                    current: self.read,
-                    total: self.size,
-                });
-            }
+        // About 50 reports per blob are plenty for a progress bar.
+        if self.layer
+            && (self.read - self.last_report >= (self.size / 50).max(1 << 20)
+                || self.read == self.size)
+        {
+            self.last_report = self.read;
+            self.ro.emit(Event::Progress {
+                digest: self.expected.clone(),
+                current: self.read,
+                total: self.size,
+            });
         }
         Ok(n)
     }

@@ -28,6 +28,10 @@ struct State {
     uploads: HashMap<String, Vec<u8>>,
     /// Sizes of the PATCH bodies received.
     patches: Vec<usize>,
+    /// (path, Range header) of ranged requests.
+    ranges: Vec<(String, String)>,
+    /// Ignore Range headers (answer 200 with the whole blob), as some servers do.
+    no_ranges: bool,
 }
 
 struct Request {
@@ -82,6 +86,28 @@ fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[
     let _ = s.write_all(body);
 }
 
+/// Answers 200 with `body`, or 206 with its tail when the request has `Range: bytes=N-`.
+fn respond_ranged(c: &mut TcpStream, req: &Request, kind: String, body: &[u8], ranges: bool) {
+    let start = req
+        .headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match start {
+        Some(n) if ranges && n < body.len() => {
+            let range = format!("bytes {n}-{}/{}", body.len() - 1, body.len());
+            respond(
+                c,
+                "206 Partial Content",
+                &[("Content-Range", range)],
+                &body[n..],
+            );
+        }
+        _ => respond(c, "200 OK", &[("Content-Type", kind)], body),
+    }
+}
+
 /// Serves `state` on a fresh port of `ip`; the token endpoint wants alice/pw.
 fn serve(ip: &'static str, state: Arc<Mutex<State>>) -> u16 {
     let l = TcpListener::bind((ip, 0)).unwrap();
@@ -111,7 +137,11 @@ fn handle(c: &mut TcpStream, req: Request, ip: &str, port: u16, state: &Mutex<St
         .cloned()
         .unwrap_or_default();
     let mut st = state.lock().unwrap();
+    let ranges = !st.no_ranges;
     st.log.push(format!("{} {} {}", req.method, req.path, auth));
+    if let Some(r) = req.headers.get("range") {
+        st.ranges.push((req.path.clone(), r.clone()));
+    }
     if req.path == "/token" {
         // base64("alice:pw")
         let ok = auth == "Basic YWxpY2U6cHc="
@@ -140,7 +170,7 @@ fn handle(c: &mut TcpStream, req: Request, ip: &str, port: u16, state: &Mutex<St
             .cloned();
         drop(st);
         match body {
-            Some((_, b)) if auth.is_empty() => respond(c, "200 OK", &[], &b),
+            Some((kind, b)) if auth.is_empty() => respond_ranged(c, &req, kind, &b, ranges),
             _ => respond(
                 c,
                 "403 Forbidden",
@@ -210,7 +240,7 @@ fn handle(c: &mut TcpStream, req: Request, ip: &str, port: u16, state: &Mutex<St
                 &[("Location", format!("{host}/blob-host/{d}"))],
                 b"",
             ),
-            _ => respond(c, "200 OK", &[("Content-Type", kind)], &body),
+            _ => respond_ranged(c, &req, kind, &body, ranges),
         },
     }
 }
@@ -407,6 +437,16 @@ fn bearer_token_manifest_list_retries_and_redirects() {
         digest: arm_layer.clone()
     }));
 
+    // The cut download went on from where it broke, on the redirected host.
+    let half = state.lock().unwrap().files[&format!("/v2/library/busybox/blobs/{arm_layer}")]
+        .1
+        .len()
+        / 2;
+    let ranges = state.lock().unwrap().ranges.clone();
+    assert!(
+        ranges.contains(&(format!("/blob-host/{arm_layer}"), format!("bytes={half}-"))),
+        "{ranges:?}"
+    );
     let log = state.lock().unwrap().log.clone();
     // The arm64 manifest was fetched by digest; the amd64 one never.
     assert!(
@@ -555,4 +595,46 @@ fn monolithic_refused_falls_back_to_chunks() {
     let (digest, stored, patches) = push_with(&state, port, None);
     assert_eq!(digest, stored);
     assert!(!patches.is_empty(), "fell back to PATCH uploads");
+}
+
+#[test]
+fn a_cut_stream_resumes_even_without_range_support() {
+    let state = Arc::new(Mutex::new(State {
+        no_ranges: true,
+        ..Default::default()
+    }));
+    let (_, _, _, arm_layer) = populate(&mut state.lock().unwrap());
+    let path = format!("/v2/library/busybox/blobs/{arm_layer}");
+    state
+        .lock()
+        .unwrap()
+        .faults
+        .insert(path.clone(), vec!["cut", "cut"]);
+    let port = serve("127.0.0.1", state.clone());
+    let root = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(root.path()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let reference = format!("127.0.0.1:{port}/library/busybox");
+    let rec = cairn_registry::pull(&store, &reference, &options(events.clone(), alice())).unwrap();
+    assert_eq!(rec.layers[0].digest, arm_layer);
+    let ev = events.lock().unwrap().clone();
+    let retries = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Retrying { .. }))
+        .count();
+    assert_eq!(retries, 2, "{ev:?}");
+    // It asked for the rest; the server sent everything and the head was skipped.
+    assert_eq!(state.lock().unwrap().ranges.len(), 2);
+
+    // Cut more often than the retries allow: a clear error, nothing stored.
+    let root = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(root.path()).unwrap();
+    state
+        .lock()
+        .unwrap()
+        .faults
+        .insert(path, vec!["cut", "cut", "cut", "cut"]);
+    let err = cairn_registry::pull(&store, &reference, &options(events, alice())).unwrap_err();
+    assert!(err.to_string().contains("connection lost after"), "{err}");
+    assert!(!store.has_blob(&arm_layer));
 }
