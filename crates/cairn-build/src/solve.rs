@@ -401,7 +401,21 @@ impl<'a> Solver<'a> {
         std::thread::scope(|s| {
             for pos in 0..self.plan.stages.len() {
                 s.spawn(move || {
-                    let r = self.solve_stage(pos);
+                    // A panic must still fill the slot: stages waiting on this one would
+                    // otherwise wait forever.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.solve_stage(pos)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let what = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::Other(format!(
+                            "internal error (a bug in cairn): {what}"
+                        )))
+                    });
                     match r {
                         Ok(res) => self.slots.set(pos, Some(Arc::new(res))),
                         Err(e) => {
@@ -666,32 +680,45 @@ impl<'a> Solver<'a> {
         build_time: i64,
         v: Vertex,
     ) -> Result<Option<LayerDescriptor>> {
-        if !self.req.no_cache {
-            let hit = self
-                .store
-                .cache_get(st.key.as_str())?
-                .and_then(|b| CacheRecord::decode(&b));
-            if let Some(rec) = hit {
-                self.reporter.cached(v);
-                return Ok(rec.layer);
-            }
+        let hit = if self.req.no_cache {
+            None
+        } else {
+            self.cache_hit(&st.key)
+                .inspect_err(|e| self.reporter.failed(v, e.to_string()))?
+        };
+        if let Some(rec) = hit {
+            self.reporter.cached(v);
+            return Ok(rec.layer);
         }
-        match self.execute(name, step, st, build_time, v) {
-            Ok(layer) => {
+        let result = self
+            .execute(name, step, st, build_time, v)
+            .and_then(|layer| {
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
                 let blobs: Vec<String> = layer.iter().map(|l| l.digest.clone()).collect();
                 self.store
                     .cache_put(st.key.as_str(), &rec.encode(), &blobs)?;
-                self.reporter.done(v);
                 Ok(layer)
-            }
-            Err(e) => {
-                self.reporter.failed(v, e.to_string());
-                Err(e)
-            }
+            });
+        match &result {
+            Ok(_) => self.reporter.done(v),
+            Err(e) => self.reporter.failed(v, e.to_string()),
         }
+        result
+    }
+
+    /// The cached result of `key`, if there is one whose layer is still in the store (a record
+    /// that outlived its blob is a miss, not an error later).
+    fn cache_hit(&self, key: &CacheKey) -> Result<Option<CacheRecord>> {
+        let Some(bytes) = self.store.cache_get(key.as_str())? else {
+            return Ok(None);
+        };
+        Ok(CacheRecord::decode(&bytes).filter(|rec| {
+            rec.layer
+                .as_ref()
+                .is_none_or(|l| self.store.has_blob(&l.digest))
+        }))
     }
 
     /// Prepares a root over the stage's layers, applies the step, and writes the change.
