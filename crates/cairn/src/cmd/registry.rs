@@ -41,7 +41,7 @@ pub struct PullArgs {
     /// Image to pull: NAME[:TAG|@DIGEST]
     pub reference: String,
     /// Platform to select from a multi-platform image (os/arch[/variant]); default: the host's
-    #[arg(long)]
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
     /// Suppress progress output; print only the image name
     #[arg(long, short = 'q')]
