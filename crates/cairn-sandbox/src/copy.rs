@@ -103,6 +103,16 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
 /// because chown clears setuid bits; times last, because every other change touches ctime only
 /// but creating children touched mtime.
 pub(crate) fn copy_metadata(src: &Path, m: &fs::Metadata, dst: &Path) -> io::Result<()> {
+    copy_metadata_with(src, m, dst, true)
+}
+
+/// [`copy_metadata`], with xattrs the destination filesystem refuses skipped unless `strict`.
+pub(crate) fn copy_metadata_with(
+    src: &Path,
+    m: &fs::Metadata,
+    dst: &Path,
+    strict: bool,
+) -> io::Result<()> {
     let d = cpath(dst)?;
     if unsafe { libc::lchown(d.as_ptr(), m.uid(), m.gid()) } < 0 {
         return Err(io::Error::last_os_error());
@@ -111,7 +121,11 @@ pub(crate) fn copy_metadata(src: &Path, m: &fs::Metadata, dst: &Path) -> io::Res
     if !is_link && unsafe { libc::chmod(d.as_ptr(), m.mode() & 0o7777) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    copy_xattrs(src, dst)?;
+    match copy_xattrs(src, dst) {
+        Err(e)
+            if !strict && matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {}
+        r => r?,
+    }
     set_times(dst, m)
 }
 

@@ -122,14 +122,10 @@ pub fn run_with(
     } else {
         spec.hostname.clone()
     };
-    let etc = tempfile::Builder::new()
-        .prefix("cairn-etc-")
-        .tempdir()
-        .ctx(|| "creating a temp dir for /etc files".into())?;
-    let (resolv, hosts, hostname_file) = write_etc_files(etc.path(), &hostname, spec)?;
+    let (resolv, hosts, hostname_file) = etc_files(&hostname, spec.network);
     let mounts = setup::plan_mounts(
         &spec.mounts,
-        setup::etc_mounts(&resolv, &hosts, &hostname_file),
+        setup::etc_mounts(resolv, hosts, hostname_file),
     );
 
     let mut targets: Vec<(String, StubKind)> = ["/proc", "/dev", "/sys"]
@@ -138,9 +134,10 @@ pub fn run_with(
         .collect();
     // Under /dev the container gets a fresh tmpfs: its mount points are made there, not here.
     for m in mounts.iter().filter(|m| !setup::under_dev(&m.target)) {
-        let kind = match &m.kind {
-            MountKind::Bind { source, .. } if !source.is_dir() => StubKind::File,
-            _ => StubKind::Dir,
+        let kind = if m.wants_dir() {
+            StubKind::Dir
+        } else {
+            StubKind::File
         };
         targets.push((m.target.clone(), kind));
     }
@@ -166,7 +163,6 @@ pub fn run_with(
     };
     let result = spawn_and_wait(&plan, spec.stdin, on_output, hooks);
     drop(stubs);
-    drop(etc);
     result
 }
 
@@ -255,33 +251,20 @@ pub(crate) fn complete_env(env: &[String], home: &str, hostname: &str, tty: bool
     out
 }
 
-fn write_etc_files(
-    dir: &Path,
-    hostname: &str,
-    spec: &ProcessSpec,
-) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let resolv = dir.join("resolv.conf");
-    let hosts = dir.join("hosts");
-    let host_file = dir.join("hostname");
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let hosts_text = match spec.network {
+/// Contents of /etc/resolv.conf, /etc/hosts and /etc/hostname for a container.
+fn etc_files(hostname: &str, network: crate::spec::Network) -> (String, String, String) {
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let hosts = match network {
         // With the host's network, the host's names are the right answer (docker does the same).
         crate::spec::Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         crate::spec::Network::None => String::new(),
     };
-    let hosts_text = if hosts_text.trim().is_empty() {
+    let hosts = if hosts.trim().is_empty() {
         format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
     } else {
-        hosts_text
+        hosts
     };
-    for (path, text) in [
-        (&resolv, host_resolv),
-        (&hosts, hosts_text),
-        (&host_file, format!("{hostname}\n")),
-    ] {
-        std::fs::write(path, text).ctx(|| format!("writing {}", path.display()))?;
-    }
-    Ok((resolv, hosts, host_file))
+    (resolv, hosts, format!("{hostname}\n"))
 }
 
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd)> {

@@ -41,24 +41,71 @@ pub struct ContainerPlan {
     pub join: Option<u32>,
 }
 
-/// A mount of a [`ContainerPlan`]: the user's [`MountSpec`]s plus the generated /etc files.
-pub type PlannedMount = MountSpec;
-/// The kind of a [`PlannedMount`].
-pub type PlannedMountKind = MountKind;
+/// A mount of a [`ContainerPlan`]: one of the user's [`MountSpec`]s or a generated /etc file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMount {
+    /// What is mounted.
+    pub kind: PlannedMountKind,
+    /// Absolute path inside the container.
+    pub target: String,
+}
 
-/// The /etc files every container gets from generated files: (target, source).
-pub(crate) fn etc_mounts(resolv: &Path, hosts: &Path, hostname: &Path) -> Vec<MountSpec> {
+/// The kind of a [`PlannedMount`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlannedMountKind {
+    /// A host path.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+    /// A file with these contents (/etc/hosts and friends), written by the init into the
+    /// container's /dev tmpfs and bound from there: no temp file on disk.
+    Generated {
+        /// The file's contents.
+        contents: String,
+    },
+}
+
+impl From<MountSpec> for PlannedMount {
+    fn from(m: MountSpec) -> PlannedMount {
+        PlannedMount {
+            kind: match m.kind {
+                MountKind::Bind { source, readonly } => PlannedMountKind::Bind { source, readonly },
+                MountKind::Tmpfs { size } => PlannedMountKind::Tmpfs { size },
+            },
+            target: m.target,
+        }
+    }
+}
+
+impl PlannedMount {
+    /// Whether the mount point must be a directory (a bind of a file needs a file).
+    pub(crate) fn wants_dir(&self) -> bool {
+        match &self.kind {
+            PlannedMountKind::Bind { source, .. } => source.is_dir(),
+            PlannedMountKind::Tmpfs { .. } => true,
+            PlannedMountKind::Generated { .. } => false,
+        }
+    }
+}
+
+/// The /etc files every container gets, generated.
+pub(crate) fn etc_mounts(resolv: String, hosts: String, hostname: String) -> Vec<PlannedMount> {
     [
         ("/etc/resolv.conf", resolv),
         ("/etc/hosts", hosts),
         ("/etc/hostname", hostname),
     ]
     .into_iter()
-    .map(|(target, source)| MountSpec {
-        kind: MountKind::Bind {
-            source: source.to_path_buf(),
-            readonly: false,
-        },
+    .map(|(target, contents)| PlannedMount {
+        kind: PlannedMountKind::Generated { contents },
         target: target.to_string(),
     })
     .collect()
@@ -67,8 +114,8 @@ pub(crate) fn etc_mounts(resolv: &Path, hosts: &Path, hostname: &Path) -> Vec<Mo
 /// Orders the user's mounts and the generated ones: parents before children (so that a mount on
 /// /a/b is not hidden by a later one on /a), the user's own mount winning over a generated one on
 /// the same target (docker skips its /etc/hosts when the user mounts one).
-pub(crate) fn plan_mounts(user: &[MountSpec], generated: Vec<MountSpec>) -> Vec<MountSpec> {
-    let mut all: Vec<MountSpec> = generated
+pub(crate) fn plan_mounts(user: &[MountSpec], generated: Vec<PlannedMount>) -> Vec<PlannedMount> {
+    let mut all: Vec<PlannedMount> = generated
         .into_iter()
         .filter(|g| {
             !user
@@ -76,7 +123,7 @@ pub(crate) fn plan_mounts(user: &[MountSpec], generated: Vec<MountSpec>) -> Vec<
                 .any(|u| clean_target(&u.target) == clean_target(&g.target))
         })
         .collect();
-    all.extend(user.iter().cloned());
+    all.extend(user.iter().cloned().map(PlannedMount::from));
     all.sort_by_key(|m| depth(&m.target));
     all
 }
@@ -271,7 +318,7 @@ fn setup_dev(sys: &dyn Syscall, root: &Path) -> SetupResult {
     Ok(())
 }
 
-fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
+fn mount_one(sys: &dyn Syscall, root: &Path, m: &PlannedMount) -> SetupResult {
     validate_target(&m.target)?;
     let target = match sys.open_in_root(root, &m.target) {
         Ok(h) => h,
@@ -284,7 +331,7 @@ fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
         Err(e) => return Err(format!("resolving mount target {}: {e}", m.target)),
     };
     match &m.kind {
-        MountKind::Bind { source, readonly } => {
+        PlannedMountKind::Bind { source, readonly } => {
             ctx(
                 sys.mount(
                     Some(source),
@@ -313,7 +360,7 @@ fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
                 )?;
             }
         }
-        MountKind::Tmpfs { size } => {
+        PlannedMountKind::Tmpfs { size } => {
             let data = size.map(|s| format!("size={s}"));
             ctx(
                 sys.mount(
@@ -326,6 +373,27 @@ fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
                 || format!("mounting tmpfs on {}", m.target),
             )?;
         }
+        PlannedMountKind::Generated { contents } => {
+            // Written into our own /dev tmpfs, bound, then unlinked: the bind keeps the inode,
+            // and the container never sees the source.
+            let dev = ctx(sys.open_in_root(root, "/dev"), || "resolving /dev".into())?;
+            let name: String = m
+                .target
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let source = dev.path().join(format!(".cairn{name}"));
+            ctx(sys.write_file(&source, contents.as_bytes()), || {
+                format!("writing {}", m.target)
+            })?;
+            ctx(
+                sys.mount(Some(&source), target.path(), None, MsFlags::MS_BIND, None),
+                || format!("binding {}", m.target),
+            )?;
+            ctx(sys.unlink(&source), || {
+                format!("unlinking the source of {}", m.target)
+            })?;
+        }
     }
     Ok(())
 }
@@ -337,14 +405,11 @@ pub(crate) fn under_dev(target: &str) -> bool {
     t.starts_with("/dev/")
 }
 
-fn create_in_dev(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> SetupResult {
+fn create_in_dev(sys: &dyn Syscall, root: &Path, m: &PlannedMount) -> SetupResult {
     let dev = ctx(sys.open_in_root(root, "/dev"), || "resolving /dev".into())?;
     let t = clean_target(&m.target);
     let parts: Vec<&str> = t.trim_start_matches("/dev/").split('/').collect();
-    let is_dir = match &m.kind {
-        MountKind::Bind { source, .. } => source.is_dir(),
-        MountKind::Tmpfs { .. } => true,
-    };
+    let is_dir = m.wants_dir();
     let mut p = dev.path().to_path_buf();
     for (i, part) in parts.iter().enumerate() {
         p.push(part);
@@ -452,6 +517,10 @@ mod tests {
     use super::*;
     use crate::syscall::{Call, RecordingSyscall};
 
+    fn planned(v: Vec<MountSpec>) -> Vec<PlannedMount> {
+        v.into_iter().map(PlannedMount::from).collect()
+    }
+
     fn plan() -> ContainerPlan {
         ContainerPlan {
             rootfs: "/r".into(),
@@ -524,7 +593,7 @@ mod tests {
         let sys = RecordingSyscall::default();
         let mut p = plan();
         p.hostname = None;
-        p.mounts = vec![
+        p.mounts = planned(vec![
             MountSpec {
                 kind: MountKind::Bind {
                     source: "/host/data".into(),
@@ -538,7 +607,7 @@ mod tests {
                 },
                 target: "/scratch".into(),
             },
-        ];
+        ]);
         setup_rootfs(&sys, &p).unwrap();
         let calls = sys.calls();
         let m = mounts(&calls);
@@ -558,10 +627,10 @@ mod tests {
     fn escaping_targets_are_refused() {
         let sys = RecordingSyscall::default();
         let mut p = plan();
-        p.mounts = vec![MountSpec {
+        p.mounts = planned(vec![MountSpec {
             kind: MountKind::Tmpfs { size: None },
             target: "/data/../../etc".into(),
-        }];
+        }]);
         let err = setup_rootfs(&sys, &p).unwrap_err();
         assert!(err.contains(".."), "{err}");
         assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot(_))));
@@ -584,14 +653,7 @@ mod tests {
             bind("/a", "/h2"),
             bind("/etc/hosts", "/myhosts"),
         ];
-        let planned = plan_mounts(
-            &user,
-            etc_mounts(
-                "/g/resolv".as_ref(),
-                "/g/hosts".as_ref(),
-                "/g/hostname".as_ref(),
-            ),
-        );
+        let planned = plan_mounts(&user, etc_mounts("r".into(), "h".into(), "n".into()));
         let targets: Vec<&str> = planned.iter().map(|m| m.target.as_str()).collect();
         assert_eq!(
             targets,
@@ -603,8 +665,12 @@ mod tests {
                 "/a/b/c"
             ]
         );
-        assert!(planned.contains(&bind("/etc/hosts", "/myhosts")));
-        assert!(!planned.contains(&bind("/etc/hosts", "/g/hosts")));
+        assert!(planned.contains(&bind("/etc/hosts", "/myhosts").into()));
+        assert!(planned.iter().any(|m| m.target == "/etc/resolv.conf"
+            && m.kind
+                == PlannedMountKind::Generated {
+                    contents: "r".into()
+                }));
     }
 
     #[test]
@@ -635,13 +701,31 @@ mod tests {
     }
 
     #[test]
+    fn generated_files_are_written_in_dev_bound_and_unlinked() {
+        let sys = RecordingSyscall::default();
+        let mut p = plan();
+        p.mounts = etc_mounts("nameserver 1.1.1.1\n".into(), "h".into(), "n".into());
+        setup_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        let src = PathBuf::from("/r/dev/.cairn-etc-resolv-conf");
+        let w = calls
+            .iter()
+            .position(|c| *c == Call::WriteFile(src.clone(), b"nameserver 1.1.1.1\n".to_vec()))
+            .unwrap();
+        assert!(
+            matches!(&calls[w + 1], Call::Mount { source: Some(s), target, .. } if *s == src && target == Path::new("/r/etc/resolv.conf"))
+        );
+        assert_eq!(calls[w + 2], Call::Unlink(src));
+    }
+
+    #[test]
     fn mount_points_in_dev_are_made_in_the_tmpfs() {
         let sys = RecordingSyscall::with_missing(&["/r/dev/pipes/sub"]);
         let mut p = plan();
-        p.mounts = vec![MountSpec {
+        p.mounts = planned(vec![MountSpec {
             kind: MountKind::Tmpfs { size: None },
             target: "/dev/pipes/sub".into(),
-        }];
+        }]);
         setup_rootfs(&sys, &p).unwrap();
         let calls = sys.calls();
         let mk = |s: &str| Call::Mkdir(PathBuf::from(s));

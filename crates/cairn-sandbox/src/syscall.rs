@@ -43,6 +43,10 @@ pub trait Syscall {
     fn create_file(&self, path: &Path) -> io::Result<()>;
     /// `symlink(2)`.
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
+    /// Creates (or truncates) a file with these contents.
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
+    /// `unlink(2)`.
+    fn unlink(&self, path: &Path) -> io::Result<()>;
     /// Makes `new_root` the root of the mount namespace and detaches the old root.
     fn pivot_root(&self, new_root: &Path) -> io::Result<()>;
     /// `sethostname(2)`.
@@ -107,6 +111,14 @@ impl Syscall for LinuxSyscall {
 
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        std::fs::write(path, contents)
+    }
+
+    fn unlink(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
     }
 
     fn pivot_root(&self, new_root: &Path) -> io::Result<()> {
@@ -234,6 +246,10 @@ pub enum Call {
     CreateFile(PathBuf),
     /// `symlink(target, link)`.
     Symlink(String, PathBuf),
+    /// `write_file(path, contents)`.
+    WriteFile(PathBuf, Vec<u8>),
+    /// `unlink(path)`.
+    Unlink(PathBuf),
     /// `pivot_root(new_root)`.
     PivotRoot(PathBuf),
     /// `sethostname(name)`.
@@ -318,6 +334,12 @@ impl Syscall for RecordingSyscall {
     }
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
         self.push(Call::Symlink(target.to_string(), link.to_path_buf()))
+    }
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        self.push(Call::WriteFile(path.to_path_buf(), contents.to_vec()))
+    }
+    fn unlink(&self, path: &Path) -> io::Result<()> {
+        self.push(Call::Unlink(path.to_path_buf()))
     }
     fn pivot_root(&self, new_root: &Path) -> io::Result<()> {
         self.push(Call::PivotRoot(new_root.to_path_buf()))

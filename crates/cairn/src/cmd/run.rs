@@ -191,7 +191,10 @@ fn containers_dir(g: &Global) -> PathBuf {
     store_root(g).join("containers")
 }
 
-/// temp file in the same dir, fsync, rename: a reader never sees half a file.
+/// Temp file in the same dir, then rename: a reader never sees half a file. No fsync, on purpose:
+/// these files describe processes, which a crash of the machine ends anyway (a stale "running"
+/// is read as exited, see `live_state`), and two fsyncs would double the start-up time of
+/// `cairn run`.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
@@ -205,7 +208,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
         fs::rename(&tmp, path)
     };
     write().map_err(|e| {
