@@ -3,6 +3,7 @@
 //! - `layer_bench floor FILE`: the machine's floor, sha256 + gzip (same crates, same level as the
 //!   layer writer) of FILE's bytes, single-threaded, output discarded.
 //! - `layer_bench tree DIR`: `write_layer(DiffSource::Tree(DIR), Gzip)` to a discarding writer.
+//! - `layer_bench unpack BLOB DIR`: `unpack_layer(BLOB, DIR, OverlayLower)` (a snapshot).
 //!
 //! Each prints `MODE BYTES SECONDS MB/s` (MB = 10^6 bytes; BYTES = uncompressed bytes).
 
@@ -16,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, path) = match (args.get(1), args.get(2)) {
         (Some(m), Some(p)) => (m.as_str(), p.as_str()),
-        _ => return Err("usage: layer_bench floor FILE | tree DIR".into()),
+        _ => return Err("usage: layer_bench floor FILE | tree DIR | unpack BLOB DIR".into()),
     };
     let start = Instant::now();
     let bytes = match mode {
@@ -48,6 +49,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 HashingWriter::new(std::io::sink()),
             )?;
             stats.tar_size
+        }
+        "unpack" => {
+            let dir = args.get(3).ok_or("unpack needs a target directory")?;
+            std::fs::create_dir_all(dir)?;
+            let f = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+            cairn_layer::unpack_layer(f, dir.as_ref(), cairn_layer::UnpackMode::OverlayLower)?
+                .tar_size
         }
         other => return Err(format!("unknown mode {other}").into()),
     };
