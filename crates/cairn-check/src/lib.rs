@@ -22,6 +22,8 @@
 //! build), [`stages::build_stages`] (build every stage through the engine), [`layers::layer_report`]
 //! (`cairn history --layers`), [`compare`] (`cairn compare`'s table).
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::{self, Write};

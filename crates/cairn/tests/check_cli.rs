@@ -181,3 +181,26 @@ fn list_rules_names_every_rule() {
         "{out}"
     );
 }
+
+#[test]
+fn the_dockerfile_can_come_on_stdin() {
+    use std::io::Write;
+    let c = Ctx::new("");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--root")
+        .arg(c.dir.path().join("store"))
+        .args(["check", "--no-build", "-f", "-"])
+        .arg(c.dir.path().join("ctx"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM alpine:3.20\nMAINTAINER me\nUSER 1\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(stdout(&o).starts_with("WARN: MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)\n  at Dockerfile:2\n"), "{}", stdout(&o));
+}

@@ -98,9 +98,30 @@ fn dockerfile_path(file: Option<&str>, context: &Path) -> PathBuf {
     }
 }
 
+/// The Dockerfile's name in messages: as given with `-f`, `Dockerfile` otherwise (and for stdin,
+/// as `cairn build` names it).
+fn display_name(file: Option<&str>) -> String {
+    match file {
+        Some(f) if f != "-" => f.to_string(),
+        _ => "Dockerfile".to_string(),
+    }
+}
+
+/// Reads the Dockerfile; `-` is stdin.
 fn read_dockerfile(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the Dockerfile from stdin")?;
+        return Ok(text);
+    }
     std::fs::read_to_string(path)
         .with_context(|| format!("reading the Dockerfile {}", path.display()))
+}
+
+/// The Dockerfile's path for `<Dockerfile>.dockerignore`, none when it came on stdin.
+fn on_disk(path: &Path) -> Option<&Path> {
+    (path != Path::new("-")).then_some(path)
 }
 
 fn check_format(f: &str) -> anyhow::Result<bool> {
@@ -162,11 +183,11 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
             .context("entering a private mount namespace")?;
     }
     let store = super::open_store(g)?;
-    let ctx = BuildContext::open(&context, Some(&df_path))
+    let ctx = BuildContext::open(&context, on_disk(&df_path))
         .with_context(|| format!("opening the build context {}", context.display()))?
         .with_hash_cache(&store.root().join("build-context"));
     let req = BuildRequest {
-        dockerfile_name: a.file.clone().unwrap_or_else(|| "Dockerfile".to_string()),
+        dockerfile_name: display_name(a.file.as_deref()),
         dockerfile: text,
         context: Some(&ctx),
         target: a.target.clone(),
@@ -283,10 +304,10 @@ pub fn compare(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
     let build_args = parse_build_args(&a.build_args)?;
     cairn_sandbox::enter_private_mount_namespace().context("entering a private mount namespace")?;
     let store = super::open_store(g)?;
-    let ctx = BuildContext::open(&context, Some(&df_path))
+    let ctx = BuildContext::open(&context, on_disk(&df_path))
         .with_context(|| format!("opening the build context {}", context.display()))?;
     let req = BuildRequest {
-        dockerfile_name: a.file.clone().unwrap_or_else(|| "Dockerfile".into()),
+        dockerfile_name: display_name(a.file.as_deref()),
         dockerfile: text,
         context: Some(&ctx),
         build_args: build_args.clone(),
