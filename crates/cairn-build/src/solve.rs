@@ -1090,6 +1090,19 @@ pub fn display(step: &Step) -> String {
     } else {
         s = s.to_uppercase();
     }
+    // BuildKit names a `RUN <<EOF` by its first line: `RUN <<EOF (apt-get update...)`.
+    if let StepKind::Run(run) = &step.kind {
+        if let (Some(h), Command::Shell(cmd)) = (run.heredocs.first(), &run.command) {
+            if cmd.trim_start().starts_with("<<") {
+                let body = h.content.trim();
+                let mut summary = body.lines().next().unwrap_or("").to_string();
+                if body.lines().nth(1).is_some() {
+                    summary.push_str("...");
+                }
+                s = format!("{s} ({summary})");
+            }
+        }
+    }
     if s.chars().count() > 200 {
         s = s.chars().take(197).collect::<String>() + "...";
     }
@@ -1269,6 +1282,43 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_are_shown_like_buildkit() {
+        let run = |cmd: &str, heredocs: Vec<cairn_dockerfile::Heredoc>| cairn_dockerfile::Run {
+            command: Command::Shell(cmd.into()),
+            heredocs,
+            mounts: vec![],
+            network: None,
+            security: None,
+            args_env: vec![],
+        };
+        let step = |original: &str, kind| Step {
+            span: Default::default(),
+            original: original.into(),
+            kind,
+        };
+        assert_eq!(
+            display(&step(
+                "run   apk add\tcurl",
+                StepKind::Run(run("apk add curl", vec![]))
+            )),
+            "RUN apk add curl"
+        );
+        let h = cairn_dockerfile::Heredoc {
+            name: "EOF".into(),
+            content: "apt-get update\napt-get install -y x\n".into(),
+            quoted: false,
+            strip_tabs: false,
+        };
+        assert_eq!(
+            display(&step(
+                "RUN <<EOF\napt-get update\n",
+                StepKind::Run(run("<<EOF", vec![h]))
+            )),
+            "RUN <<EOF (apt-get update...)"
+        );
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {
