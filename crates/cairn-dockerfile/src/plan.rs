@@ -38,6 +38,8 @@ type Results = Vec<Option<Result<Done, Error>>>;
 struct Done {
     stage: Stage,
     vars: Vars,
+    /// The image config's `Env` at the end of the stage (base image ENV, then ENV steps).
+    config_env: Vars,
     onbuild: Vec<String>,
     consumed: BTreeSet<String>,
     warnings: Vec<Warning>,
@@ -57,7 +59,10 @@ struct Planner<'a> {
 /// Per-stage state while its instructions are dispatched.
 struct State {
     index: usize,
+    /// Everything expansion sees: ENV and ARG values, the last writer winning.
     vars: Vars,
+    /// The image config's `Env`: what a stage built FROM this one starts with.
+    config_env: Vars,
     deps: Vec<usize>,
     onbuild: Vec<String>,
     consumed: BTreeSet<String>,
@@ -476,6 +481,7 @@ impl Planner<'_> {
         let mut st = State {
             index: i,
             vars: Vars::default(),
+            config_env: Vars::default(),
             deps: Vec::new(),
             onbuild: Vec::new(),
             consumed: BTreeSet::new(),
@@ -491,7 +497,13 @@ impl Planner<'_> {
                 Some(Some(r)) => r.as_ref().map_err(Clone::clone)?,
                 _ => return Err(self.args_err(from, format!("stage {lower} is not planned yet"))),
             };
+            // The parent's ARGs carry over, but its image config's Env is applied again on
+            // top, so an ENV beats an ARG of the same name at the stage boundary (as BuildKit).
             st.vars = parent.vars.clone();
+            st.config_env = parent.config_env.clone();
+            for (k, v) in parent.config_env.iter() {
+                st.vars.set(k, v.to_string(), false);
+            }
             st.deps.push(j);
             (Base::Stage(j), parent.onbuild.clone())
         } else if let Some(j) = self.headers[i..]
@@ -511,7 +523,8 @@ impl Planner<'_> {
         } else {
             let info = lookup(&base_name).unwrap_or_default();
             for (k, v) in info.env {
-                st.vars.set(&k, v, false);
+                st.vars.set(&k, v.clone(), false);
+                st.config_env.set(&k, v, false);
             }
             (Base::Image(base_name.clone()), info.onbuild)
         };
@@ -519,6 +532,7 @@ impl Planner<'_> {
         if !matches!(base, Base::Stage(_)) && st.vars.get("PATH").is_none() {
             // As BuildKit: an image without PATH (and scratch) gets the default one.
             st.vars.set("PATH", DEFAULT_PATH.to_string(), false);
+            st.config_env.set("PATH", DEFAULT_PATH.to_string(), false);
         }
         let mut steps = Vec::new();
         for t in &triggers {
@@ -555,6 +569,7 @@ impl Planner<'_> {
                 description: (!from.comments.is_empty()).then(|| from.comments.join(" ")),
             },
             vars: st.vars,
+            config_env: st.config_env,
             onbuild: st.onbuild,
             consumed: st.consumed,
             warnings: st.warnings,
@@ -706,6 +721,7 @@ impl Planner<'_> {
                 }
                 for (k, v) in &out {
                     st.vars.set(k, v.clone(), false);
+                    st.config_env.set(k, v.clone(), false);
                 }
                 StepKind::Env(out)
             }

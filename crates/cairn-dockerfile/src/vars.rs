@@ -25,6 +25,13 @@ impl Vars {
         self.map.get(name).map(|(v, _)| v.as_str())
     }
 
+    /// Every variable in the order it was first set, with its value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.order
+            .iter()
+            .filter_map(|k| self.map.get(k).map(|(v, _)| (k.as_str(), v.as_str())))
+    }
+
     /// The variables last set by an ARG, in declaration order: a RUN's build-arg environment.
     pub(crate) fn args_env(&self) -> Vec<(String, String)> {
         self.order
