@@ -286,6 +286,12 @@ pub fn scan(store: &Store, stages: &[BuiltStage], context: Option<&Path>) -> Res
 fn secret_findings(stage: &BuiltStage, s: &StageScan, out: &mut Vec<Finding>) {
     for (layer, path, hit) in &s.secrets {
         let visible = s.tree.nodes.get(path).is_some_and(|n| n.layer == *layer);
+        // Packages ship test keys and example tokens (node_modules/x/test/key.pem): worth a
+        // look when they reach the final image, noise in a builder stage.
+        let dependency = in_dependency_dir(path);
+        if dependency && !(stage.is_final && visible) {
+            continue;
+        }
         let gone_by = s
             .tree
             .shadowed
@@ -306,14 +312,26 @@ fn secret_findings(stage: &BuiltStage, s: &StageScan, out: &mut Vec<Finding>) {
             )),
             (false, None) => {}
         }
+        let (severity, hint) = if dependency {
+            msg.push_str(" (shipped by an installed package)");
+            (
+                Severity::Warning,
+                "make sure this is a package's test fixture and not yours; install without tests or dev files if you can",
+            )
+        } else {
+            (
+                Severity::Error,
+                "never COPY or write secrets in a build, even in a builder stage or to delete them later: use RUN --mount=type=secret (or type=ssh), and rotate this one",
+            )
+        };
         out.push(image_finding(
             "SecretInLayer",
-            Severity::Error,
+            severity,
             stage,
             *layer,
             path,
             msg,
-            "never COPY or write secrets in a build, even in a builder stage or to delete them later: use RUN --mount=type=secret (or type=ssh), and rotate this one",
+            hint,
         ));
     }
 }

@@ -396,3 +396,35 @@ fn check_build_combines_dockerfile_and_image_rules() {
     assert_eq!(v["findings"][2]["layer"]["index"], 1);
     assert_eq!(v["findings"][2]["path"], "/app/id_rsa");
 }
+
+#[test]
+fn keys_shipped_by_packages_warn_in_the_final_image_and_are_ignored_in_builders() {
+    let mut img = Img::new();
+    let base = img.add(&[("/bin/sh", b"sh")]);
+    let deps = img.add(&[(
+        "/app/node_modules/ssh2/test/fixtures/id_rsa",
+        KEY.as_bytes(),
+    )]);
+    let builder = stage(
+        "builder",
+        vec![base.clone(), deps.clone()],
+        &["ADD / /", "RUN npm ci # buildkit"],
+        1,
+        false,
+    );
+    assert!(scan::scan(&img.store, &[builder], None).unwrap().is_empty());
+    let fin = stage(
+        "0",
+        vec![base, deps],
+        &["ADD / /", "RUN npm ci # buildkit"],
+        1,
+        true,
+    );
+    let f = scan::scan(&img.store, &[fin], None).unwrap();
+    assert_eq!(f.len(), 2, "{f:#?}");
+    assert!(
+        f.iter().all(|x| x.severity == Severity::Warning
+            && x.message.ends_with("(shipped by an installed package)")),
+        "{f:#?}"
+    );
+}
