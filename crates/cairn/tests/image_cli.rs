@@ -257,6 +257,17 @@ fn tag_save_load_rmi_prune() {
         );
         assert!(ok(&root2, &["system", "check"]).ends_with("ok\n"));
     }
+    // Save to stdout (no -o) gives the same bytes as -o.
+    let piped = cairn(&root)
+        .args(["save", "busybox", "localhost:5000/bb:v1"])
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(
+        piped.stdout,
+        std::fs::read(&docker_tar).unwrap(),
+        "save is deterministic"
+    );
     // Load from stdin.
     let root3 = t.path().join("store-stdin");
     let out = cairn(&root3)
