@@ -112,6 +112,17 @@ fn run_rm_lists_files_and_returns_exit_codes() {
     assert_eq!(code, 127);
     assert!(err.contains("executable file not found"), "{err}");
     assert_eq!(f.containers(), 0, "--rm leaves no container behind");
+    let (code, out, err) = text(&f.cairn(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "native",
+        "busybox-test",
+        "sh",
+        "-c",
+        "echo x > /app/new && cat /app/go.mod",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "module app\n"), "{err}");
     let (code, _, _) = text(&f.cairn(&["run", "busybox-test", "true"]));
     assert_eq!(code, 0);
     let (_, ps, _) = text(&f.cairn(&["ps", "-a"]));
@@ -299,6 +310,32 @@ fn ctrl_c_kills_the_container_and_cleans_up() {
     assert_eq!(f.containers(), 0, "container dir removed");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(f.root().to_str().unwrap()));
+}
+
+#[test]
+fn kill_9_of_cairn_leaves_no_process_and_the_container_is_collected() {
+    let f = Fixture::new(json!({}));
+    let marker = "4243.5";
+    let mut child = Command::new(BIN)
+        .arg("--root")
+        .arg(f.root())
+        .args(["run", "--rm", "busybox-test", "sleep", marker])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the container", 10, || !pids_with_arg(marker).is_empty());
+    unsafe_kill(child.id() as i32, 9);
+    child.wait().unwrap();
+    // The init dies with cairn, PID 1 with the init, the whole PID namespace with PID 1.
+    wait_for("no process left", 5, || pids_with_arg(marker).is_empty());
+    assert_eq!(f.containers(), 1, "kill -9 leaves the container dir...");
+    let (_, ps, _) = text(&f.cairn(&["ps", "-a"]));
+    assert_eq!(
+        ps.lines().count(),
+        1,
+        "...which the next command collects: {ps}"
+    );
+    assert_eq!(f.containers(), 0);
 }
 
 fn unsafe_kill(pid: i32, sig: i32) {

@@ -265,7 +265,14 @@ fn list_containers(g: &Global) -> Result<Vec<(ContainerConfig, ContainerState)>>
         ) else {
             continue;
         };
-        out.push((c, live_state(s)));
+        let was_alive = s.status != "exited";
+        let s = live_state(s);
+        // A --rm container whose keeper was killed (kill -9) is garbage: collect it here.
+        if c.auto_remove && was_alive && s.status == "exited" {
+            let _ = fs::remove_dir_all(&p);
+            continue;
+        }
+        out.push((c, s));
     }
     out.sort_by(|a, b| b.0.created.total_cmp(&a.0.created));
     Ok(out)
@@ -526,6 +533,9 @@ pub fn run(a: RunArgs, g: &Global) -> Result<i32> {
         &dir.join("state.json"),
         &ContainerState {
             status: "created".into(),
+            // Until the supervisor takes over (-d), this process keeps the container: if it dies
+            // first, the container reads as exited.
+            supervisor_pid: Some(std::process::id() as i32),
             ..Default::default()
         },
     )?;
