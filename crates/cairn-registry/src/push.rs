@@ -173,31 +173,57 @@ fn push_blob(
             Err(_) => continue,
         }
     }
-    let location = match location {
-        Some(l) => l,
-        None => client.start_upload(repo)?,
-    };
-    ro.emit(Event::Progress {
-        digest: desc.digest.clone(),
-        current: 0,
-        total: size,
-    });
-    match opts.chunk_size {
-        Some(chunk) => client.put_chunked(&location, &desc.digest, &path, size, chunk)?,
-        None => match client.put_monolithic(&location, &desc.digest, &path, size) {
-            Ok(()) => {}
-            // Some registries only take uploads in chunks; a fresh session tries that.
-            Err(Error::Registry { status, .. })
-                if (400..500).contains(&status) && status != 400 =>
-            {
-                let loc = client.start_upload(repo)?;
-                client.put_chunked(&loc, &desc.digest, &path, size, 16 << 20)?;
+    let mut attempt = 0;
+    loop {
+        let loc = match location.take() {
+            Some(l) => l,
+            None => client.start_upload(repo)?,
+        };
+        ro.emit(Event::Progress {
+            digest: desc.digest.clone(),
+            current: 0,
+            total: size,
+        });
+        match upload(client, repo, &loc, desc, &path, size, opts.chunk_size) {
+            Ok(()) => break,
+            // A dropped connection or a lost session (404): start a new session from the top.
+            Err(e @ (Error::Transport(_) | Error::NotFound { .. })) if attempt < ro.retries => {
+                attempt += 1;
+                ro.emit(Event::Retrying {
+                    digest: desc.digest.clone(),
+                    attempt,
+                    error: e.to_string(),
+                });
+                std::thread::sleep(std::time::Duration::from_millis(250 << attempt.min(6)));
             }
             Err(e) => return Err(e),
-        },
+        }
     }
     done(Event::Pushed {
         digest: desc.digest.clone(),
     });
     Ok(())
+}
+
+/// One upload of `path` through the session at `location`: monolithic unless `chunk` is set;
+/// a registry that refuses a monolithic PUT gets chunks in a new session.
+fn upload(
+    client: &Client,
+    repo: &str,
+    location: &str,
+    desc: &Descriptor,
+    path: &std::path::Path,
+    size: u64,
+    chunk: Option<u64>,
+) -> Result<()> {
+    match chunk {
+        Some(chunk) => client.put_chunked(location, &desc.digest, path, size, chunk),
+        None => match client.put_monolithic(location, &desc.digest, path, size) {
+            Err(Error::Registry { status, .. }) if (401..500).contains(&status) => {
+                let loc = client.start_upload(repo)?;
+                client.put_chunked(&loc, &desc.digest, path, size, 16 << 20)
+            }
+            other => other,
+        },
+    }
 }

@@ -32,6 +32,8 @@ struct State {
     ranges: Vec<(String, String)>,
     /// Ignore Range headers (answer 200 with the whole blob), as some servers do.
     no_ranges: bool,
+    /// Lose the upload session at the next data-carrying PUT and answer 500 (then 404).
+    lose_next_upload: bool,
 }
 
 struct Request {
@@ -267,6 +269,14 @@ fn upload(st: &mut State, req: &Request) -> Option<(&'static str, Vec<(&'static 
         ("PUT", Some(_)) => {
             if st.no_monolithic && !req.body.is_empty() {
                 return Some(("405 Method Not Allowed", Vec::new()));
+            }
+            if st.lose_next_upload && !req.body.is_empty() {
+                st.lose_next_upload = false;
+                st.uploads.remove(&req.path);
+                return Some(("500 Internal Server Error", Vec::new()));
+            }
+            if !st.uploads.contains_key(&req.path) {
+                return Some(("404 Not Found", Vec::new()));
             }
             let mut data = st.uploads.remove(&req.path)?;
             data.extend_from_slice(&req.body);
@@ -535,6 +545,15 @@ fn push_with(
     port: u16,
     chunk: Option<u64>,
 ) -> (String, String, Vec<usize>) {
+    push_with_events(state, port, chunk, Arc::new(Mutex::new(Vec::new())))
+}
+
+fn push_with_events(
+    state: &Arc<Mutex<State>>,
+    port: u16,
+    chunk: Option<u64>,
+    events: Arc<Mutex<Vec<Event>>>,
+) -> (String, String, Vec<usize>) {
     let root = tempfile::tempdir().unwrap();
     let store = cairn_store::Store::open(root.path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -552,7 +571,7 @@ fn push_with(
         .commit_image_json(&cfg, &[l], &["pushme:1".to_string()])
         .unwrap();
     let opts = cairn_registry::PushOptions {
-        registry: options(Arc::new(Mutex::new(Vec::new())), alice()).registry,
+        registry: options(events, alice()).registry,
         chunk_size: chunk,
     };
     let target = format!("127.0.0.1:{port}/library/busybox:pushed");
@@ -637,4 +656,29 @@ fn a_cut_stream_resumes_even_without_range_support() {
     let err = cairn_registry::pull(&store, &reference, &options(events, alice())).unwrap_err();
     assert!(err.to_string().contains("connection lost after"), "{err}");
     assert!(!store.has_blob(&arm_layer));
+}
+
+#[test]
+fn a_lost_upload_session_is_started_again() {
+    let state = Arc::new(Mutex::new(State {
+        lose_next_upload: true,
+        ..Default::default()
+    }));
+    let port = serve("127.0.0.1", state.clone());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (digest, stored, _) = push_with_events(&state, port, None, events.clone());
+    assert_eq!(digest, stored);
+    let ev = events.lock().unwrap().clone();
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Retrying { .. })),
+        "{ev:?}"
+    );
+    let posts = state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|l| l.starts_with("POST /v2/library/busybox/blobs/uploads/ Bearer"))
+        .count();
+    assert_eq!(posts, 3, "2 blobs + 1 new session after the loss");
 }
