@@ -561,6 +561,19 @@ fn render_rows(format: &str, rows: &[Value], headers: &[(&str, &str)]) -> anyhow
 // ---------------------------------------------------------------------------------------------
 // images
 
+/// A reader that went away (`cairn images | head -1`) ends the listing quietly, as with docker.
+fn quiet_broken_pipe(r: anyhow::Result<i32>) -> anyhow::Result<i32> {
+    match r {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(0)
+        }
+        other => other,
+    }
+}
+
 fn store(g: &Global) -> anyhow::Result<Store> {
     super::open_store(g)
 }
@@ -670,6 +683,10 @@ fn glob_match(pattern: &str, s: &str) -> bool {
 
 /// Lists images, one row per tag, newest first.
 pub fn images(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
+    quiet_broken_pipe(images_inner(a, g))
+}
+
+fn images_inner(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let rows = image_rows(&store, &a)?;
     let mut out = std::io::stdout().lock();
@@ -709,6 +726,10 @@ pub fn images(a: ImagesArgs, g: &Global) -> anyhow::Result<i32> {
 
 /// Prints one row per history entry, newest first.
 pub fn history(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
+    quiet_broken_pipe(history_inner(a, g))
+}
+
+fn history_inner(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let img = find(&store, &a.image)?;
     let config = store.config_json(&img)?;
@@ -887,6 +908,10 @@ pub fn inspect_json(store: &Store, img: &ImageRecord) -> anyhow::Result<Value> {
 
 /// Prints the docker-style JSON of each image (or a template per image).
 pub fn inspect(a: InspectArgs, g: &Global) -> anyhow::Result<i32> {
+    quiet_broken_pipe(inspect_inner(a, g))
+}
+
+fn inspect_inner(a: InspectArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let mut found = Vec::new();
     let mut code = 0;
