@@ -105,6 +105,11 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         .iter()
         .map(|o| Output::parse(o).map_err(|e| anyhow::anyhow!("-o {o}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Checked before building, not after minutes of work.
+    for t in &args.tags {
+        cairn_store::reference::normalize(t)
+            .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))?;
+    }
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
