@@ -591,7 +591,8 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
     let env = Env::new();
     env.write(
         "Dockerfile",
-        "FROM busybox\nARG GREETING=hello\nARG FROM_ENV\nRUN <<EOF\necho \"$GREETING\" > /greeting\necho \"$FROM_ENV\" > /from-env\nEOF\n",
+        "FROM busybox\nARG GREETING=hello\nARG FROM_ENV\nRUN <<EOF\necho \"$GREETING\" > /greeting\necho \"$FROM_ENV\" > /from-env\nEOF\n\
+         RUN <<EOF\n#!/bin/sh\necho \"run as $0\" > /shebang\nEOF\n",
     );
     let dest = env.ctx.parent().unwrap().join("out");
     let out = Command::new(cairn_bin())
@@ -620,6 +621,12 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
         fs::read_to_string(dest.join("from-env")).unwrap(),
         "from-the-environment\n"
     );
+    // A heredoc starting with #! is run as a file, not given to the shell.
+    assert_eq!(
+        fs::read_to_string(dest.join("shebang")).unwrap(),
+        "run as /dev/pipes/EOF\n"
+    );
+    assert!(!dest.join("dev/pipes").exists());
 
     // `cairn build - < Dockerfile`: no context (a heredoc COPY needs none), and -q prints only the
     // image ID.
