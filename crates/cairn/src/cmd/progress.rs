@@ -147,8 +147,15 @@ impl Renderer {
             out.push_str(&format!("ERROR: {err}\n"));
         }
         if self.inner.mode == Mode::Json {
-            let line = serde_json::json!({"event": "error", "message": err.to_string()});
+            // Keep stderr a stream of JSON objects: the whole report is one event.
+            let line = serde_json::json!({
+                "event": "error",
+                "message": err.to_string(),
+                "exit_code": err.exit_code(),
+                "report": out,
+            });
             eprintln!("{line}");
+            return;
         }
         eprint!("{out}");
     }
