@@ -516,7 +516,11 @@ fn wrap_plain_fields(t: &str) -> String {
 fn trim_markers(inner: &str) -> (&str, &str, &str) {
     let l = if inner.starts_with("- ") { "- " } else { "" };
     let r = if inner.ends_with(" -") { " -" } else { "" };
-    let core = inner[l.len()..inner.len() - r.len()].trim();
+    // `{{- -}}`: the markers overlap; there is no expression to wrap.
+    let core = inner
+        .get(l.len()..inner.len().saturating_sub(r.len()))
+        .unwrap_or("")
+        .trim();
     (
         if l.is_empty() { " " } else { l },
         core,
@@ -1492,6 +1496,9 @@ mod tests {
             t.render(&v).unwrap(),
             r#"sha256:ab [sh -c x] ["sh","-c","x"] 1 sh,-c,x"#
         );
+        // Overlapping trim markers: whatever gtmpl makes of them, the rewrite must not panic.
+        let _ = Template::parse("{{- -}}").map(|t| t.render(&json!({})));
+        assert_eq!(wrap_plain_fields("{{- .Id -}}"), "{{- gofmt .Id -}}");
         let t = Template::parse("{{.Config.Labels}}").unwrap();
         assert_eq!(t.render(&v).unwrap(), "map[a:1 b:2]");
     }
