@@ -203,6 +203,10 @@ pub struct KeyValue {
     pub key: String,
     /// The value, raw.
     pub value: String,
+    /// Line of the pair.
+    pub line: usize,
+    /// Column of the pair.
+    pub column: usize,
 }
 
 /// An ARG declaration: `NAME` or `NAME=default` (raw).
@@ -212,6 +216,10 @@ pub struct ArgDecl {
     pub name: String,
     /// The default, raw (`ARG NAME` has none).
     pub default: Option<String>,
+    /// Line of the declaration.
+    pub line: usize,
+    /// Column of the declaration.
+    pub column: usize,
 }
 
 /// The arguments of an instruction, by instruction.

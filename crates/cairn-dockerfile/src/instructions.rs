@@ -333,7 +333,13 @@ pub(crate) fn parse_args(
                     let (l, c) = pos.at(args, off);
                     return Err(ctx.err(l, c, w.chars().count(), "ARG names can not be blank"));
                 }
-                decls.push(ArgDecl { name, default });
+                let (line, column) = pos.at(args, off);
+                decls.push(ArgDecl {
+                    name,
+                    default,
+                    line,
+                    column,
+                });
             }
             Args::Arg(decls)
         }
@@ -449,9 +455,12 @@ fn name_values(
             ));
         };
         let value = rest[end..].trim_start_matches([' ', '\t', '\u{b}', '\u{c}', '\r']);
+        let (line, column) = pos.at(rest, 0);
         return Ok(vec![KeyValue {
             key: rest[..end].to_string(),
             value: value.to_string(),
+            line,
+            column,
         }]);
     }
     let mut out = Vec::new();
@@ -474,9 +483,12 @@ fn name_values(
                 format!("{kw} names can not be blank"),
             ));
         }
+        let (line, column) = pos.at(rest, off);
         out.push(KeyValue {
             key: k.to_string(),
             value: v.to_string(),
+            line,
+            column,
         });
     }
     Ok(out)

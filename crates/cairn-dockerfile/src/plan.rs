@@ -128,7 +128,8 @@ pub(crate) fn plan(df: &Dockerfile, opts: &PlanOptions, lookup: BaseLookup) -> R
                     Some(v.clone())
                 }
                 (None, Some(def)) => Some(lexer.process_word(def, &meta).map_err(|m| {
-                    ctx.err(ins.args_line, ins.args_column, def.chars().count(), m)
+                    let width = d.name.chars().count() + 1 + def.chars().count();
+                    ctx.err(d.line, d.column, width, m)
                 })?),
                 // A bare global ARG of a predefined name keeps the predefined value.
                 (None, None) => meta.get(&d.name).map(str::to_string),
@@ -391,6 +392,20 @@ impl Planner<'_> {
         self.lexer
             .process_word(word, vars)
             .map_err(|m| self.args_err(ins, m))
+    }
+
+    /// Expands a word whose error should point at (line, column), `width` characters wide.
+    fn expand_at(
+        &self,
+        line: usize,
+        column: usize,
+        width: usize,
+        word: &str,
+        vars: &dyn Lookup,
+    ) -> Result<String, Error> {
+        self.lexer
+            .process_word(word, vars)
+            .map_err(|m| self.ctx.err(line, column, width, m))
     }
 
     fn expand_flag(&self, f: &Flag, vars: &dyn Lookup) -> Result<String, Error> {
@@ -711,10 +726,9 @@ impl Planner<'_> {
                 // Every pair is expanded with the values from before this line.
                 let mut out = Vec::new();
                 for kv in kvs {
-                    out.push((
-                        self.expand(ins, &kv.key, &st.vars)?,
-                        self.expand(ins, &kv.value, &st.vars)?,
-                    ));
+                    let width = kv.key.chars().count() + 1 + kv.value.chars().count();
+                    let at = |w: &str| self.expand_at(kv.line, kv.column, width, w, &st.vars);
+                    out.push((at(&kv.key)?, at(&kv.value)?));
                 }
                 if ins.keyword == Keyword::Label {
                     return Ok(StepKind::Label(out));
@@ -733,7 +747,8 @@ impl Planner<'_> {
                         st.consumed.insert(d.name.clone());
                         Some(v.clone())
                     } else if let Some(def) = &d.default {
-                        Some(self.expand(ins, def, &st.vars)?)
+                        let width = d.name.chars().count() + 1 + def.chars().count();
+                        Some(self.expand_at(d.line, d.column, width, def, &st.vars)?)
                     } else {
                         // A bare `ARG NAME` picks up the global ARG (or the predefined one).
                         self.meta.get(&d.name).map(str::to_string)
