@@ -335,7 +335,10 @@ impl Verifying<'_> {
                 Ok(r) => r,
                 Err(e) => {
                     // The request has had its own retries: the registry is gone.
-                    let msg = format!("{why}; then: {e}");
+                    let again = e.to_string();
+                    // Its message starts with "blob <digest>: ", which ours already says.
+                    let again = again.split_once(": ").map_or(again.as_str(), |(_, m)| m);
+                    let msg = format!("{why}; reconnecting failed: {again}");
                     self.outcome = Outcome::Network(msg.clone());
                     return Err(std::io::Error::other(msg));
                 }
