@@ -118,8 +118,10 @@ pub fn layer_lines(
 
 /// Name given to an unnamed stage so that it can be a `--target` (BuildKit's targets are names).
 fn synthetic_name(index: usize) -> String {
-    format!("cairn-check-stage-{index}")
+    format!("{SYNTHETIC_PREFIX}{index}")
 }
+
+const SYNTHETIC_PREFIX: &str = "cairn-check-stage-";
 
 /// Appends `AS <synthetic name>` to the FROM of every unnamed stage of `text`.
 fn name_all_stages(df: &cairn_dockerfile::Dockerfile, text: &str) -> String {
@@ -214,7 +216,10 @@ pub fn build_stages(
             .map_err(|e| crate::Error::Other(format!("the engine's image config: {e}")))?;
         let layer_lines = layer_lines(&config, out.layers.len(), base_layers, from_line, &chain);
         built.push(BuiltStage {
-            name: stage.display_name(),
+            name: match &stage.name {
+                Some(n) if n.starts_with(SYNTHETIC_PREFIX) => stage.index.to_string(),
+                _ => stage.display_name(),
+            },
             index: stage.index,
             base,
             config,
@@ -225,6 +230,42 @@ pub fn build_stages(
         });
     }
     Ok(built)
+}
+
+/// Builds every stage of the Dockerfile, also those the default target does not need (a `test`
+/// or `development` stage), in file order; the default target (the last stage) is the final one.
+pub fn build_all_stages(
+    store: &Store,
+    resolver: &dyn BaseResolver,
+    req: &BuildRequest<'_>,
+    reporter: &Reporter<'_>,
+) -> Result<Vec<BuiltStage>> {
+    let mut all = build_stages(store, resolver, req, reporter)?;
+    let df = cairn_dockerfile::parse(&req.dockerfile_name, &req.dockerfile)?;
+    let named = name_all_stages(&df, &req.dockerfile);
+    let named_df = cairn_dockerfile::parse(&req.dockerfile_name, &named)?;
+    let names: Vec<String> = named_df
+        .instructions
+        .iter()
+        .filter_map(|i| match &i.args {
+            cairn_dockerfile::Args::From { stage_name, .. } => stage_name.clone(),
+            _ => None,
+        })
+        .collect();
+    for (index, name) in names.iter().enumerate() {
+        if all.iter().any(|b| b.index == index) {
+            continue;
+        }
+        let mut sub = req.clone();
+        sub.dockerfile = named.clone();
+        sub.target = Some(name.clone());
+        if let Some(mut stage) = build_stages(store, resolver, &sub, reporter)?.pop() {
+            stage.is_final = false;
+            all.push(stage);
+        }
+    }
+    all.sort_by_key(|b| b.index);
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -314,3 +314,30 @@ fn compare_on_the_go_example_matches_cairn_images_and_shows_the_reduction() {
     assert_eq!(v["rows"].as_array().unwrap().len(), 1);
     assert_eq!(v["rows"][0]["is_final"], true);
 }
+
+#[test]
+fn compare_builds_every_stage_even_those_the_final_one_does_not_need() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM alpine:latest AS deps\nRUN head -c 3000000 /dev/zero > /deps.bin\n\nFROM deps AS test\nRUN echo ok > /tested\n\nFROM alpine:latest\nCOPY --from=deps /deps.bin /deps.bin\n",
+    )
+    .unwrap();
+    let out = env.cairn(&["compare", "--format", "json", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["deps", "test", "2"], "{v}");
+    assert_eq!(rows[1]["base"], "stage deps");
+    assert_eq!(rows[2]["is_final"], true);
+    // test = deps + 3 bytes; the final image is alpine + the same 3 MB: no reduction to speak of.
+    assert!(rows[1]["size"].as_u64() > rows[0]["size"].as_u64());
+    let red = v["reduction_vs_largest"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&red), "{v}");
+}

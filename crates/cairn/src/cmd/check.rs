@@ -51,7 +51,7 @@ pub struct CompareArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<String>,
     /// Build these targets (comma-separated; the last one is the final image) instead of every
-    /// stage the last stage needs
+    /// stage of the Dockerfile
     #[arg(long, value_name = "a,b,...", value_delimiter = ',')]
     pub targets: Vec<String>,
     /// A single-stage Dockerfile to compare the final image with (same context)
@@ -319,7 +319,7 @@ pub fn compare(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
     if a.targets.is_empty() {
         let resolver = StoreResolver::new(&store);
         let reporter = Reporter::new(&Discard);
-        let stages = cairn_check::stages::build_stages(&store, &resolver, &req, &reporter)?;
+        let stages = cairn_check::stages::build_all_stages(&store, &resolver, &req, &reporter)?;
         for s in stages {
             rows.push(compare::row(&store, &s)?);
             built.push(s);
