@@ -18,9 +18,17 @@
 //! assert_eq!(report.exit_code(), 0); // warnings only
 //! ```
 //!
-//! Entry points for other crates: [`check_build`] (what `cairn build --check` calls after a
-//! build), [`stages::build_stages`] (build every stage through the engine), [`layers::layer_report`]
-//! (`cairn history --layers`), [`compare`] (`cairn compare`'s table).
+//! Entry points for other crates:
+//! - [`check_request`]: everything for one build request (builds the stages through the engine,
+//!   cache hits after a build, then all rules): what `cairn build --check` calls;
+//! - [`check_built`] / [`check_build`]: the rules on stages already built;
+//! - [`stages::build_stages`], [`stages::build_all_stages`]: every stage through the engine;
+//! - [`layers::layer_report`]: `cairn history --layers`;
+//! - [`compare`]: `cairn compare`'s table;
+//! - [`RULES`]: every rule's name (for `# check=skip=`), severity and summary.
+//!
+//! Image findings name the stage, the layer (index, digest, history `created_by`), the path, and
+//! the Dockerfile line of the instruction that made the layer when it can be traced.
 
 #![warn(missing_docs)]
 
