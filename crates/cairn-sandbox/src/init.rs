@@ -25,6 +25,8 @@ use std::os::unix::ffi::OsStrExt;
 pub const INIT_ARG: &str = "__cairn-init";
 pub(crate) const PLAN_FD: i32 = 3;
 pub(crate) const MSG_FD: i32 = 4;
+/// With a tty: a unix socket to send the pty master back on.
+pub(crate) const CONSOLE_FD: i32 = 5;
 /// Exit code of a container that could not be set up (docker uses 125 for its own failures).
 pub(crate) const SETUP_FAILED: i32 = 125;
 
@@ -73,6 +75,10 @@ fn init_main() -> i32 {
             )
         }
     };
+    if plan.tty {
+        // SAFETY: fd 5 is ours when the plan asks for a tty; only its flags change.
+        unsafe { libc::fcntl(CONSOLE_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let _ = nix::fcntl::fcntl(
         &msg,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
@@ -241,14 +247,8 @@ fn exec_process(plan: &ContainerPlan, msg: &mut File) -> i32 {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = nix::unistd::setsid();
     if plan.tty {
-        // SAFETY: plain ioctl on our stdin, the pty slave the caller gave us.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-            let e = std::io::Error::last_os_error();
-            return fail(
-                msg,
-                SETUP_FAILED,
-                &format!("making the pty the controlling terminal: {e}"),
-            );
+        if let Err(e) = attach_console(plan.uid) {
+            return fail(msg, SETUP_FAILED, &format!("setting up the terminal: {e}"));
         }
     }
     let cwd = if plan.cwd.is_empty() {
@@ -305,6 +305,53 @@ fn exec_process(plan: &ContainerPlan, msg: &mut File) -> i32 {
         code,
         &format!("exec: {prog:?}: {}", std::io::Error::from(err)),
     )
+}
+
+/// Opens a pty in the container's devpts, sends the master to the caller over [`CONSOLE_FD`],
+/// and makes the slave (owned by the user, as docker does) this process's controlling terminal
+/// and stdin/stdout/stderr. Called after setsid, in the container's mount namespace.
+fn attach_console(uid: u32) -> std::io::Result<()> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::fs::fchown(&slave, Some(rustix::fs::Uid::from_raw(uid)), None)?;
+    {
+        // SAFETY: CONSOLE_FD was set up by the caller for a tty run and is closed right after.
+        let sock = unsafe { BorrowedFd::borrow_raw(CONSOLE_FD) };
+        let fds = [master.as_fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        sendmsg(
+            sock,
+            &[std::io::IoSlice::new(b"m")],
+            &mut control,
+            SendFlags::empty(),
+        )?;
+    }
+    drop(master);
+    // SAFETY: plain fd calls on descriptors this process owns.
+    unsafe {
+        libc::close(CONSOLE_FD);
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for fd in 0..3 {
+            if libc::dup2(slave.as_raw_fd(), fd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// execvp's lookup, in the container's root and PATH.

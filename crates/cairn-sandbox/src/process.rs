@@ -1,7 +1,7 @@
 //! The caller's side of a run: plan, spawn the init, stream output, wait, clean up.
 
 use crate::error::{Error, IoContext, Result};
-use crate::init::{INIT_ARG, MSG_FD, PLAN_FD, SETUP_FAILED};
+use crate::init::{CONSOLE_FD, INIT_ARG, MSG_FD, PLAN_FD, SETUP_FAILED};
 use crate::setup::{self, ContainerPlan};
 use crate::spec::{MountKind, OutputStream, ProcessSpec, DEFAULT_PATH};
 use crate::stubs::{StubKind, Stubs};
@@ -39,13 +39,19 @@ pub fn signal_all_running(signal: i32) {
 static TERMINATION: AtomicI32 = AtomicI32::new(0);
 
 /// Makes SIGINT, SIGTERM and SIGHUP kill every running container (see [`kill_all_running`])
+/// and SIGWINCH resize their terminals
 /// instead of killing cairn outright, so that each `run` returns and its caller can unmount and
 /// clean up; [`termination_signal`] then says which signal came. Blocks the signals in the calling
 /// thread, so call it before any other thread is spawned (threads inherit the mask).
 pub fn kill_containers_on_termination() -> Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGWINCH,
+    ] {
         set.add(s);
     }
     set.thread_block()
@@ -53,9 +59,13 @@ pub fn kill_containers_on_termination() -> Result<()> {
     std::thread::Builder::new()
         .name("cairn-signals".into())
         .spawn(move || loop {
-            if let Ok(sig) = set.wait() {
-                TERMINATION.store(sig as i32, Ordering::SeqCst);
-                kill_all_running();
+            match set.wait() {
+                Ok(Signal::SIGWINCH) => resize_consoles(),
+                Ok(sig) => {
+                    TERMINATION.store(sig as i32, Ordering::SeqCst);
+                    kill_all_running();
+                }
+                Err(_) => {}
             }
         })
         .map_err(|e| Error::io("starting the signal thread", e))?;
@@ -68,6 +78,21 @@ pub fn termination_signal() -> Option<i32> {
     match TERMINATION.load(Ordering::SeqCst) {
         0 => None,
         s => Some(s),
+    }
+}
+
+/// Pty masters of the runs with a tty, resized with our terminal.
+static CONSOLES: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+/// Gives every container terminal the current size of ours (on SIGWINCH).
+fn resize_consoles() {
+    let Ok(ws) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) else {
+        return;
+    };
+    if let Ok(consoles) = CONSOLES.lock() {
+        for c in consoles.iter() {
+            let _ = rustix::termios::tcsetwinsize(c, ws);
+        }
     }
 }
 
@@ -306,40 +331,52 @@ fn spawn_and_wait(
         .ctx(|| "writing the plan".into())?;
     plan_file.rewind().ctx(|| "rewinding the plan".into())?;
     let (msg_r, msg_w) = cloexec_pipe()?;
+    // With a tty, the process opens its terminal in the container's own devpts (so `tty` names
+    // it and programs find it under /dev/pts) and sends us the master side over this socket.
+    let (console_r, console_w) = if plan.tty {
+        let (r, w) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| Error::io("socketpair", e.into()))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
 
     let mut cmd = Command::new(init_exe());
     cmd.arg(INIT_ARG).env_clear();
-    let mut pty_master: Option<OwnedFd> = None;
-    let (out_r, err_r) = if plan.tty {
-        let (master, slave) = open_pty()?;
-        let s = |f: &OwnedFd| -> Result<Stdio> {
-            Ok(Stdio::from(f.try_clone().ctx(|| "dup pty".into())?))
-        };
-        cmd.stdin(s(&slave)?).stdout(s(&slave)?).stderr(s(&slave)?);
-        pty_master = Some(master);
-        (None, None)
-    } else {
-        let (or, ow) = cloexec_pipe()?;
-        let (er, ew) = cloexec_pipe()?;
-        cmd.stdout(Stdio::from(ow)).stderr(Stdio::from(ew));
-        match (stdin, hooks.stdin.take()) {
-            (true, Some(fd)) => cmd.stdin(Stdio::from(fd)),
-            (true, None) => cmd.stdin(Stdio::inherit()),
-            (false, _) => cmd.stdin(Stdio::null()),
-        };
-        (Some(or), Some(er))
+    let (out_r, out_w) = cloexec_pipe()?;
+    let (err_r, err_w) = cloexec_pipe()?;
+    cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    let mut stdin_source = hooks.stdin.take();
+    match (stdin && !plan.tty, stdin_source.take()) {
+        (true, Some(fd)) => cmd.stdin(Stdio::from(fd)),
+        (true, None) => cmd.stdin(Stdio::inherit()),
+        (false, fd) => {
+            stdin_source = fd;
+            cmd.stdin(Stdio::null())
+        }
     };
     let plan_raw = plan_file.as_raw_fd();
     let msg_raw = msg_w.as_raw_fd();
-    let own_group = !plan.tty;
+    let console_raw = console_w.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
     // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl, setpgid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // Move both out of the way first: either may already be 3 or 4.
+            // Move them out of the way first: any may already be 3, 4 or 5.
             let p = libc::fcntl(plan_raw, libc::F_DUPFD_CLOEXEC, 10);
             let m = libc::fcntl(msg_raw, libc::F_DUPFD_CLOEXEC, 10);
             if p < 0 || m < 0 || libc::dup2(p, PLAN_FD) < 0 || libc::dup2(m, MSG_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if console_raw >= 0 {
+                let c = libc::fcntl(console_raw, libc::F_DUPFD_CLOEXEC, 10);
+                if c < 0 || libc::dup2(c, CONSOLE_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // The init dies with the thread that started it: no orphaned container survives cairn.
             if libc::prctl(
@@ -352,10 +389,8 @@ fn spawn_and_wait(
             {
                 return Err(std::io::Error::last_os_error());
             }
-            if own_group {
-                // Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
-                libc::setpgid(0, 0);
-            }
+            // Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
+            libc::setpgid(0, 0);
             Ok(())
         });
     }
@@ -364,6 +399,7 @@ fn spawn_and_wait(
         .ctx(|| format!("starting the container init {}", init_exe().display()))?;
     drop(cmd);
     drop(msg_w);
+    drop(console_w);
     drop(plan_file);
     let registered = Registered(child.id() as i32);
     if let Ok(mut v) = RUNNING.lock() {
@@ -375,35 +411,21 @@ fn spawn_and_wait(
         unsafe { libc::kill(registered.0, libc::SIGKILL) };
     }
 
-    let mut stdin_thread = None;
-    if let Some(master) = &pty_master {
-        if stdin {
-            let mut to_pty = File::from(master.try_clone().ctx(|| "dup pty".into())?);
-            let mut from: Box<dyn Read + Send> = match hooks.stdin.take() {
-                Some(fd) => Box::new(File::from(fd)),
-                None => Box::new(std::io::stdin()),
-            };
-            stdin_thread = Some(std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = from.read(&mut buf) {
-                    if n == 0 || to_pty.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
-    }
-    drop(stdin_thread);
-
     let mut msgs = String::new();
-    pump(
-        pty_master.as_ref().or(out_r.as_ref()),
-        err_r.as_ref(),
-        &msg_r,
-        on_output,
-        &mut msgs,
-        hooks,
-    );
+    let mut io = Pump {
+        out: Some(out_r),
+        err: Some(err_r),
+        msg: Some(msg_r),
+        console: console_r,
+        master: None,
+        stdin: if stdin && plan.tty {
+            Some(stdin_source)
+        } else {
+            None
+        },
+        registered_console: None,
+    };
+    io.run(on_output, &mut msgs, hooks);
     let status = child
         .wait()
         .ctx(|| "waiting for the container init".into())?;
@@ -429,89 +451,148 @@ fn spawn_and_wait(
     Ok(code)
 }
 
-/// Copies output to `on_output` and collects init messages until every stream is closed (every
-/// process of the container has exited or closed them).
-fn pump(
-    out: Option<&OwnedFd>,
-    err: Option<&OwnedFd>,
-    msg: &OwnedFd,
-    on_output: &mut dyn FnMut(OutputStream, &[u8]),
-    msgs: &mut String,
-    hooks: &mut RunHooks<'_>,
-) {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let mut open = [out.is_some(), err.is_some(), true];
-    let fds = [out, err, Some(msg)];
-    let mut buf = vec![0u8; 65536];
-    let mut msg_seen = 0;
-    while open.iter().any(|o| *o) {
-        let idx: Vec<usize> = (0..3).filter(|i| open[*i]).collect();
-        let mut pfds: Vec<PollFd<'_>> = idx
-            .iter()
-            .filter_map(|i| fds[*i].map(|f| PollFd::new(f, PollFlags::IN)))
-            .collect();
-        match poll(&mut pfds, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => break,
-        }
-        let ready: Vec<(usize, PollFlags)> = idx
-            .iter()
-            .zip(pfds.iter())
-            .map(|(i, p)| (*i, p.revents()))
-            .collect();
-        drop(pfds);
-        for (i, rev) in ready {
-            if rev.is_empty() {
-                continue;
-            }
-            let Some(fd) = fds[i] else { continue };
-            match rustix::io::read(fd.as_fd(), &mut buf) {
-                Ok(0) => open[i] = false,
-                Ok(n) => match i {
-                    0 => on_output(OutputStream::Stdout, &buf[..n]),
-                    1 => on_output(OutputStream::Stderr, &buf[..n]),
-                    _ => msgs.push_str(&String::from_utf8_lossy(&buf[..n])),
-                },
-                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                // EIO: a pty master whose slave side is closed by everyone.
-                Err(_) => open[i] = false,
-            }
-        }
-        // Report the start as soon as the init told us PID 1's pid.
-        while let Some(end) = msgs[msg_seen..].find('\n') {
-            let line = &msgs[msg_seen..msg_seen + end];
-            if let Some(pid) = line
-                .strip_prefix("pid ")
-                .and_then(|p| p.parse::<u32>().ok())
-            {
-                if let Some(cb) = hooks.on_start.as_mut() {
-                    cb(pid);
-                }
-            }
-            msg_seen += end + 1;
+/// The streams of a run: the init's stdout/stderr pipes, its message pipe, and with a tty the
+/// socket that brings the pty master, then the master itself.
+struct Pump {
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    msg: Option<OwnedFd>,
+    console: Option<OwnedFd>,
+    master: Option<OwnedFd>,
+    /// With a tty and `-i`: where keystrokes come from (None inside = this process's stdin).
+    stdin: Option<Option<OwnedFd>>,
+    /// The copy of the master in [`CONSOLES`], dropped from there with the pump.
+    registered_console: Option<i32>,
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let (Some(fd), Ok(mut consoles)) = (self.registered_console, CONSOLES.lock()) {
+            consoles.retain(|c| c.as_raw_fd() != fd);
         }
     }
 }
 
-fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
-    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-        .map_err(|e| Error::io("opening a pty", e.into()))?;
-    grantpt(&master).map_err(|e| Error::io("grantpt", e.into()))?;
-    unlockpt(&master).map_err(|e| Error::io("unlockpt", e.into()))?;
-    let name = ptsname(&master, Vec::new()).map_err(|e| Error::io("ptsname", e.into()))?;
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Error::io("opening the pty slave", e.into()))?;
-    // Start with the caller's window size when it has a terminal.
-    if let Ok(ws) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
-        let _ = rustix::termios::tcsetwinsize(&master, ws);
+impl Pump {
+    /// Copies output to `on_output` and collects init messages until every stream is closed
+    /// (every process of the container has exited or closed them).
+    fn run(
+        &mut self,
+        on_output: &mut dyn FnMut(OutputStream, &[u8]),
+        msgs: &mut String,
+        hooks: &mut RunHooks<'_>,
+    ) {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let mut buf = vec![0u8; 65536];
+        let mut msg_seen = 0;
+        loop {
+            let slots: [&Option<OwnedFd>; 5] =
+                [&self.out, &self.err, &self.msg, &self.console, &self.master];
+            let open: Vec<usize> = (0..5).filter(|i| slots[*i].is_some()).collect();
+            if open.is_empty() {
+                break;
+            }
+            let mut pfds: Vec<PollFd<'_>> = open
+                .iter()
+                .filter_map(|i| slots[*i].as_ref().map(|f| PollFd::new(f, PollFlags::IN)))
+                .collect();
+            match poll(&mut pfds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
+            }
+            let ready: Vec<usize> = open
+                .iter()
+                .zip(pfds.iter())
+                .filter(|(_, p)| !p.revents().is_empty())
+                .map(|(i, _)| *i)
+                .collect();
+            drop(pfds);
+            for i in ready {
+                if i == 3 {
+                    self.receive_master();
+                    continue;
+                }
+                let slot = match i {
+                    0 => &mut self.out,
+                    1 => &mut self.err,
+                    2 => &mut self.msg,
+                    _ => &mut self.master,
+                };
+                let Some(fd) = slot.as_ref() else { continue };
+                match rustix::io::read(fd.as_fd(), &mut buf) {
+                    Ok(0) => *slot = None,
+                    Ok(n) => match i {
+                        1 => on_output(OutputStream::Stderr, &buf[..n]),
+                        2 => msgs.push_str(&String::from_utf8_lossy(&buf[..n])),
+                        _ => on_output(OutputStream::Stdout, &buf[..n]),
+                    },
+                    Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                    // EIO: a pty master whose slave side is closed by everyone.
+                    Err(_) => *slot = None,
+                }
+            }
+            // Report the start as soon as the init told us PID 1's pid.
+            while let Some(end) = msgs[msg_seen..].find('\n') {
+                let line = &msgs[msg_seen..msg_seen + end];
+                if let Some(pid) = line
+                    .strip_prefix("pid ")
+                    .and_then(|p| p.parse::<u32>().ok())
+                {
+                    if let Some(cb) = hooks.on_start.as_mut() {
+                        cb(pid);
+                    }
+                }
+                msg_seen += end + 1;
+            }
+        }
     }
-    Ok((master, slave))
+
+    fn receive_master(&mut self) {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let Some(sock) = self.console.take() else {
+            return;
+        };
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut byte = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+        if recvmsg(&sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).is_err() {
+            return;
+        }
+        let master = control.drain().find_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        });
+        let Some(master) = master else { return };
+        if let (Ok(dup), Ok(mut consoles)) = (master.try_clone(), CONSOLES.lock()) {
+            self.registered_console = Some(dup.as_raw_fd());
+            consoles.push(dup);
+        }
+        // The container's terminal starts with the size of ours.
+        if let Ok(ws) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+            let _ = rustix::termios::tcsetwinsize(&master, ws);
+        }
+        if let Some(source) = self.stdin.take() {
+            if let Ok(dup) = master.try_clone() {
+                let mut to_pty = File::from(dup);
+                let mut from: Box<dyn Read + Send> = match source {
+                    Some(fd) => Box::new(File::from(fd)),
+                    None => Box::new(std::io::stdin()),
+                };
+                // Detached: it may sit in a read of our stdin after the container is gone.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to_pty.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        self.master = Some(master);
+    }
 }
 
 #[cfg(test)]

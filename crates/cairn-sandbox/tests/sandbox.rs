@@ -9,6 +9,7 @@ use cairn_sandbox::{
     Error, MountKind, MountSpec, Network, OutputStream, ProcessSpec, Rootfs, SnapshotterKind,
 };
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -593,11 +594,43 @@ fn tty_output() {
         SnapshotterKind::Overlay,
     )
     .unwrap();
-    let mut spec = sh("[ -t 0 ] && [ -t 1 ] && echo on-a-tty; echo $TERM");
+    let mut spec =
+        sh("[ -t 0 ] && [ -t 1 ] && echo on-a-tty; tty; echo $TERM; stat -c '%a %u %g' $(tty)");
     spec.tty = true;
+    spec.user = "app".into();
     let out = run(r.path(), &spec).unwrap();
-    assert_eq!(out.code, 0);
-    assert_eq!(out.stdout.replace('\r', ""), "on-a-tty\nxterm\n");
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(
+        out.stdout.replace('\r', ""),
+        "on-a-tty\n/dev/pts/0\nxterm\n620 1000 5\n",
+        "the terminal is the container's own, owned by the user"
+    );
+    // -it: keystrokes go to the container's terminal.
+    let (rd, wr) = rustix::pipe::pipe().unwrap();
+    fs::File::from(wr)
+        .write_all(b"echo typed-$((40+2)); exit 5\n")
+        .unwrap();
+    let spec = ProcessSpec {
+        args: vec!["/bin/sh".into()],
+        tty: true,
+        stdin: true,
+        ..Default::default()
+    };
+    let mut outb = Vec::new();
+    let mut hooks = cairn_sandbox::RunHooks {
+        on_start: None,
+        stdin: Some(rd),
+    };
+    let code = cairn_sandbox::run_with(
+        r.path(),
+        &spec,
+        &mut |_, b| outb.extend_from_slice(b),
+        &mut hooks,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&outb);
+    assert_eq!(code, 5, "{text}");
+    assert!(text.contains("typed-42"), "{text}");
 }
 
 fn exec_joins_a_running_container() {
