@@ -47,6 +47,8 @@ pub(crate) struct Client {
     pub requests: std::sync::atomic::AtomicU64,
     /// The smallest chunk the registry takes (`OCI-Chunk-Min-Length`), 0 if it never said.
     min_chunk: std::sync::atomic::AtomicU64,
+    /// Where upload progress goes.
+    progress: Option<crate::ProgressFn>,
 }
 
 /// The result of trying to mount a blob from another repository.
@@ -115,6 +117,7 @@ impl Client {
             retries: opts.retries,
             requests: Default::default(),
             min_chunk: Default::default(),
+            progress: opts.progress.clone(),
         })
     }
 
@@ -562,7 +565,10 @@ impl Client {
             })?;
             Ok(h.put(url.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
-                .body(reqwest::blocking::Body::sized(f, size)))
+                .body(reqwest::blocking::Body::sized(
+                    self.counting(f, digest, 0, size),
+                    size,
+                )))
         })?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.error_from(resp, &what));
@@ -602,7 +608,10 @@ impl Client {
                 Ok(h.patch(loc.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header("Content-Range", format!("{}-{}", offset, offset + len - 1))
-                    .body(reqwest::blocking::Body::sized(f.take(len), len)))
+                    .body(reqwest::blocking::Body::sized(
+                        self.counting(f.take(len), digest, offset, size),
+                        len,
+                    )))
             })?;
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(self.error_from(resp, &what));
@@ -650,6 +659,57 @@ impl Client {
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string))
+    }
+}
+
+/// An upload body that reports how far it got.
+struct Counting<R> {
+    inner: R,
+    digest: String,
+    sent: u64,
+    total: u64,
+    last_report: u64,
+    progress: crate::ProgressFn,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sent += n as u64;
+        // A sized body is read up to its length, not always to EOF: report the end too.
+        let end = n == 0 || self.sent >= self.total;
+        if n > 0 && (self.sent - self.last_report >= (self.total / 50).max(1 << 20) || end) {
+            self.last_report = self.sent;
+            (self.progress)(&crate::Event::Progress {
+                digest: self.digest.clone(),
+                current: self.sent.min(self.total),
+                total: self.total,
+            });
+        }
+        Ok(n)
+    }
+}
+
+impl Client {
+    /// Wraps an upload body so that it reports progress (if anyone listens).
+    fn counting<R: Read + Send + 'static>(
+        &self,
+        inner: R,
+        digest: &str,
+        offset: u64,
+        total: u64,
+    ) -> Box<dyn Read + Send> {
+        match &self.progress {
+            Some(p) => Box::new(Counting {
+                inner,
+                digest: digest.to_string(),
+                sent: offset,
+                total,
+                last_report: offset,
+                progress: p.clone(),
+            }),
+            None => Box::new(inner),
+        }
     }
 }
 

@@ -673,6 +673,13 @@ fn a_lost_upload_session_is_started_again() {
         ev.iter().any(|e| matches!(e, Event::Retrying { .. })),
         "{ev:?}"
     );
+    // Upload progress reaches the whole layer.
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Progress { current, total, .. }
+            if current == total && *total > 300_000)),
+        "{ev:?}"
+    );
     let posts = state
         .lock()
         .unwrap()
