@@ -338,6 +338,42 @@ fn kill_9_of_cairn_leaves_no_process_and_the_container_is_collected() {
     assert_eq!(f.containers(), 0);
 }
 
+#[test]
+fn stop_of_a_foreground_container_is_graceful() {
+    let f = Fixture::new(json!({}));
+    let child = Command::new(BIN)
+        .arg("--root")
+        .arg(f.root())
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "fg",
+            "busybox-test",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the container", 10, || {
+        text(&f.cairn(&["ps"])).1.contains(" fg")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = text(&f.cairn(&["stop", "fg"]));
+    assert_eq!((code, out.as_str()), (0, "fg\n"), "{err}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the main process got SIGTERM and exited its way"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot-term\n");
+    assert_eq!(f.containers(), 0);
+}
+
 fn unsafe_kill(pid: i32, sig: i32) {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))

@@ -1035,8 +1035,8 @@ fn print_log_line(line: &str, timestamps: bool) {
     };
 }
 
-/// Stops a running container: SIGTERM through its keeper to the main process, SIGKILL to its
-/// PID 1 after `grace`. Returns once the keeper has recorded the exit.
+/// Stops a running container: SIGTERM to the main process (through PID 1), SIGKILL to PID 1
+/// after `grace`. Returns once the keeper has recorded the exit.
 fn stop_container(
     g: &Global,
     c: &ContainerConfig,
@@ -1058,8 +1058,12 @@ fn stop_container(
             .stderr(std::process::Stdio::null())
             .status();
     };
-    if let Some(sup) = s.supervisor_pid {
-        kill(sup as i64, "-TERM");
+    // PID 1 of the container passes SIGTERM on to the main process (docker's graceful stop),
+    // whoever keeps the container (a foreground `cairn run` or a -d supervisor).
+    match (s.pid, s.supervisor_pid) {
+        (Some(pid), _) => kill(pid as i64, "-TERM"),
+        (None, Some(sup)) => kill(sup as i64, "-TERM"),
+        (None, None) => {}
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && !exited() {
