@@ -45,4 +45,4 @@ pub use error::{Error, Result, RunFailure};
 pub use export::Output;
 pub use key::CacheKey;
 pub use progress::{Event, ProgressSink, Reporter};
-pub use solve::{build, BuildOutput, BuildRequest, StageResult};
+pub use solve::{build, BuildOutput, BuildRequest, SecretValue, StageResult};

@@ -43,6 +43,10 @@ use crate::image::{self, History, ImageConfig, RootFs, StageMeta, HISTORY_COMMEN
 use crate::key::{digest_parts, CacheKey, CacheRecord};
 use crate::progress::{Reporter, Stream, Vertex};
 
+// `RUN --mount` lives in its own file; a child module, it uses the solver's private helpers.
+#[path = "mounts.rs"]
+mod mounts;
+
 /// How many lines of a failing RUN's output the error keeps.
 const TAIL_LINES: usize = 10;
 
@@ -69,6 +73,19 @@ pub struct BuildRequest<'a> {
     pub source_date_epoch: Option<i64>,
     /// `--label`s, applied to the final image.
     pub labels: BTreeMap<String, String>,
+    /// `--secret`s by id, for `RUN --mount=type=secret`. Never part of a cache key, a layer or
+    /// the history.
+    pub secrets: BTreeMap<String, SecretValue>,
+}
+
+/// The bytes of a build secret; `Debug` does not show them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretValue(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue(<{} bytes>)", self.0.len())
+    }
 }
 
 /// What a build made: the target stage's image, not yet stored or exported.
@@ -385,6 +402,16 @@ struct Solver<'a> {
     cancelled: AtomicBool,
     errors: Mutex<Vec<Error>>,
     stage_count: usize,
+}
+
+/// What a RUN's mounts add to its process, and what must live as long as it runs (temp dirs and
+/// roots bound into the container).
+#[derive(Default)]
+struct RunExtras {
+    env: Vec<String>,
+    mounts: Vec<MountSpec>,
+    keep_dirs: Vec<tempfile::TempDir>,
+    keep_roots: Vec<Rootfs>,
 }
 
 /// A stage's state while its steps are applied.
@@ -788,35 +815,34 @@ impl<'a> Solver<'a> {
                 env.push(format!("{k}={val}"));
             }
         }
-        let mut mounts = Vec::new();
-        // Kept alive until the process ends: temp dirs and roots bound into the container.
-        let mut keep_dirs: Vec<tempfile::TempDir> = Vec::new();
-        let mut keep_roots: Vec<Rootfs> = Vec::new();
+        let mut x = RunExtras {
+            env,
+            ..Default::default()
+        };
         if let Some((name, data)) = &argv.script {
             let dir = self.tempdir()?;
             let file = dir.path().join(name);
             fs::write(&file, data).map_err(io_err(&file))?;
             fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).map_err(io_err(&file))?;
-            mounts.push(MountSpec {
+            x.mounts.push(MountSpec {
                 kind: MountKind::Bind {
                     source: dir.path().to_path_buf(),
                     readonly: true,
                 },
                 target: "/dev/pipes".into(),
             });
-            keep_dirs.push(dir);
+            x.keep_dirs.push(dir);
         }
         let workdir = cfg.workdir();
         for m in &run.mounts {
-            self.run_mount(
-                step,
-                m,
-                &workdir,
-                &mut mounts,
-                &mut keep_dirs,
-                &mut keep_roots,
-            )?;
+            self.run_mount(step, m, &workdir, &mut x)?;
         }
+        let RunExtras {
+            env,
+            mounts,
+            keep_dirs,
+            keep_roots,
+        } = x;
         let spec = ProcessSpec {
             args: argv.args.clone(),
             env,
@@ -868,118 +894,9 @@ impl<'a> Solver<'a> {
             .map_err(io_err(&self.scratch))
     }
 
-    /// Turns one `RUN --mount` into sandbox mounts.
-    fn run_mount(
-        &self,
-        step: &Step,
-        m: &Mount,
-        workdir: &str,
-        mounts: &mut Vec<MountSpec>,
-        keep_dirs: &mut Vec<tempfile::TempDir>,
-        keep_roots: &mut Vec<Rootfs>,
-    ) -> Result<()> {
-        // A relative target is relative to the working directory, as in BuildKit.
-        let abs = |t: &str| image::resolve_workdir(workdir, t);
-        match m {
-            Mount::Tmpfs { target, size } => mounts.push(MountSpec {
-                kind: MountKind::Tmpfs { size: *size },
-                target: abs(target),
-            }),
-            Mount::Cache {
-                id,
-                target,
-                ro,
-                from,
-                mode,
-                uid,
-                gid,
-                ..
-            } => {
-                if from.is_some() {
-                    return Err(self.step_error(
-                        step,
-                        "RUN --mount=type=cache,from=… is not supported yet".into(),
-                    ));
-                }
-                let target = abs(target);
-                let dir = self
-                    .store
-                    .cache_mount_dir(id.as_deref().unwrap_or(&target))?;
-                if let Some(mode) = mode {
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
-                        .map_err(io_err(&dir))?;
-                }
-                if uid.is_some() || gid.is_some() {
-                    std::os::unix::fs::chown(&dir, *uid, *gid).map_err(io_err(&dir))?;
-                }
-                mounts.push(MountSpec {
-                    kind: MountKind::Bind {
-                        source: dir,
-                        readonly: *ro,
-                    },
-                    target,
-                });
-            }
-            Mount::Bind {
-                target,
-                source,
-                from,
-                rw,
-            } => {
-                let sub = source.clone().unwrap_or_else(|| ".".into());
-                let root: PathBuf = match from {
-                    None | Some(Source::Context) => {
-                        let ctx = self.context.ok_or_else(|| {
-                            self.step_error(step, "no build context for the bind mount".into())
-                        })?;
-                        if *rw {
-                            // Writes to a bind mount are discarded, never made to the context.
-                            let r = Rootfs::prepare(
-                                &[ctx.root().to_path_buf()],
-                                &self.scratch,
-                                self.snapshotter,
-                            )?;
-                            let p = r.path().to_path_buf();
-                            keep_roots.push(r);
-                            p
-                        } else {
-                            ctx.root().to_path_buf()
-                        }
-                    }
-                    Some(Source::Stage(i)) => {
-                        let res = self.stage_result(*i)?;
-                        self.root_of(&res.layers, keep_dirs, keep_roots)?
-                    }
-                    Some(Source::Image(r)) => {
-                        let img = self.base(r)?;
-                        self.root_of(&img.layers, keep_dirs, keep_roots)?
-                    }
-                };
-                let source = join_inside(&root, &sub).ok_or_else(|| {
-                    self.step_error(step, format!("bind source {sub:?} escapes its root"))
-                })?;
-                mounts.push(MountSpec {
-                    kind: MountKind::Bind {
-                        source,
-                        readonly: !*rw,
-                    },
-                    target: abs(target),
-                });
-            }
-            Mount::Secret { id, required, .. } | Mount::Ssh { id, required, .. } => {
-                if *required {
-                    return Err(self.step_error(
-                        step,
-                        format!("secret/ssh mount {id:?} is required but cairn has no secrets yet"),
-                    ));
-                }
-                self.reporter.warning(format!(
-                    "{}:{}: secret/ssh mount {id:?} skipped (not supported yet)",
-                    self.req.dockerfile_name, step.span.line
-                ));
-            }
-        }
-        Ok(())
+    /// Turns one `RUN --mount` into sandbox mounts (see the `mounts` module).
+    fn run_mount(&self, step: &Step, m: &Mount, workdir: &str, x: &mut RunExtras) -> Result<()> {
+        mounts::run_mount(self, step, m, workdir, x)
     }
 
     /// A directory showing `layers` (an empty one for no layers), kept alive by the caller.

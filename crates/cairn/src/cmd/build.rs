@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use cairn_build::context::BuildContext;
-use cairn_build::{BuildRequest, Output, Reporter, StoreResolver};
+use cairn_build::{BuildRequest, Output, Reporter, SecretValue, StoreResolver};
 
 // Declared here rather than in cmd/mod.rs: only `cairn build` renders build progress.
 #[path = "progress.rs"]
@@ -56,6 +56,9 @@ pub struct BuildArgs {
     /// Output destination: type=local|tar|oci|docker,dest=PATH
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// Secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (default: the variable ID)
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
     /// Set the target platform (os/arch); only the host's runs
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
@@ -112,6 +115,11 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     }
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => Some(
             v.trim()
@@ -159,6 +167,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         network,
         source_date_epoch,
         labels,
+        secrets,
     };
     let renderer = Renderer::new(mode);
     let reporter = Reporter::new(&renderer);
@@ -328,6 +337,43 @@ fn parse_build_args(items: &[String]) -> anyhow::Result<BTreeMap<String, String>
     Ok(out)
 }
 
+/// docker's `--secret id=ID[,src=FILE|,env=VAR]` (`source=`, `type=file|env` accepted too); with
+/// neither `src` nor `env`, the environment variable named ID.
+fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretValue)> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut kind = None;
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or(("id", part));
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" => kind = Some(v.to_string()),
+            other => bail!("--secret {spec:?}: unknown key {other:?} (id, src, env, type)"),
+        }
+    }
+    let id = id.ok_or_else(|| anyhow::anyhow!("--secret {spec:?}: id= is missing"))?;
+    if kind.as_deref() == Some("env") && env.is_none() {
+        env = src.take().or_else(|| Some(id.clone()));
+    }
+    let bytes = match (src, env) {
+        (Some(path), _) => {
+            std::fs::read(&path).with_context(|| format!("--secret id={id}: reading {path}"))?
+        }
+        (None, Some(var)) => std::env::var_os(&var)
+            .ok_or_else(|| anyhow::anyhow!("--secret id={id}: ${var} is not set"))?
+            .into_encoded_bytes(),
+        (None, None) => std::env::var_os(&id)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--secret id={id}: give src=FILE or env=VAR (${id} is not set)")
+            })?
+            .into_encoded_bytes(),
+    };
+    Ok((id, SecretValue(bytes)))
+}
+
 fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
@@ -372,6 +418,28 @@ mod tests {
         );
         assert!(!a.contains_key("CAIRN_TEST_UNSET_ARG"));
         assert!(parse_build_args(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn secrets_from_files_and_environment() {
+        let dir = std::env::temp_dir().join(format!("cairn-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s");
+        std::fs::write(&f, b"from-file").unwrap();
+        let (id, v) = parse_secret(&format!("id=a,src={}", f.display())).unwrap();
+        assert_eq!((id.as_str(), v.0.as_slice()), ("a", &b"from-file"[..]));
+        std::env::set_var("CAIRN_TEST_SECRET", "from-env");
+        let (_, v) = parse_secret("id=b,env=CAIRN_TEST_SECRET").unwrap();
+        assert_eq!(v.0, b"from-env");
+        let (id, v) = parse_secret("id=CAIRN_TEST_SECRET").unwrap();
+        assert_eq!(
+            (id.as_str(), v.0.as_slice()),
+            ("CAIRN_TEST_SECRET", &b"from-env"[..])
+        );
+        assert!(parse_secret("src=/x").is_err());
+        assert!(parse_secret("id=c,env=CAIRN_TEST_UNSET_SECRET").is_err());
+        assert!(format!("{v:?}").contains("8 bytes") && !format!("{v:?}").contains("from-env"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
