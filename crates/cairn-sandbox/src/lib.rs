@@ -12,6 +12,7 @@
 //!                                                  // mount cairn makes dies with the process
 //! enum SnapshotterKind { Overlay, Native }         // Native: copy lowers into one dir, diff by compare
 //! SnapshotterKind::detect() -> SnapshotterKind     // CAIRN_SNAPSHOTTER=overlay|native overrides
+//! SnapshotterKind::detect_for(scratch) -> SnapshotterKind  // + Native when scratch is on overlayfs
 //! Rootfs::prepare(lowers: &[PathBuf] /* bottom first */, scratch: &Path /* temp dir to use */,
 //!                 kind: SnapshotterKind) -> Result<Rootfs>
 //! Rootfs::prepare_with_mounts(lowers, scratch, kind, &[MountSpec]) -> Result<Rootfs>

@@ -43,6 +43,20 @@ impl SnapshotterKind {
         }
     }
 
+    /// [`SnapshotterKind::detect`] for a rootfs made in `scratch`: also Native when `scratch` is
+    /// itself on overlayfs (cairn inside a container), where an overlay upper dir cannot live.
+    pub fn detect_for(scratch: &Path) -> SnapshotterKind {
+        const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+        if std::env::var_os("CAIRN_SNAPSHOTTER").is_none() {
+            if let Ok(st) = rustix::fs::statfs(scratch) {
+                if st.f_type as i64 == OVERLAYFS_SUPER_MAGIC {
+                    return SnapshotterKind::Native;
+                }
+            }
+        }
+        SnapshotterKind::detect()
+    }
+
     /// Parses `overlay`/`overlayfs`/`native` (the `--snapshotter` flag).
     pub fn parse(s: &str) -> Option<SnapshotterKind> {
         match s {
@@ -436,6 +450,24 @@ fn mount_overlay_fsconfig(
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn detection_follows_the_environment_and_the_scratch_filesystem() {
+        // One test for the env var: tests run in parallel threads of one process.
+        std::env::set_var("CAIRN_SNAPSHOTTER", "native");
+        assert_eq!(SnapshotterKind::detect(), SnapshotterKind::Native);
+        std::env::set_var("CAIRN_SNAPSHOTTER", "overlay");
+        assert_eq!(
+            SnapshotterKind::detect_for(Path::new("/")),
+            SnapshotterKind::Overlay
+        );
+        std::env::remove_var("CAIRN_SNAPSHOTTER");
+        assert_eq!(
+            SnapshotterKind::parse("native"),
+            Some(SnapshotterKind::Native)
+        );
+        assert_eq!(SnapshotterKind::parse("zfs"), None);
+    }
 
     #[test]
     fn init_layer_copies_image_metadata_and_respects_symlinked_etc() {

@@ -447,7 +447,7 @@ pub fn run(a: RunArgs, g: &Global) -> Result<i32> {
             Some(k) => k == SnapshotterKind::Native,
             None => bail!("unknown snapshotter {s:?}: use overlay or native"),
         },
-        None => SnapshotterKind::detect() == SnapshotterKind::Native,
+        None => SnapshotterKind::detect_for(&store_root(g)) == SnapshotterKind::Native,
     };
     let mut mounts = a
         .volumes
