@@ -49,7 +49,10 @@ impl SnapshotterKind {
         const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
         if std::env::var_os("CAIRN_SNAPSHOTTER").is_none() {
             if let Ok(st) = rustix::fs::statfs(scratch) {
-                if st.f_type as i64 == OVERLAYFS_SUPER_MAGIC {
+                // f_type is a c_long-sized field whose width varies across architectures.
+                #[allow(clippy::unnecessary_cast)]
+                let f_type = st.f_type as i64;
+                if f_type == OVERLAYFS_SUPER_MAGIC {
                     return SnapshotterKind::Native;
                 }
             }
