@@ -448,6 +448,15 @@ fn spawn_and_wait(
             });
         }
     }
+    // An init that exits on its own without a word is not ours: a binary whose main() does not
+    // call maybe_run_init() (a libtest test binary) took `__cairn-init` for something else.
+    if status.code().is_some() && !msgs.lines().any(|l| l.starts_with("pid ")) {
+        return Err(Error::Setup(format!(
+            "the container init ({}) did not start: call cairn_sandbox::maybe_run_init() first in \
+             main(), or point CAIRN_INIT_EXE at a cairn binary",
+            init_exe().display()
+        )));
+    }
     Ok(code)
 }
 

@@ -352,6 +352,24 @@ fn users_groups_home_env_and_workdir() {
     }
 }
 
+fn an_init_binary_that_is_not_one_is_an_error() {
+    let e = env();
+    let r = Rootfs::prepare(
+        std::slice::from_ref(&e.image),
+        &e.scratch,
+        SnapshotterKind::Overlay,
+    )
+    .unwrap();
+    // /bin/true ignores `__cairn-init` and exits 0: that must not pass for a successful run.
+    std::env::set_var("CAIRN_INIT_EXE", "/bin/true");
+    let res = run(r.path(), &sh("exit 0"));
+    std::env::remove_var("CAIRN_INIT_EXE");
+    match res {
+        Err(Error::Setup(m)) => assert!(m.contains("maybe_run_init"), "{m}"),
+        other => panic!("expected a set-up error, got {:?}", other.map(|o| o.code)),
+    }
+}
+
 fn exit_codes_and_exec_errors() {
     let e = env();
     let r = Rootfs::prepare(
@@ -822,6 +840,10 @@ fn main() {
             users_groups_home_env_and_workdir,
         ),
         ("exit_codes_and_exec_errors", exit_codes_and_exec_errors),
+        (
+            "an_init_binary_that_is_not_one_is_an_error",
+            an_init_binary_that_is_not_one_is_an_error,
+        ),
         (
             "pid1_reaps_zombies_and_namespaces_are_fresh",
             pid1_reaps_zombies_and_namespaces_are_fresh,
