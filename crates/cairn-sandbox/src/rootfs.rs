@@ -175,7 +175,24 @@ impl Rootfs {
                 .ctx(|| format!("setting up {}", self.upper.display()))?;
         }
         let mut layers: Vec<&Path> = vec![init.as_path()];
-        layers.extend(top_first.iter().copied());
+        // Past overlayfs's stack limit, the bottom layers are merged into one copied tree
+        // (whiteouts applied) that stands in for them as the lowest lowerdir.
+        let flat = dir.join("flat");
+        if top_first.len() + 1 > MAX_LAYERS {
+            let keep = MAX_LAYERS - 2;
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&flat)
+                .ctx(|| format!("creating {}", flat.display()))?;
+            for l in top_first[keep..].iter().rev() {
+                copy::apply_tree(l, &flat, true)
+                    .ctx(|| format!("merging snapshot {}", l.display()))?;
+            }
+            layers.extend(top_first[..keep].iter().copied());
+            layers.push(flat.as_path());
+        } else {
+            layers.extend(top_first.iter().copied());
+        }
         mount_overlay(&layers, &self.upper, &work, &self.merged)?;
         self.mounted = true;
         Ok(())
@@ -338,7 +355,7 @@ fn add_mount_point(
 /// again: after a crash it is garbage whatever its state; while the machine is up, the change is
 /// read from the page cache like any file.
 ///
-/// The kernel takes one page of mount options; overlayfs at most 500 layers.
+/// The kernel takes one page of mount options; overlayfs at most 500 layers (OVL_MAX_STACK).
 const MAX_OPTIONS: usize = 4000;
 const MAX_LAYERS: usize = 500;
 

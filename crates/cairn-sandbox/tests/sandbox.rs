@@ -602,6 +602,34 @@ fn long_layer_chains_mount() {
     let r = Rootfs::prepare(&lowers, &e.scratch, SnapshotterKind::Overlay).unwrap();
     let out = run(r.path(), &sh("ls /layers | wc -l")).unwrap();
     assert_eq!(out.stdout.trim(), "120");
+    drop(r);
+    // 600 layers: past overlayfs's 500, the bottom ones are merged; a whiteout in a merged
+    // layer still deletes, and the top layers still win.
+    for i in 120..600 {
+        let p = e.scratch.parent().unwrap().join(format!("{i:03}"));
+        fs::create_dir_all(p.join("layers")).unwrap();
+        fs::write(p.join(format!("layers/{i}")), "").unwrap();
+        if i == 130 {
+            nix::sys::stat::mknod(
+                &p.join("layers/5"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .unwrap();
+        }
+        if i == 599 {
+            fs::write(p.join("layers/0"), "top").unwrap();
+        }
+        lowers.push(p);
+    }
+    let r = Rootfs::prepare(&lowers, &e.scratch, SnapshotterKind::Overlay).unwrap();
+    let out = run(
+        r.path(),
+        &sh("ls /layers | wc -l; cat /layers/0; ls /layers/5 2>&1 >/dev/null | wc -l"),
+    )
+    .unwrap();
+    assert_eq!(out.stdout, "599\ntop1\n", "{}", out.stderr);
 }
 
 fn tty_output() {
