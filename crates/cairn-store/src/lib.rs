@@ -84,6 +84,7 @@ pub use oci_spec;
 
 pub mod archive;
 mod blobs;
+mod cache_mounts;
 mod db;
 mod gc;
 mod images;
@@ -91,6 +92,7 @@ mod layout;
 pub mod reference;
 mod snapshots;
 
+pub use cache_mounts::{CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
 pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
 pub use gc::{CheckReport, PruneOptions, PruneReport};
 pub use images::ImageRecord;
