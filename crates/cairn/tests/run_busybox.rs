@@ -123,10 +123,19 @@ fn run_rm_lists_files_and_returns_exit_codes() {
         "echo x > /app/new && cat /app/go.mod",
     ]));
     assert_eq!((code, out.as_str()), (0, "module app\n"), "{err}");
-    let (code, _, _) = text(&f.cairn(&["run", "busybox-test", "true"]));
+    let (code, _, _) = text(&f.cairn(&[
+        "run",
+        "--name",
+        "kept",
+        "busybox-test",
+        "echo",
+        "kept-output",
+    ]));
     assert_eq!(code, 0);
     let (_, ps, _) = text(&f.cairn(&["ps", "-a"]));
     assert!(ps.contains("Exited (0)"), "{ps}");
+    let (_, logs, _) = text(&f.cairn(&["logs", "kept"]));
+    assert_eq!(logs, "kept-output\n");
 }
 
 #[test]

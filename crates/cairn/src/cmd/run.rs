@@ -551,7 +551,22 @@ fn run_foreground(cfg: &ContainerConfig, dir: &Path) -> Result<i32> {
         supervisor_pid: Some(std::process::id() as i32),
         ..Default::default()
     });
+    // Kept containers keep their output for `cairn logs`, as docker's do.
+    let mut log = if cfg.auto_remove {
+        None
+    } else {
+        Some(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("log.json"))
+                .context("opening the container log")?,
+        )
+    };
     let result = keep(cfg, dir, &state, &mut |stream, bytes| {
+        if let Some(log) = log.as_mut() {
+            let _ = writeln!(log, "{}", log_line(stream, bytes));
+        }
         // A closed stdout (`| head`) must not stop the container.
         let _ = match stream {
             OutputStream::Stdout => {
@@ -830,15 +845,19 @@ fn supervise(id: &str, g: &Global) -> Result<i32> {
         .open(dir.join("log.json"))
         .context("opening the container log")?;
     let result = keep(&cfg, &dir, &state, &mut |stream, bytes| {
-        let line = serde_json::json!({
-            "log": String::from_utf8_lossy(bytes),
-            "stream": match stream { OutputStream::Stdout => "stdout", OutputStream::Stderr => "stderr" },
-            "time": rfc3339(now()),
-        });
-        let _ = writeln!(log, "{line}");
+        let _ = writeln!(log, "{}", log_line(stream, bytes));
     });
     finish(&cfg, &dir, &state, &result);
     Ok(0)
+}
+
+/// One line of log.json, docker's json-file format.
+fn log_line(stream: OutputStream, bytes: &[u8]) -> Value {
+    serde_json::json!({
+        "log": String::from_utf8_lossy(bytes),
+        "stream": match stream { OutputStream::Stdout => "stdout", OutputStream::Stderr => "stderr" },
+        "time": rfc3339(now()),
+    })
 }
 
 /// UTC RFC 3339 with nanoseconds, as docker's json-file log writes `time`.
