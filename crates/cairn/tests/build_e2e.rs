@@ -840,3 +840,73 @@ fn ctrl_c_stops_the_build_and_its_run() {
     assert!(rest.contains("interrupted by signal 2"), "{rest}");
     assert!(!rest.contains("echo never"), "{rest}");
 }
+
+#[test]
+fn secrets_reach_the_run_but_not_the_image_nor_the_cache_key() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let secret = env.ctx.parent().unwrap().join("token.txt");
+    fs::write(&secret, "s3cret-value").unwrap();
+    // The Dockerfile names the secret's hash, never the secret.
+    let hash = cairn_layer::hash::sha256_digest(b"s3cret-value");
+    let hex = hash.trim_start_matches("sha256:");
+    env.write(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\n\
+             RUN --mount=type=secret,id=token test \"$(sha256sum < /run/secrets/token | cut -d' ' -f1)\" = {hex} && echo ok > /file-ok\n\
+             RUN --mount=type=secret,id=token,env=TOKEN test \"$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" = {hex} && echo ok > /env-ok\n\
+             RUN --mount=type=secret,id=absent ls /run/secrets > /listing 2>&1 || true\n"
+        ),
+    );
+    let dest = env.ctx.parent().unwrap().join("out");
+    let iid = env.ctx.parent().unwrap().join("iid");
+    let spec = format!("id=token,src={}", secret.display());
+    env.ok_build(&[
+        "--secret",
+        &spec,
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+        "-t",
+        "secret:1",
+    ]);
+    assert!(dest.join("file-ok").is_file() && dest.join("env-ok").is_file());
+    assert!(
+        !dest.join("run/secrets/token").exists(),
+        "the secret reached a layer"
+    );
+    let config = fs::read_to_string(
+        env.root.join("blobs/sha256").join(
+            fs::read_to_string(&iid)
+                .unwrap()
+                .trim()
+                .trim_start_matches("sha256:"),
+        ),
+    )
+    .unwrap();
+    assert!(
+        !config.contains("s3cret-value"),
+        "the secret is in the config"
+    );
+
+    // A changed secret does not bust the cache (BuildKit's rule); a missing required one fails.
+    fs::write(&secret, "other-value").unwrap();
+    let out = env.ok_build(&["--secret", &spec, "-t", "secret:1"]);
+    assert!(vertices(&out).is_cached("RUN --mount=type=secret,id=token,env=TOKEN"));
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=needed,required cat /run/secrets/needed\n",
+    );
+    let out = env.build(&[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("secret \"needed\" is required"),
+        "{}",
+        stderr(&out)
+    );
+}
