@@ -46,6 +46,20 @@
 //! A dies with the thread that spawned it (`PR_SET_PDEATHSIG`), B dies with A, and the whole PID
 //! namespace dies with B: killing cairn leaves no process behind.
 //!
+//! # What never reaches a layer
+//!
+//! The overlay rootfs is `init` (a tmpfs with the mount points /proc, /dev, /sys,
+//! /etc/{resolv.conf,hosts,hostname} and those of `prepare_with_mounts`, each with the image's
+//! metadata: docker's "-init" layer) over the snapshots, under a fresh upper dir, mounted
+//! `volatile`. The /etc files are written by the init into the container's own /dev tmpfs and
+//! bound from there. Mount points the image lacks and the init layer does not have are created
+//! by `run` and removed after it with their parent's times restored (BuildKit's stub cleaner);
+//! with the native snapshotter that is the only mechanism. Every target is resolved inside the
+//! rootfs (`RESOLVE_IN_ROOT`), so no symlink of the image can place a mount on the host.
+//!
+//! With a tty the process opens its terminal in the container's devpts and the master comes back
+//! over a unix socket (runc's console socket), so `tty` names `/dev/pts/0`.
+//!
 //! ```no_run
 //! use cairn_sandbox::{ProcessSpec, Rootfs, SnapshotterKind};
 //! # fn main() -> Result<(), cairn_sandbox::Error> {
