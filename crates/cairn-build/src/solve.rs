@@ -76,6 +76,10 @@ pub struct BuildRequest<'a> {
     /// `--secret`s by id, for `RUN --mount=type=secret`. Never part of a cache key, a layer or
     /// the history.
     pub secrets: BTreeMap<String, SecretValue>,
+    /// `--ssh`: agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run.
+    pub allow_insecure: bool,
 }
 
 /// The bytes of a build secret; `Debug` does not show them.
@@ -245,7 +249,7 @@ pub fn build(
         plan: &plan,
         bases,
         reporter,
-        snapshotter: SnapshotterKind::detect(),
+        snapshotter: SnapshotterKind::detect_for(&scratch),
         scratch,
         run_slots: Semaphore::new(
             std::thread::available_parallelism()
@@ -412,6 +416,8 @@ struct RunExtras {
     mounts: Vec<MountSpec>,
     keep_dirs: Vec<tempfile::TempDir>,
     keep_roots: Vec<Rootfs>,
+    /// Cache-mount locks and ssh agent proxies (see `mounts`).
+    held: mounts::Held,
 }
 
 /// A stage's state while its steps are applied.
@@ -834,6 +840,7 @@ impl<'a> Solver<'a> {
             x.keep_dirs.push(dir);
         }
         let workdir = cfg.workdir();
+        mounts::check_security(self, step, run)?;
         for m in &run.mounts {
             self.run_mount(step, m, &workdir, &mut x)?;
         }
@@ -842,6 +849,7 @@ impl<'a> Solver<'a> {
             mounts,
             keep_dirs,
             keep_roots,
+            held,
         } = x;
         let spec = ProcessSpec {
             args: argv.args.clone(),
@@ -868,6 +876,7 @@ impl<'a> Solver<'a> {
         };
         drop(keep_roots);
         drop(keep_dirs);
+        drop(held);
         if let Some(signal) = cairn_sandbox::termination_signal() {
             // The signal handler killed the process: that is not the RUN's failure.
             return Err(Error::Interrupted { signal });
