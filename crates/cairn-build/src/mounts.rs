@@ -1,19 +1,69 @@
 //! `RUN --mount`: turns each mount of a RUN into sandbox mounts (bind, cache, tmpfs, secret,
-//! ssh), and keeps what they need alive while the step runs.
+//! ssh), and keeps what they need alive while the step runs (cache-mount locks, ssh agent
+//! proxies, temporary directories).
 //!
 //! A child module of `solve` so that it can use the solver's helpers (stage results, base
 //! images, step errors) without widening their visibility.
+//!
+//! What never reaches an image: every mount is a mount of the sandbox, so nothing written under
+//! its target lands in the rootfs diff, and the sandbox removes the mount points it had to
+//! create. What the cache key sees: a bind mount's source contents (in `Solver::step_inputs`);
+//! never a cache mount's contents, a secret's bytes or an ssh socket.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use cairn_dockerfile::{Mount, Source, Step};
+use cairn_dockerfile::{CacheSharing, Mount, Source, Step};
 use cairn_sandbox::{MountKind, MountSpec, Rootfs};
+use cairn_store::{CacheLock, CacheMount};
 
-use super::{join_inside, RunExtras, Solver};
+use super::{join_inside, synthetic_copy, RunExtras, Solver};
+use crate::copy::{self, CopyRequest, SourceRoot};
 use crate::error::{io_err, Result};
-use crate::image;
+
+/// BuildKit's default mount point of the N-th ssh mount of a RUN.
+const SSH_TARGET_PREFIX: &str = "/run/buildkit/ssh_agent.";
+
+/// How many symlinks a bind source may go through (Linux's MAXSYMLINKS).
+const MAX_LINKS: usize = 40;
+
+/// What a RUN's mounts hold while the process runs; dropping it releases the cache-mount locks
+/// and stops the ssh agent proxies.
+#[derive(Default)]
+pub(super) struct Held {
+    caches: Vec<CacheMount>,
+    ssh: Vec<SshProxy>,
+}
+
+/// Refuses `RUN --security=insecure` unless the build allows it (`--allow security.insecure`).
+pub(super) fn check_security(
+    s: &Solver<'_>,
+    step: &Step,
+    run: &cairn_dockerfile::Run,
+) -> Result<()> {
+    if run.security.as_deref() != Some("insecure") {
+        return Ok(());
+    }
+    if !s.req.allow_insecure {
+        return Err(s.step_error(
+            step,
+            "RUN --security=insecure is not allowed: pass --allow security.insecure to grant it"
+                .into(),
+        ));
+    }
+    // The sandbox has no privileged mode yet: say so rather than pretend.
+    s.reporter.warning(format!(
+        "{}:{}: --security=insecure is allowed, but the sandbox still runs the step with \
+         docker's default capabilities",
+        s.req.dockerfile_name, step.span.line
+    ));
+    Ok(())
+}
 
 /// Turns one `RUN --mount` into sandbox mounts, adding to `x`.
 pub(super) fn run_mount(
@@ -23,45 +73,67 @@ pub(super) fn run_mount(
     workdir: &str,
     x: &mut RunExtras,
 ) -> Result<()> {
-    let RunExtras {
-        env,
-        mounts,
-        keep_dirs,
-        keep_roots,
-    } = x;
-    // A relative target is relative to the working directory, as in BuildKit.
-    let abs = |t: &str| image::resolve_workdir(workdir, t);
+    // A relative target is relative to the working directory, as in BuildKit; one that climbs
+    // above `/` is a mistake, not something to clamp silently.
+    let abs = |t: &str| {
+        mount_target(workdir, t).ok_or_else(|| {
+            s.step_error(
+                step,
+                format!("mount target {t:?} climbs out of the container's root with \"..\""),
+            )
+        })
+    };
     match m {
-        Mount::Tmpfs { target, size } => mounts.push(MountSpec {
+        Mount::Tmpfs { target, size } => x.mounts.push(MountSpec {
             kind: MountKind::Tmpfs { size: *size },
-            target: abs(target),
+            target: abs(target)?,
         }),
         Mount::Cache {
             id,
             target,
             ro,
+            sharing,
             from,
+            source,
             mode,
             uid,
             gid,
-            ..
         } => {
-            if from.is_some() {
-                return Err(s.step_error(
-                    step,
-                    "RUN --mount=type=cache,from=… is not supported yet".into(),
-                ));
-            }
-            let target = abs(target);
-            let dir = s.store.cache_mount_dir(id.as_deref().unwrap_or(&target))?;
-            if let Some(mode) = mode {
-                fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
+            let target = abs(target)?;
+            let id = id.clone().unwrap_or_else(|| target.clone());
+            let lock = match sharing {
+                CacheSharing::Shared => CacheLock::Shared,
+                CacheSharing::Locked => CacheLock::Exclusive,
+                CacheSharing::Private => CacheLock::TryExclusive,
+            };
+            // `locked` waits here, before the step takes a run slot.
+            let (dir, created) = match s.store.open_cache_mount(&id, lock)? {
+                Some(cm) => {
+                    let r = (cm.dir.clone(), cm.created);
+                    x.held.caches.push(cm);
+                    r
+                }
+                None => {
+                    // `private` and someone else has the cache: a fresh directory of our own,
+                    // thrown away after the step (BuildKit makes a new empty mount).
+                    let d = s.tempdir()?;
+                    let p = d.path().join("cache");
+                    fs::create_dir(&p).map_err(io_err(&p))?;
+                    x.keep_dirs.push(d);
+                    (p, true)
+                }
+            };
+            if created {
+                // As BuildKit: mode, owner and the `from` seed apply to a new cache only.
+                if let Some(from) = from {
+                    seed_cache(s, step, from, source.as_deref(), &dir, x)?;
+                }
+                fs::set_permissions(&dir, fs::Permissions::from_mode(mode.unwrap_or(0o755)))
+                    .map_err(io_err(&dir))?;
+                std::os::unix::fs::chown(&dir, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
                     .map_err(io_err(&dir))?;
             }
-            if uid.is_some() || gid.is_some() {
-                std::os::unix::fs::chown(&dir, *uid, *gid).map_err(io_err(&dir))?;
-            }
-            mounts.push(MountSpec {
+            x.mounts.push(MountSpec {
                 kind: MountKind::Bind {
                     source: dir,
                     readonly: *ro,
@@ -76,43 +148,58 @@ pub(super) fn run_mount(
             rw,
         } => {
             let sub = source.clone().unwrap_or_else(|| ".".into());
-            let root: PathBuf = match from {
+            let (root, in_context) = match from {
                 None | Some(Source::Context) => {
                     let ctx = s.context.ok_or_else(|| {
                         s.step_error(step, "no build context for the bind mount".into())
                     })?;
+                    let rel = join_inside(Path::new(""), &sub).ok_or_else(|| {
+                        s.step_error(step, format!("bind source {sub:?} is outside the context"))
+                    })?;
+                    if !rel.as_os_str().is_empty() && ctx.is_ignored(&rel) {
+                        return Err(s.step_error(
+                            step,
+                            format!("bind source {sub:?} is excluded by .dockerignore"),
+                        ));
+                    }
                     if *rw {
-                        // Writes to a bind mount are discarded, never made to the context.
+                        // Writes to a bind mount are discarded, never made to the context: the
+                        // step writes to an overlay over it, dropped afterwards.
                         let r = Rootfs::prepare(
                             &[ctx.root().to_path_buf()],
                             &s.scratch,
                             s.snapshotter,
                         )?;
                         let p = r.path().to_path_buf();
-                        keep_roots.push(r);
-                        p
+                        x.keep_roots.push(r);
+                        (p, true)
                     } else {
-                        ctx.root().to_path_buf()
+                        (ctx.root().to_path_buf(), true)
                     }
                 }
+                // A stage's or an image's root is prepared afresh (an overlay, or a temp dir
+                // for no layers) for this step only, so `rw` writes die with it.
                 Some(Source::Stage(i)) => {
                     let res = s.stage_result(*i)?;
-                    s.root_of(&res.layers, keep_dirs, keep_roots)?
+                    let p = s.root_of(&res.layers, &mut x.keep_dirs, &mut x.keep_roots)?;
+                    (p, false)
                 }
                 Some(Source::Image(r)) => {
                     let img = s.base(r)?;
-                    s.root_of(&img.layers, keep_dirs, keep_roots)?
+                    let p = s.root_of(&img.layers, &mut x.keep_dirs, &mut x.keep_roots)?;
+                    (p, false)
                 }
             };
-            let source = join_inside(&root, &sub).ok_or_else(|| {
-                s.step_error(step, format!("bind source {sub:?} escapes its root"))
+            let source = resolve_source(&root, &sub, in_context).map_err(|why| {
+                let what = if in_context { "context" } else { "stage" };
+                s.step_error(step, format!("bind source {sub:?}: {why} (in the {what})"))
             })?;
-            mounts.push(MountSpec {
+            x.mounts.push(MountSpec {
                 kind: MountKind::Bind {
                     source,
                     readonly: !*rw,
                 },
-                target: abs(target),
+                target: abs(target)?,
             });
         }
         Mount::Secret {
@@ -137,39 +224,366 @@ pub(super) fn run_mount(
                 return Ok(());
             };
             if let Some(var) = env_name {
-                env.push(format!("{var}={}", String::from_utf8_lossy(&value.0)));
+                x.env
+                    .push(format!("{var}={}", String::from_utf8_lossy(&value.0)));
             }
             if let Some(t) = target {
-                // A private (0700) directory that lives only as long as the RUN.
-                let dir = s.tempdir()?;
+                // A private (0700) directory that lives only as long as the RUN, in memory when
+                // /dev/shm exists, so that the bytes never touch the store's disk.
+                let dir = secret_dir(s)?;
                 let file = dir.path().join("secret");
                 fs::write(&file, &value.0).map_err(io_err(&file))?;
                 fs::set_permissions(&file, fs::Permissions::from_mode(mode.unwrap_or(0o400)))
                     .map_err(io_err(&file))?;
                 std::os::unix::fs::chown(&file, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
                     .map_err(io_err(&file))?;
-                mounts.push(MountSpec {
+                x.mounts.push(MountSpec {
                     kind: MountKind::Bind {
                         source: file,
                         readonly: true,
                     },
-                    target: abs(t),
+                    target: abs(t)?,
                 });
-                keep_dirs.push(dir);
+                x.keep_dirs.push(dir);
             }
         }
-        Mount::Ssh { id, required, .. } => {
-            if *required {
-                return Err(s.step_error(
-                    step,
-                    format!("ssh mount {id:?} is required but cairn has no SSH forwarding yet"),
-                ));
+        Mount::Ssh {
+            id,
+            target,
+            required,
+            mode,
+            uid,
+            gid,
+        } => {
+            let Some(agent) = s.req.ssh.get(id) else {
+                if *required {
+                    return Err(s.step_error(
+                        step,
+                        format!(
+                            "ssh agent {id:?} is required: pass it with --ssh {id}[=SOCKET] \
+                             (default: $SSH_AUTH_SOCK)"
+                        ),
+                    ));
+                }
+                return Ok(());
+            };
+            let n = x.held.ssh.len();
+            let t = match target {
+                Some(t) => abs(t)?,
+                None => format!("{SSH_TARGET_PREFIX}{}", n + 1),
+            };
+            // A socket of our own, forwarding to the agent: mode and owner apply to it, and the
+            // container never touches the host's socket.
+            let dir = s.tempdir()?;
+            let sock = dir.path().join("agent.sock");
+            let proxy = SshProxy::start(&sock, agent.clone()).map_err(io_err(&sock))?;
+            fs::set_permissions(&sock, fs::Permissions::from_mode(mode.unwrap_or(0o600)))
+                .map_err(io_err(&sock))?;
+            std::os::unix::fs::chown(&sock, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
+                .map_err(io_err(&sock))?;
+            if n == 0 {
+                // As BuildKit: the first ssh mount is the step's agent.
+                x.env.push(format!("SSH_AUTH_SOCK={t}"));
             }
-            s.reporter.warning(format!(
-                "{}:{}: ssh mount {id:?} skipped (not supported yet)",
-                s.req.dockerfile_name, step.span.line
-            ));
+            x.mounts.push(MountSpec {
+                kind: MountKind::Bind {
+                    source: sock,
+                    readonly: false,
+                },
+                target: t,
+            });
+            x.held.ssh.push(proxy);
+            x.keep_dirs.push(dir);
         }
     }
     Ok(())
+}
+
+/// Fills a new cache directory from `source` of `from` (`--mount=type=cache,from=…,source=…`).
+fn seed_cache(
+    s: &Solver<'_>,
+    step: &Step,
+    from: &Source,
+    source: Option<&str>,
+    dir: &Path,
+    x: &mut RunExtras,
+) -> Result<()> {
+    let sub = source.unwrap_or(".");
+    let c = synthetic_copy(sub);
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let root;
+    let src = match from {
+        Source::Context => SourceRoot::Context(
+            s.context
+                .ok_or_else(|| s.step_error(step, "no build context for the cache mount".into()))?,
+        ),
+        Source::Stage(i) => {
+            let res = s.stage_result(*i)?;
+            root = s.root_of(&res.layers, &mut x.keep_dirs, &mut x.keep_roots)?;
+            SourceRoot::Dir(&root)
+        }
+        Source::Image(r) => {
+            let img = s.base(r)?;
+            root = s.root_of(&img.layers, &mut x.keep_dirs, &mut x.keep_roots)?;
+            SourceRoot::Dir(&root)
+        }
+    };
+    copy::apply(&req, &src, dir)
+        .map_err(|e| s.step_error(step, format!("seeding the cache mount: {e}")))?;
+    Ok(())
+}
+
+/// A 0700 temp dir for a secret: in /dev/shm (memory) when it can, else in the scratch dir.
+fn secret_dir(s: &Solver<'_>) -> Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("cairn-secret-")
+            .tempdir_in(shm)
+        {
+            return Ok(d);
+        }
+    }
+    s.tempdir()
+}
+
+/// The absolute mount target for `t` in `workdir`; `None` when `..` climbs above `/`.
+fn mount_target(workdir: &str, t: &str) -> Option<String> {
+    let joined = if t.starts_with('/') {
+        t.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), t)
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Resolves `sub` inside `root`, following symlinks (the last one too: a bind of a link binds
+/// what it points to). A link or `..` that leaves `root` is an error. Absolute link targets
+/// mean the root of a stage or image (its own `/`); in the build context they point at the
+/// host, so they are refused (`absolute_links_escape`).
+fn resolve_source(
+    root: &Path,
+    sub: &str,
+    absolute_links_escape: bool,
+) -> std::result::Result<PathBuf, String> {
+    // Pending components, last first, so that a link's target can be pushed in front.
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    push_components(&mut pending, Path::new(sub));
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0usize;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            if resolved.pop().is_none() {
+                return Err("\"..\" leads out of the root".into());
+            }
+            continue;
+        }
+        let mut p = root.to_path_buf();
+        p.extend(resolved.iter());
+        p.push(&c);
+        let md = match fs::symlink_metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err("not found".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if !md.file_type().is_symlink() {
+            resolved.push(c);
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err("too many levels of symbolic links".into());
+        }
+        let target = fs::read_link(&p).map_err(|e| e.to_string())?;
+        if target.is_absolute() {
+            if absolute_links_escape {
+                return Err(format!(
+                    "the symlink {} points out of it, to {}",
+                    c.to_string_lossy(),
+                    target.display()
+                ));
+            }
+            resolved.clear();
+        }
+        push_components(&mut pending, &target);
+    }
+    let mut out = root.to_path_buf();
+    out.extend(resolved.iter());
+    Ok(out)
+}
+
+/// Pushes `p`'s components onto `pending` so that the first one is popped first.
+fn push_components(pending: &mut Vec<std::ffi::OsString>, p: &Path) {
+    let comps: Vec<std::ffi::OsString> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    pending.extend(comps.into_iter().rev());
+}
+
+/// A unix socket that forwards every connection to an ssh agent's socket, while the step runs.
+struct SshProxy {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SshProxy {
+    fn start(path: &Path, agent: PathBuf) -> std::io::Result<SshProxy> {
+        let listener = UnixListener::bind(path)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let agent = agent.clone();
+                // One pair of pumps per connection; they end when either side closes, which
+                // the end of the step guarantees (its processes are killed).
+                std::thread::spawn(move || {
+                    if let Ok(upstream) = UnixStream::connect(&agent) {
+                        pump_both(client, upstream);
+                    }
+                });
+            }
+        });
+        Ok(SshProxy {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SshProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pump_both(a: UnixStream, b: UnixStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let t = std::thread::spawn(move || pump(a, b2));
+    pump(b, a2);
+    let _ = t.join();
+}
+
+fn pump(mut from: UnixStream, mut to: UnixStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_absolute_and_cannot_climb_out() {
+        assert_eq!(
+            mount_target("/app", "node_modules").as_deref(),
+            Some("/app/node_modules")
+        );
+        assert_eq!(
+            mount_target("/app", "/root/.npm").as_deref(),
+            Some("/root/.npm")
+        );
+        assert_eq!(mount_target("/app", "../x").as_deref(), Some("/x"));
+        assert_eq!(mount_target("/app", "../../x"), None);
+    }
+
+    #[test]
+    fn sources_follow_links_inside_and_refuse_escapes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("a/b", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("/a/b/f", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("a/b/up")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        assert_eq!(resolve_source(&root, "rel/f", true), Ok(root.join("a/b/f")));
+        assert_eq!(
+            resolve_source(&root, "a/b/../b/f", true),
+            Ok(root.join("a/b/f"))
+        );
+        assert_eq!(resolve_source(&root, ".", true), Ok(root.clone()));
+        // An absolute link is the stage's own `/`, but the host's in the context.
+        assert_eq!(resolve_source(&root, "abs", false), Ok(root.join("a/b/f")));
+        assert!(resolve_source(&root, "abs", true)
+            .unwrap_err()
+            .contains("points out"));
+        assert!(resolve_source(&root, "etc/passwd", true).is_err());
+        assert!(resolve_source(&root, "a/b/up/x", false)
+            .unwrap_err()
+            .contains(".."));
+        assert!(resolve_source(&root, "../x", false).is_err());
+        assert_eq!(resolve_source(&root, "nope", true), Err("not found".into()));
+    }
+
+    #[test]
+    fn the_ssh_proxy_forwards_both_ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent_path = tmp.path().join("agent");
+        let agent = UnixListener::bind(&agent_path).unwrap();
+        // An "agent" that answers each request with its bytes reversed.
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = agent.accept().unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap();
+            buf.reverse();
+            c.write_all(&buf).unwrap();
+        });
+        let proxy_path = tmp.path().join("proxy");
+        let proxy = SshProxy::start(&proxy_path, agent_path).unwrap();
+        let mut c = UnixStream::connect(&proxy_path).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"olleh");
+        server.join().unwrap();
+        drop(proxy);
+        assert!(
+            UnixStream::connect(&proxy_path).is_err(),
+            "the proxy outlived the step"
+        );
+    }
 }

@@ -59,6 +59,12 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (default: the variable ID)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET] (default: $SSH_AUTH_SOCK)
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+    /// Allow extra privileged entitlement: security.insecure
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Set the target platform (os/arch); only the host's runs
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
@@ -101,7 +107,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     let network = match args.network.as_str() {
         "host" | "default" => cairn_sandbox::Network::Host,
         "none" => cairn_sandbox::Network::None,
-        other => bail!("invalid --network {other:?}: host or none"),
+        other => bail!("invalid --network {other:?}: default, host or none"),
     };
     let outputs = args
         .outputs
@@ -120,6 +126,18 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         .iter()
         .map(|s| parse_secret(s))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|s| parse_ssh(s))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let mut allow_insecure = false;
+    for a in &args.allow {
+        match a.as_str() {
+            "security.insecure" => allow_insecure = true,
+            other => bail!("invalid --allow {other:?}: security.insecure"),
+        }
+    }
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => Some(
             v.trim()
@@ -168,6 +186,8 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         source_date_epoch,
         labels,
         secrets,
+        ssh,
+        allow_insecure,
     };
     let renderer = Renderer::new(mode);
     let reporter = Reporter::new(&renderer);
@@ -372,6 +392,38 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretValue)> {
             .into_encoded_bytes(),
     };
     Ok((id, SecretValue(bytes)))
+}
+
+/// docker's `--ssh default|ID[=SOCKET]`: an agent socket by id (`default` without a path:
+/// $SSH_AUTH_SOCK). Key files would need an agent of our own: refused with a hint.
+fn parse_ssh(spec: &str) -> anyhow::Result<(String, PathBuf)> {
+    let (id, paths) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), Some(p)),
+        None => (spec.to_string(), None),
+    };
+    if id.is_empty() {
+        bail!("--ssh {spec:?}: the id is empty");
+    }
+    let path = match paths {
+        Some(p) if p.contains(',') => {
+            bail!("--ssh {spec:?}: several keys need an agent: run ssh-agent, ssh-add them, then --ssh {id}")
+        }
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("SSH_AUTH_SOCK")
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set"))?,
+    };
+    let md = std::fs::metadata(&path)
+        .with_context(|| format!("--ssh {spec}: {}", path.display()))?;
+    use std::os::unix::fs::FileTypeExt as _;
+    if !md.file_type().is_socket() {
+        bail!(
+            "--ssh {spec}: {} is not an agent socket (key files are not supported: load the key \
+             with ssh-add into an agent and pass its socket)",
+            path.display()
+        );
+    }
+    Ok((id, path))
 }
 
 fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
