@@ -752,11 +752,6 @@ fn health_loop(pid: u32, hc: &HealthConfig, spec: &ProcessSpec, dir: &Path, stop
         }
         let ok = matches!(result, Ok(0));
         let in_start_period = started.elapsed().as_secs_f64() < hc.start_period;
-        if ok {
-            streak = 0;
-        } else if !in_start_period {
-            streak += 1;
-        }
         let path = dir.join("state.json");
         if let Ok(mut s) = read_json::<ContainerState>(&path) {
             let previous = s
@@ -764,13 +759,8 @@ fn health_loop(pid: u32, hc: &HealthConfig, spec: &ProcessSpec, dir: &Path, stop
                 .as_ref()
                 .map(|h| h.status.clone())
                 .unwrap_or_else(|| "starting".into());
-            let status = if ok {
-                "healthy".to_string()
-            } else if streak >= hc.retries {
-                "unhealthy".to_string()
-            } else {
-                previous
-            };
+            let status;
+            (status, streak) = next_health(&previous, streak, ok, in_start_period, hc.retries);
             let mut text = String::from_utf8_lossy(&output).to_string();
             if let Err(e) = &result {
                 text.push_str(&e.to_string());
@@ -783,6 +773,27 @@ fn health_loop(pid: u32, hc: &HealthConfig, spec: &ProcessSpec, dir: &Path, stop
             let _ = write_json(&path, &s);
         }
     }
+}
+
+/// Docker's health state machine: a success makes it healthy and resets the streak; failures
+/// count (except during the start period) and make it unhealthy at `retries` in a row.
+fn next_health(
+    previous: &str,
+    streak: u32,
+    ok: bool,
+    in_start_period: bool,
+    retries: u32,
+) -> (String, u32) {
+    if ok {
+        return ("healthy".into(), 0);
+    }
+    let streak = if in_start_period { streak } else { streak + 1 };
+    let status = if streak >= retries {
+        "unhealthy"
+    } else {
+        previous
+    };
+    (status.to_string(), streak)
 }
 
 fn start_detached(cfg: &ContainerConfig, dir: &Path, g: &Global) -> Result<i32> {
@@ -1220,6 +1231,28 @@ mod tests {
         assert_eq!((hc.interval, hc.timeout, hc.retries), (5.0, 30.0, 2));
         assert!(healthcheck(&json!({"Healthcheck": {"Test": ["NONE"]}})).is_none());
         assert!(healthcheck(&json!({})).is_none());
+    }
+
+    #[test]
+    fn health_goes_unhealthy_after_retries_and_back_on_success() {
+        let (s, n) = next_health("starting", 0, false, true, 3);
+        assert_eq!(
+            (s.as_str(), n),
+            ("starting", 0),
+            "start period failures do not count"
+        );
+        let (s, n) = next_health("starting", 0, false, false, 2);
+        assert_eq!((s.as_str(), n), ("starting", 1));
+        let (s, n) = next_health(&s, n, false, false, 2);
+        assert_eq!((s.as_str(), n), ("unhealthy", 2));
+        let (s, n) = next_health(&s, n, true, false, 2);
+        assert_eq!((s.as_str(), n), ("healthy", 0));
+        let (s, n) = next_health(&s, n, false, false, 2);
+        assert_eq!(
+            (s.as_str(), n),
+            ("healthy", 1),
+            "one failure does not flip it"
+        );
     }
 
     #[test]
