@@ -71,10 +71,15 @@ port_free() {
   ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
-# Size of an image in bytes, from `cairn images --format`, or "" if unknown. Docker's {{.Size}} is
-# human readable ("12.3MB"); it is converted back to bytes (decimal units, as docker prints them).
+# Size of an image in bytes, or "" if unknown: `inspect --format {{.Size}}` (bytes, as docker's),
+# else `images --format {{.Size}}` (human readable, "12.3MB", decimal units) converted back.
 image_size_bytes() {
   local s
+  s="$(cairn inspect --format '{{.Size}}' "$1" 2>/dev/null | head -n1)" || s=""
+  if [[ "$s" =~ ^[0-9]+$ ]]; then
+    printf '%s\n' "$s"
+    return 0
+  fi
   s="$(cairn images "$1" --format '{{.Size}}' 2>/dev/null | head -n1)" || return 0
   human_to_bytes "$s"
 }
