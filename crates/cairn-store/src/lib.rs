@@ -92,7 +92,7 @@ mod layout;
 pub mod reference;
 mod snapshots;
 
-pub use cache_mounts::{CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
+pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
 pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
 pub use gc::{CheckReport, PruneOptions, PruneReport};
 pub use images::ImageRecord;
