@@ -67,7 +67,61 @@ pub struct CacheMountsPruned {
     pub busy: usize,
 }
 
+/// The build cache as `cairn system df` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildCacheUsage {
+    /// Cache records (one per cached step).
+    pub entries: usize,
+    /// Bytes of the distinct blobs the records keep alive.
+    pub size: u64,
+    /// Of those, bytes that no image uses (what `system prune --build-cache` could free).
+    pub reclaimable: u64,
+}
+
 impl Store {
+    /// Counts the build cache records and sizes the blobs they keep.
+    pub fn build_cache_usage(&self) -> Result<BuildCacheUsage> {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let mut blobs = std::collections::BTreeSet::new();
+        let mut entries = 0usize;
+        {
+            let r = self.db.begin_read().map_err(crate::db::dbe)?;
+            let t = match r.open_table(crate::db::CACHE_BLOBS) {
+                Ok(t) => t,
+                // A store that never cached a step has no table yet.
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(BuildCacheUsage::default())
+                }
+                Err(e) => return Err(crate::db::dbe(e)),
+            };
+            for row in t.iter().map_err(crate::db::dbe)? {
+                let (_, v) = row.map_err(crate::db::dbe)?;
+                entries += 1;
+                let list: Vec<String> = serde_json::from_slice(v.value()).unwrap_or_default();
+                blobs.extend(list);
+            }
+        }
+        let used: std::collections::BTreeSet<String> = self
+            .list_images()?
+            .into_iter()
+            .flat_map(|i| i.layers.into_iter().map(|l| l.digest))
+            .collect();
+        let mut rep = BuildCacheUsage {
+            entries,
+            ..Default::default()
+        };
+        for b in &blobs {
+            let size = fs::metadata(self.blob_path(b))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            rep.size += size;
+            if !used.contains(b) {
+                rep.reclaimable += size;
+            }
+        }
+        Ok(rep)
+    }
+
     fn cache_mounts_root(&self) -> PathBuf {
         self.root.join("cache-mounts")
     }

@@ -76,6 +76,9 @@ pub enum Command {
     /// Manage cairn's store
     #[command(subcommand)]
     System(cmd::image::SystemCommand),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(cmd::image::BuilderCommand),
     /// Dockerfile tools
     #[command(subcommand)]
     Dockerfile(cmd::dockerfile::DockerfileCommand),

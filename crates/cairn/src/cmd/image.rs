@@ -148,6 +148,33 @@ pub struct PruneArgs {
     /// Also remove every build cache entry (system prune only)
     #[arg(long)]
     pub build_cache: bool,
+    /// Also empty the RUN --mount=type=cache directories no build is using (system prune only)
+    #[arg(long)]
+    pub cache_mounts: bool,
+}
+
+/// `cairn system df`.
+#[derive(clap::Args, Debug)]
+pub struct DfArgs {
+    /// Show every cache mount
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `cairn builder …`: the build cache.
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove the build cache: every cache record and the RUN --mount=type=cache directories
+    /// no build is using
+    Prune(BuilderPruneArgs),
+}
+
+/// `cairn builder prune`.
+#[derive(clap::Args, Debug)]
+pub struct BuilderPruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// `cairn image …`: docker's image management group.
@@ -183,6 +210,8 @@ pub enum SystemCommand {
     /// Remove what nothing references: dangling images, unreferenced blobs and snapshots,
     /// cache entries whose blobs are gone, temp files of interrupted writes
     Prune(PruneArgs),
+    /// Show disk usage: images, build cache, cache mounts
+    Df(DfArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1414,13 +1443,142 @@ fn prune(a: PruneArgs, g: &Global, system: bool) -> anyhow::Result<i32> {
     if system && rep.cache_entries > 0 {
         writeln!(out, "Deleted build cache entries: {}", rep.cache_entries)?;
     }
+    let mut reclaimed = rep.reclaimed;
+    if system && a.cache_mounts {
+        let m = store.prune_cache_mounts()?;
+        write_cache_mounts_pruned(&mut out, &m)?;
+        reclaimed += m.reclaimed;
+    }
     if rep.spared_recent {
         writeln!(
             out,
             "(another cairn process is using the store: files younger than an hour were kept)"
         )?;
     }
-    writeln!(out, "Total reclaimed space: {}", human_size(rep.reclaimed))?;
+    writeln!(out, "Total reclaimed space: {}", human_size(reclaimed))?;
+    Ok(0)
+}
+
+fn write_cache_mounts_pruned(
+    out: &mut impl Write,
+    m: &cairn_store::CacheMountsPruned,
+) -> anyhow::Result<()> {
+    writeln!(out, "Deleted cache mounts: {}", m.removed)?;
+    if m.busy > 0 {
+        writeln!(
+            out,
+            "(cache mounts in use by a build were kept: {})",
+            m.busy
+        )?;
+    }
+    Ok(())
+}
+
+/// Dispatches `cairn builder …`.
+pub fn builder_command(c: BuilderCommand, g: &Global) -> anyhow::Result<i32> {
+    match c {
+        BuilderCommand::Prune(a) => {
+            if !a.force
+                && std::io::stdin().is_terminal()
+                && !confirm("WARNING! This will remove all build cache.")?
+            {
+                return Ok(0);
+            }
+            let store = store(g)?;
+            let rep = store.prune(&cairn_store::PruneOptions {
+                dangling_images: false,
+                build_cache: true,
+            })?;
+            let m = store.prune_cache_mounts()?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Deleted build cache entries: {}", rep.cache_entries)?;
+            write_cache_mounts_pruned(&mut out, &m)?;
+            writeln!(
+                out,
+                "Total reclaimed space: {}",
+                human_size(rep.reclaimed.saturating_add(m.reclaimed))
+            )?;
+            Ok(0)
+        }
+    }
+}
+
+/// docker's RECLAIMABLE column: size and share of the total.
+fn reclaimable(part: u64, total: u64) -> String {
+    if total == 0 {
+        return human_size(part);
+    }
+    format!(
+        "{} ({}%)",
+        human_size(part),
+        part.saturating_mul(100) / total
+    )
+}
+
+/// `cairn system df`: docker's table (TYPE TOTAL ACTIVE SIZE RECLAIMABLE) with the rows cairn
+/// has: images (active = tagged), the build cache, the cache mounts (active = in use).
+fn df(a: DfArgs, g: &Global) -> anyhow::Result<i32> {
+    let store = store(g)?;
+    let images = store.list_images()?;
+    // Layers shared by images count once, as docker's SharedSize makes them.
+    let mut sizes: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
+    for img in &images {
+        let tagged = !img.repo_tags.is_empty();
+        for l in &img.layers {
+            let size = store.layer_size(l)?;
+            let e = sizes.entry(l.diff_id.clone()).or_insert((size, false));
+            e.1 |= tagged;
+        }
+    }
+    let img_size: u64 = sizes.values().map(|v| v.0).sum();
+    let img_reclaim: u64 = sizes.values().filter(|v| !v.1).map(|v| v.0).sum();
+    let active = images.iter().filter(|i| !i.repo_tags.is_empty()).count();
+    let cache = store.build_cache_usage()?;
+    let mounts = store.cache_mounts()?;
+    let m_size: u64 = mounts.iter().map(|m| m.size).sum();
+    let m_free: u64 = mounts.iter().filter(|m| !m.in_use).map(|m| m.size).sum();
+    let rows = vec![
+        vec!["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        vec![
+            "Images".into(),
+            images.len().to_string(),
+            active.to_string(),
+            human_size(img_size),
+            reclaimable(img_reclaim, img_size),
+        ],
+        vec![
+            "Build Cache".into(),
+            cache.entries.to_string(),
+            "0".into(),
+            human_size(cache.size),
+            human_size(cache.reclaimable),
+        ],
+        vec![
+            "Cache Mounts".into(),
+            mounts.len().to_string(),
+            mounts.iter().filter(|m| m.in_use).count().to_string(),
+            human_size(m_size),
+            reclaimable(m_free, m_size),
+        ],
+    ];
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", tabwrite(&rows))?;
+    if a.verbose {
+        writeln!(out, "\nCache mounts space usage:\n")?;
+        let mut rows: Vec<Vec<String>> =
+            vec![vec!["CACHE ID".into(), "SIZE".into(), "IN USE".into()]];
+        for m in &mounts {
+            rows.push(vec![
+                m.id.clone(),
+                human_size(m.size),
+                if m.in_use { "true" } else { "false" }.into(),
+            ]);
+        }
+        write!(out, "{}", tabwrite(&rows))?;
+    }
     Ok(0)
 }
 
@@ -1428,6 +1586,7 @@ fn prune(a: PruneArgs, g: &Global, system: bool) -> anyhow::Result<i32> {
 pub fn system_command(c: SystemCommand, g: &Global) -> anyhow::Result<i32> {
     match c {
         SystemCommand::Prune(a) => prune(a, g, true),
+        SystemCommand::Df(a) => quiet_broken_pipe(df(a, g)),
         SystemCommand::Check => {
             let store = store(g)?;
             let rep = store.check()?;

@@ -35,6 +35,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Logout(a) => registry::logout(a, g),
         Command::Image(c) => image::image_command(c, g),
         Command::System(c) => image::system_command(c, g),
+        Command::Builder(c) => image::builder_command(c, g),
         Command::Dockerfile(c) => dockerfile::run(c, g),
     }
 }
