@@ -5,7 +5,7 @@
 
 OUTDIR holds, for each side S in (cairn, docker): S.tar (the rootfs, from `build -o type=tar`),
 S.inspect.json (`inspect IMAGE`), S.history (`history --no-trunc --format '{{.CreatedBy}}'`, one
-row per line). Prints the differences, one per line (at most --max), and exits 1 if there are any.
+row per line). With --ignore=FILE, rootfs paths matching one of FILE's regexes are skipped. Prints the differences, one per line (at most --max), and exits 1 if there are any.
 
 File trees are compared on path, type, permission bits (with setuid/setgid/sticky), uid/gid, size,
 sha256 of the content and link target; mtimes are not compared. A hard link is compared as the file
@@ -13,6 +13,7 @@ it links to (exporters choose which of the names is the "first" one differently)
 """
 import hashlib
 import json
+import re
 import sys
 import tarfile
 
@@ -100,16 +101,24 @@ def history(path):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--max=")]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     limit = 8
+    ignore = []
     for a in sys.argv[1:]:
         if a.startswith("--max="):
             limit = int(a[6:])
+        elif a.startswith("--ignore="):
+            # one regex a line: rootfs paths whose content is not reproducible (e.g. caches
+            # holding timestamps); their entries are left out on both sides
+            with open(a[9:]) as f:
+                ignore = [re.compile(x.strip()) for x in f if x.strip() and not x.startswith("#")]
     d = args[0]
     diffs = []
     try:
         a, b = tree(f"{d}/cairn.tar"), tree(f"{d}/docker.tar")
         for p in sorted(set(a) | set(b)):
+            if any(r.search(p) for r in ignore):
+                continue
             if a.get(p) != b.get(p):
                 diffs.append(f"rootfs {p}: cairn {show(a.get(p))} / buildkit {show(b.get(p))}")
     except (OSError, tarfile.TarError) as e:
