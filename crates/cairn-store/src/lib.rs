@@ -92,8 +92,8 @@ mod layout;
 pub mod reference;
 mod snapshots;
 
-pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
 pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
+pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
 pub use gc::{CheckReport, PruneOptions, PruneReport};
 pub use images::ImageRecord;
 
@@ -192,7 +192,23 @@ impl Store {
             let d = root.join(d);
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        let db = db::open(&root.join("meta.redb"))?;
+        let db_path = root.join("meta.redb");
+        if !db_path.exists() {
+            // An OCI layout that cairn did not make (skopeo's, umoci's): opening it as a store
+            // would rewrite its index.json from an empty database and drop its names.
+            let foreign = fs::read(root.join("index.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["manifests"].as_array().is_some_and(|m| !m.is_empty()));
+            if foreign {
+                return Err(Error::Other(format!(
+                    "{} is an OCI layout that is not a cairn store; read it with `cairn load -i {}`",
+                    root.display(),
+                    root.display()
+                )));
+            }
+        }
+        let db = db::open(&db_path)?;
         let store = Store {
             root: root.to_path_buf(),
             db,

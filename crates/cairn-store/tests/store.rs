@@ -307,3 +307,25 @@ fn cache_mount_dirs_are_stable() {
     assert_eq!(a, store.cache_mount_dir("go-build").unwrap());
     assert_ne!(a, store.cache_mount_dir("apt").unwrap());
 }
+
+#[test]
+fn a_foreign_oci_layout_is_not_taken_over() {
+    let (t, store, l) = setup();
+    store
+        .commit_image(&config("a"), &[l], &["one".into()])
+        .unwrap();
+    // Another tool's layout: blobs and an index, no database.
+    let foreign = t.path().join("foreign");
+    fs::create_dir_all(&foreign).unwrap();
+    let index = fs::read(store.root().join("index.json")).unwrap();
+    fs::write(foreign.join("index.json"), &index).unwrap();
+    let err = Store::open(&foreign).unwrap_err().to_string();
+    assert!(err.contains("not a cairn store"), "{err}");
+    assert_eq!(
+        fs::read(foreign.join("index.json")).unwrap(),
+        index,
+        "left as it was"
+    );
+    // An empty directory is fine.
+    assert!(Store::open(&t.path().join("new")).is_ok());
+}
