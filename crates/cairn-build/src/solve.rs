@@ -570,6 +570,11 @@ impl<'a> Solver<'a> {
             let applied = image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
             let mut empty = true;
             if applied.makes_layer {
+                // A step that reads another stage starts when that stage is done, so that its
+                // time is its own and the live view shows it only once it runs.
+                for index in stages_read(step) {
+                    self.stage_result(index)?;
+                }
                 let name = vertex_name(&display(step));
                 let v = self.reporter.start(name.clone());
                 // Digesting the inputs is part of the step (BuildKit's "calculate checksum"): a
@@ -985,6 +990,32 @@ impl<'a> Solver<'a> {
         };
         mkdir_in_root(rootfs.path(), &cfg.workdir(), owner)
             .map_err(|e| self.step_error(step, e.to_string()))
+    }
+}
+
+/// The stages (Dockerfile indices) a step reads: `COPY --from`, `RUN --mount from=`.
+fn stages_read(step: &Step) -> Vec<usize> {
+    match &step.kind {
+        StepKind::Copy(c) => match c.from {
+            Some(Source::Stage(i)) => vec![i],
+            _ => vec![],
+        },
+        StepKind::Run(run) => run
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Bind {
+                    from: Some(Source::Stage(i)),
+                    ..
+                }
+                | Mount::Cache {
+                    from: Some(Source::Stage(i)),
+                    ..
+                } => Some(*i),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
     }
 }
 
