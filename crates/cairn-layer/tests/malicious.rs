@@ -128,3 +128,17 @@ fn a_symlink_as_last_component_is_replaced_not_followed() {
     assert_eq!(fs::read(&victim).unwrap(), b"precious");
     assert_eq!(fs::read(target.join("f")).unwrap(), b"overwritten?");
 }
+
+#[test]
+fn whiteouts_of_dot_and_dot_dot_are_refused() {
+    // `.wh..` and `.wh...` would name the directory itself or its parent.
+    for name in [&b"dir/.wh.."[..], b"dir/.wh..."] {
+        for mode in [UnpackMode::Apply, UnpackMode::OverlayLower] {
+            let mut t = Vec::new();
+            raw_entry(&mut t, b"dir/", T::Directory, b"", b"");
+            raw_entry(&mut t, name, T::Regular, b"", b"");
+            raw_end(&mut t);
+            escape_names(&refuse(&t, mode), &String::from_utf8_lossy(name));
+        }
+    }
+}
