@@ -6,11 +6,14 @@ use crate::copy;
 use crate::error::{Error, IoContext, Result};
 use crate::spec::{MountKind, MountSpec};
 use cairn_layer::DiffSource;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// How a [`Rootfs`] is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +83,7 @@ pub struct Rootfs {
     upper: PathBuf,
     /// Native only: the pristine flattened lowers.
     base: Option<PathBuf>,
-    mounted: bool,
+    mounted: AtomicBool,
     /// The tmpfs holding the init layer (overlay only).
     init_mount: Option<PathBuf>,
 }
@@ -130,7 +133,7 @@ impl Rootfs {
             merged: dir.join("merged"),
             upper: dir.join("upper"),
             base: None,
-            mounted: false,
+            mounted: AtomicBool::new(false),
             init_mount: None,
         };
         match kind {
@@ -194,7 +197,12 @@ impl Rootfs {
             layers.extend(top_first.iter().copied());
         }
         mount_overlay(&layers, &self.upper, &work, &self.merged)?;
-        self.mounted = true;
+        self.mounted.store(true, Ordering::SeqCst);
+        register(
+            &self.merged,
+            &self.upper,
+            layers.iter().map(|l| l.to_path_buf()).collect(),
+        );
         Ok(())
     }
 
@@ -231,7 +239,21 @@ impl Rootfs {
 
     /// Where the change is read from after the process exits: the overlay upper dir, or the
     /// working copy compared with the pristine one.
+    ///
+    /// With overlay, directories of the image that were copied up into the upper dir only because
+    /// a run created a mount point in them (and that the process left as they were) are removed
+    /// from the upper dir first; that takes unmounting the overlay, so call this after the last
+    /// run in this root.
     pub fn diff_source(&self) -> DiffSource<'_> {
+        let stale = take_copied_up(&self.merged);
+        if !stale.dirs.is_empty() && self.mounted.swap(false, Ordering::SeqCst) {
+            // The upper dir may only be changed directly once the overlay is gone.
+            if nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                remove_pure_copy_ups(&self.upper, &stale.layers, &stale.dirs);
+            } else {
+                self.mounted.store(true, Ordering::SeqCst);
+            }
+        }
         match &self.base {
             Some(base) => DiffSource::Compare {
                 lower: base,
@@ -247,11 +269,11 @@ impl Rootfs {
     }
 
     fn release(&mut self) -> Result<()> {
-        if self.mounted {
+        unregister(&self.merged);
+        if self.mounted.swap(false, Ordering::SeqCst) {
             nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
                 Error::io(format!("unmounting {}", self.merged.display()), e.into())
             })?;
-            self.mounted = false;
         }
         if let Some(init) = self.init_mount.take() {
             nix::mount::umount2(&init, nix::mount::MntFlags::MNT_DETACH)
@@ -272,6 +294,112 @@ impl Drop for Rootfs {
     fn drop(&mut self) {
         if let Err(e) = self.release() {
             eprintln!("cairn: warning: cleaning up a rootfs: {e}");
+        }
+    }
+}
+
+/// Overlay roots in use, by merged path: what `run` needs to tell which directories its mount
+/// points copied up, and what `diff_source` needs to remove them.
+#[derive(Debug, Default)]
+struct Registered {
+    upper: PathBuf,
+    /// Lowerdirs, top first (the init layer included).
+    layers: Vec<PathBuf>,
+    /// Directories (relative to the root) copied up into the upper dir by mount points.
+    dirs: Vec<String>,
+}
+
+static OVERLAYS: Mutex<Option<HashMap<PathBuf, Registered>>> = Mutex::new(None);
+
+fn register(merged: &Path, upper: &Path, layers: Vec<PathBuf>) {
+    if let Ok(mut g) = OVERLAYS.lock() {
+        g.get_or_insert_with(HashMap::new).insert(
+            merged.to_path_buf(),
+            Registered {
+                upper: upper.to_path_buf(),
+                layers,
+                dirs: Vec::new(),
+            },
+        );
+    }
+}
+
+fn unregister(merged: &Path) {
+    if let Ok(mut g) = OVERLAYS.lock() {
+        if let Some(m) = g.as_mut() {
+            m.remove(merged);
+        }
+    }
+}
+
+/// The upper dir of the overlay root mounted on `merged`, if it is one of ours.
+pub(crate) fn overlay_upper(merged: &Path) -> Option<PathBuf> {
+    let g = OVERLAYS.lock().ok()?;
+    g.as_ref()?.get(merged).map(|r| r.upper.clone())
+}
+
+/// Records directories (relative paths) that mount points of a run copied up in `merged`.
+pub(crate) fn record_copied_up(merged: &Path, dirs: Vec<String>) {
+    if let Ok(mut g) = OVERLAYS.lock() {
+        if let Some(r) = g.as_mut().and_then(|m| m.get_mut(merged)) {
+            r.dirs.extend(dirs);
+        }
+    }
+}
+
+fn take_copied_up(merged: &Path) -> Registered {
+    let Ok(mut g) = OVERLAYS.lock() else {
+        return Registered::default();
+    };
+    match g.as_mut().and_then(|m| m.get_mut(merged)) {
+        Some(r) => Registered {
+            upper: r.upper.clone(),
+            layers: r.layers.clone(),
+            dirs: std::mem::take(&mut r.dirs),
+        },
+        None => Registered::default(),
+    }
+}
+
+/// Removes from `upper` the recorded directories that are still pure copies of the image's: empty,
+/// not opaque, with the owner, mode and mtime the lowers give them. Deepest first, so that a
+/// parent emptied by its child goes too.
+fn remove_pure_copy_ups(upper: &Path, layers: &[PathBuf], dirs: &[String]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&String> = dirs.iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    dirs.dedup();
+    let tops: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+    for rel in dirs {
+        let rel = rel.trim_start_matches('/');
+        let p = upper.join(rel);
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let empty = fs::read_dir(&p)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        let opaque = copy::get_xattr(&p, "trusted.overlay.opaque")
+            .ok()
+            .flatten()
+            .is_some();
+        let same = match copy::lookup_in_lowers(&tops, OsStr::new(rel)) {
+            Some((_, l)) => {
+                l.is_dir()
+                    && (l.mode(), l.uid(), l.gid(), l.mtime(), l.mtime_nsec())
+                        == (m.mode(), m.uid(), m.gid(), m.mtime(), m.mtime_nsec())
+            }
+            None => false,
+        };
+        if m.is_dir() && empty && !opaque && same {
+            // The removal must not show as a change of the parent (which may be next in line).
+            let parent = p.parent().map(Path::to_path_buf);
+            let before = parent.as_ref().and_then(|d| fs::symlink_metadata(d).ok());
+            if fs::remove_dir(&p).is_ok() {
+                if let (Some(d), Some(b)) = (parent, before) {
+                    let _ = copy::set_times(&d, &b);
+                }
+            }
         }
     }
 }

@@ -28,6 +28,10 @@ struct Created {
 pub(crate) struct Stubs {
     root: PathBuf,
     created: Vec<Created>,
+    /// For an overlay root: its upper dir, and the directories of the image that creating the
+    /// stubs copied up into it (the rootfs removes them again if they stay pure copies).
+    upper: Option<PathBuf>,
+    copied_up: Vec<String>,
 }
 
 fn split(path: &str) -> (String, String) {
@@ -106,6 +110,8 @@ impl Stubs {
         let mut stubs = Stubs {
             root: root.to_path_buf(),
             created: Vec::new(),
+            upper: crate::rootfs::overlay_upper(root),
+            copied_up: Vec::new(),
         };
         for (target, kind) in targets {
             stubs
@@ -138,6 +144,18 @@ impl Stubs {
             Err(e) => return Err(e.into()),
         }
         let parent_times = times_of(&pfd)?;
+        if let Some(upper) = &self.upper {
+            // Each ancestor not yet in the upper dir is about to be copied up by this entry.
+            let mut rel = String::new();
+            for comp in parent.split('/').filter(|c| !c.is_empty()) {
+                rel.push('/');
+                rel.push_str(comp);
+                if fs_exists_nofollow(&upper.join(rel.trim_start_matches('/'))) {
+                    continue;
+                }
+                self.copied_up.push(rel.clone());
+            }
+        }
         match kind {
             StubKind::Dir => rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o755))?,
             StubKind::File => drop(rustix::fs::openat(
@@ -180,9 +198,16 @@ impl Stubs {
     }
 }
 
+fn fs_exists_nofollow(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
 impl Drop for Stubs {
     fn drop(&mut self) {
         self.remove_all();
+        if !self.copied_up.is_empty() {
+            crate::rootfs::record_copied_up(&self.root, std::mem::take(&mut self.copied_up));
+        }
     }
 }
 

@@ -218,24 +218,27 @@ fn no_trace_of_mount_points() {
         "{}",
         out.stderr
     );
+    // /etc and /data were copied up by the mount points of the run (BuildKit leaves them in its
+    // layers); the diff source removes them as they are pure copies of the image's.
     let left = tree(&upper(&r));
-    // /etc and /data are copied up by the stubs of the user's mounts (like BuildKit), but with
-    // no entry inside and the image's times.
-    assert!(
-        left.iter().all(|p| p == "etc" || p == "data"),
-        "upper dir after the run: {left:?}"
+    assert!(left.is_empty(), "upper dir after the run: {left:?}");
+    drop(r);
+    // A copied-up directory the process changed stays.
+    let r = Rootfs::prepare(
+        std::slice::from_ref(&e.image),
+        &e.scratch,
+        SnapshotterKind::Overlay,
+    )
+    .unwrap();
+    let mut spec2 = sh("chmod 700 /data");
+    spec2.mounts = vec![spec.mounts[2].clone()];
+    assert_eq!(run(r.path(), &spec2).unwrap().code, 0);
+    assert_eq!(tree(&upper(&r)), vec!["data"]);
+    assert_eq!(
+        fs::metadata(upper(&r).join("data")).unwrap().mode() & 0o777,
+        0o700
     );
-    for d in ["etc", "data"] {
-        if left.iter().any(|p| p == d) {
-            let a = fs::metadata(upper(&r).join(d)).unwrap();
-            let b = fs::metadata(e.image.join(d)).unwrap();
-            assert_eq!(
-                (a.mtime(), a.mtime_nsec(), a.mode()),
-                (b.mtime(), b.mtime_nsec(), b.mode()),
-                "{d}"
-            );
-        }
-    }
+    drop(r);
     // Told the mounts up front, the overlay keeps their mount points out of the upper dir.
     let r3 = Rootfs::prepare_with_mounts(
         std::slice::from_ref(&e.image),
