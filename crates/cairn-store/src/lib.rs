@@ -22,12 +22,18 @@
 //! store.commit_image(&oci_spec::image::ImageConfiguration, &[LayerDescriptor], tags: &[String]) -> Result<ImageRecord>
 //! store.commit_image_json(&serde_json::Value, &[LayerDescriptor], tags) -> Result<ImageRecord> // keeps docker-only keys
 //! store.resolve(reference_or_id_prefix: &str) -> Result<Option<ImageRecord>>
-//! store.tag(&ImageRecord or id, reference: &str) -> Result<()>
+//! store.get(s) -> Result<ImageRecord>                      // resolve, "No such image" if none
+//! store.tag(image: &str /* id, ref, prefix */, reference: &str) -> Result<()>
 //! store.untag(reference) -> Result<Option<Digest>>, store.delete_image(id) -> Result<()>
 //! store.list_images() -> Result<Vec<ImageRecord>>
 //! store.config_json(&ImageRecord) -> Result<serde_json::Value>  // the config blob as stored
+//! store.manifest_json(&ImageRecord) -> Result<serde_json::Value>
+//! store.layer_size(&LayerDescriptor) -> Result<u64>          // docker's size of one layer
+//! store.snapshot_path(diff_id) -> PathBuf, store.copy_blob(&Digest, impl Write) -> Result<u64>
+//! canonical_json(&Value) -> Vec<u8>                          // sorted keys: configs, manifests
 //! ImageRecord { id: Digest /* config digest */, manifest_digest: Digest, config: ImageConfiguration,
-//!               layers: Vec<LayerDescriptor>, repo_tags: Vec<String>, size: u64 /* unpacked, as docker */ }
+//!               layers: Vec<LayerDescriptor>, repo_tags: Vec<String> /* normalised names */,
+//!               size: u64 /* unpacked, as docker */, created: Option<String> }
 //! // build cache index: key → opaque value bytes, plus the blobs the value keeps alive (for GC)
 //! store.cache_get(key: &str) -> Result<Option<Vec<u8>>>
 //! store.cache_put(key: &str, value: &[u8], blobs: &[Digest]) -> Result<()>
@@ -42,7 +48,12 @@
 //! // maintenance
 //! store.check() -> Result<CheckReport>, store.prune(&PruneOptions) -> Result<PruneReport>
 //! reference::normalize("alpine") == Ok("docker.io/library/alpine:latest")
+//! reference::familiar("docker.io/library/alpine:latest") == "alpine:latest"
+//! reference::Reference::parse(s)? { domain, path, tag, digest }
 //! ```
+//!
+//! Snapshots hold overlay whiteouts (0/0 char devices, `trusted.overlay.opaque`): making one needs
+//! root. They are shared: mount them read-only as lowerdirs, never write into them.
 //!
 //! # On disk
 //!
