@@ -210,6 +210,11 @@ fn no_trace_of_mount_points() {
             },
             target: "/data/t".into(),
         },
+        // Two levels of the image's directories (/home, /home/app) copied up.
+        MountSpec {
+            kind: MountKind::Tmpfs { size: None },
+            target: "/home/app/cache".into(),
+        },
     ];
     let out = run(r.path(), &spec).unwrap();
     assert_eq!(
