@@ -58,6 +58,27 @@ pub struct ImageRecord {
     pub created: Option<String>,
 }
 
+/// The typed view of a config. oci-spec requires keys that some foreign configs lack (old
+/// docker-archives without `architecture`): such an image must still list, inspect and run, so
+/// the missing parts default (the raw JSON stays available through [`Store::config_json`]).
+fn parse_config(v: Value) -> ImageConfiguration {
+    if let Ok(c) = serde_json::from_value::<ImageConfiguration>(v.clone()) {
+        return c;
+    }
+    let mut base = serde_json::to_value(ImageConfiguration::default()).unwrap_or_default();
+    if let (Some(b), Some(o)) = (base.as_object_mut(), v.as_object()) {
+        for (k, x) in o {
+            let mut trial = b.clone();
+            trial.insert(k.clone(), x.clone());
+            // Keep each key only if the typed config still accepts it.
+            if serde_json::from_value::<ImageConfiguration>(Value::Object(trial.clone())).is_ok() {
+                *b = trial;
+            }
+        }
+    }
+    serde_json::from_value(base).unwrap_or_default()
+}
+
 impl Store {
     /// Writes a layer from `source` into the store and records its sizes. The blob is committed
     /// (fsynced, renamed into place) when this returns.
@@ -332,11 +353,7 @@ impl Store {
         }
         self.write_index(&w)?;
         w.commit().map_err(dbe)?;
-        let config: ImageConfiguration =
-            serde_json::from_value(config.clone()).map_err(|e| Error::Corrupt {
-                what: format!("config {id}"),
-                why: e.to_string(),
-            })?;
+        let config = parse_config(config.clone());
         let mut repo_tags = self.tags_of(id)?;
         repo_tags.sort();
         Ok(ImageRecord {
@@ -400,11 +417,11 @@ impl Store {
 
     fn record(&self, id: &str, meta: ImageMeta, repo_tags: Vec<String>) -> Result<ImageRecord> {
         let bytes = self.read_blob(&id.to_string())?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                what: format!("config {id}"),
-                why: e.to_string(),
-            })?;
+        let config: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            what: format!("config {id}"),
+            why: e.to_string(),
+        })?;
+        let config = parse_config(config);
         Ok(ImageRecord {
             id: id.to_string(),
             manifest_digest: meta.manifest_digest,

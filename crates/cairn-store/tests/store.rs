@@ -329,3 +329,29 @@ fn a_foreign_oci_layout_is_not_taken_over() {
     // An empty directory is fine.
     assert!(Store::open(&t.path().join("new")).is_ok());
 }
+
+#[test]
+fn a_config_oci_spec_rejects_still_lists() {
+    let (_t, store, l) = setup();
+    // No architecture/os, and a docker-only key: accepted, typed view defaulted, raw kept.
+    let cfg = serde_json::json!({
+        "config": { "Cmd": ["sh"], "Healthcheck": { "Test": ["NONE"] } },
+        "rootfs": { "type": "layers", "diff_ids": [l.diff_id] },
+    });
+    let img = store
+        .commit_image_json(&cfg, &[l], &["odd".into()])
+        .unwrap();
+    assert_eq!(
+        img.config
+            .config()
+            .as_ref()
+            .unwrap()
+            .cmd()
+            .as_ref()
+            .unwrap(),
+        &vec!["sh".to_string()]
+    );
+    assert_eq!(store.list_images().unwrap().len(), 1);
+    let raw = store.config_json(&img).unwrap();
+    assert_eq!(raw["config"]["Healthcheck"]["Test"][0], "NONE");
+}
