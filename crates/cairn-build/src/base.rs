@@ -1,8 +1,7 @@
 //! Base images: where `FROM image`, `COPY --from=image` and `RUN --mount=from=image` come from.
 //!
-//! The engine asks a [`BaseResolver`]; today the only one reads the local store
-//! ([`StoreResolver`]). Pulling from a registry will be another resolver (try the store, then pull),
-//! with no change to the engine.
+//! The engine asks a [`BaseResolver`]: [`StoreResolver`] reads the local store only;
+//! [`crate::pull::RegistryResolver`] pulls what the store lacks.
 
 use cairn_layer::LayerDescriptor;
 use cairn_store::Store;
@@ -47,21 +46,30 @@ impl BaseResolver for StoreResolver<'_> {
         let Some(record) = self.store.resolve(reference)? else {
             return Ok(None);
         };
-        // The record's parsed config drops docker's extension fields (OnBuild, Healthcheck, …):
-        // read the blob itself.
-        let path = self.store.blob_path(&record.id);
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        let config = ImageConfig::from_json(&bytes).map_err(|e| {
-            Error::Other(format!(
-                "image {reference}: unreadable config {}: {e}",
-                record.id
-            ))
-        })?;
-        Ok(Some(BaseImage {
-            reference: reference.to_string(),
-            id: record.id.clone(),
-            config,
-            layers: record.layers.clone(),
-        }))
+        base_from_record(self.store, reference, &record).map(Some)
     }
+}
+
+/// The base image of a store record, found (or pulled) under `reference`.
+pub fn base_from_record(
+    store: &Store,
+    reference: &str,
+    record: &cairn_store::ImageRecord,
+) -> Result<BaseImage> {
+    // The record's parsed config drops docker's extension fields (OnBuild, Healthcheck, …):
+    // read the blob itself.
+    let path = store.blob_path(&record.id);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let config = ImageConfig::from_json(&bytes).map_err(|e| {
+        Error::Other(format!(
+            "image {reference}: unreadable config {}: {e}",
+            record.id
+        ))
+    })?;
+    Ok(BaseImage {
+        reference: reference.to_string(),
+        id: record.id.clone(),
+        config,
+        layers: record.layers.clone(),
+    })
 }

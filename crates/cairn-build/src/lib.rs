@@ -38,6 +38,7 @@ mod gofmt;
 pub mod image;
 pub mod key;
 pub mod progress;
+pub mod pull;
 pub mod solve;
 
 pub use base::{BaseImage, BaseResolver, StoreResolver};
@@ -45,4 +46,5 @@ pub use error::{Error, Result, RunFailure};
 pub use export::Output;
 pub use key::CacheKey;
 pub use progress::{Event, ProgressSink, Reporter};
+pub use pull::RegistryResolver;
 pub use solve::{build, BuildOutput, BuildRequest, SecretValue, StageResult};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use cairn_build::context::BuildContext;
-use cairn_build::{BuildRequest, Output, Reporter, SecretValue, StoreResolver};
+use cairn_build::{BuildRequest, Output, RegistryResolver, Reporter, SecretValue};
 
 // Declared here rather than in cmd/mod.rs: only `cairn build` renders build progress.
 #[path = "progress.rs"]
@@ -35,9 +35,11 @@ pub struct BuildArgs {
     /// Do not use the cache when building the image
     #[arg(long)]
     pub no_cache: bool,
-    /// Always attempt to pull a newer version of the base images (registries: not yet)
+    /// Always attempt to pull a newer version of the base images
     #[arg(long)]
     pub pull: bool,
+    #[command(flatten)]
+    pub conn: super::registry::ConnArgs,
     /// Type of progress output: auto, tty, plain, json, quiet
     #[arg(long, value_name = "TYPE", default_value = "auto")]
     pub progress: String,
@@ -168,11 +170,6 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
             );
         }
     }
-    if args.pull {
-        eprintln!(
-            "WARNING: --pull: registries are not supported yet; using the images in the store"
-        );
-    }
 
     let req = BuildRequest {
         dockerfile_name: input.dockerfile_name.clone(),
@@ -192,7 +189,11 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     let renderer = Renderer::new(mode);
     let reporter = Reporter::new(&renderer);
     let ticker = renderer.start_ticker();
-    let resolver = StoreResolver::new(&store);
+    let pull_opts = cairn_registry::PullOptions {
+        registry: registry_options(&args.conn, mode == Mode::Quiet),
+        platform: None,
+    };
+    let resolver = RegistryResolver::new(&store, pull_opts, args.pull);
     let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|out| {
         let to_store = outputs.is_empty() || !args.tags.is_empty();
         let record =
@@ -223,6 +224,41 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
             Ok(e.exit_code())
         }
     }
+}
+
+/// Registry options of a build: its pulls and pushes report one stderr line per layer event
+/// (stdout carries the image ID with -q), not docker's live bars, which would fight the build's
+/// own display.
+fn registry_options(
+    conn: &super::registry::ConnArgs,
+    quiet: bool,
+) -> cairn_registry::RegistryOptions {
+    let mut o = conn.options();
+    if !quiet {
+        o.progress = Some(std::sync::Arc::new(|e: &cairn_registry::Event| {
+            use cairn_registry::Event as E;
+            let short = |d: &str| {
+                d.trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>()
+            };
+            match e {
+                E::PullingFrom { tag, repository } => eprintln!("#pull {repository}:{tag}"),
+                E::PullComplete { digest } => eprintln!("#pull {}: pull complete", short(digest)),
+                E::Digest { digest } => eprintln!("#pull digest: {digest}"),
+                E::Pushed { digest } => eprintln!("#push {}: pushed", short(digest)),
+                E::Mounted { digest, from } => {
+                    eprintln!("#push {}: mounted from {from}", short(digest))
+                }
+                E::ManifestPushed { tag, digest, size } => {
+                    eprintln!("#push {tag}: digest: {digest} size: {size}")
+                }
+                _ => {}
+            }
+        }));
+    }
+    o
 }
 
 /// The Dockerfile and where the context is.

@@ -24,7 +24,8 @@ pub struct ConnArgs {
 }
 
 impl ConnArgs {
-    fn options(&self) -> RegistryOptions {
+    /// The registry options these flags (and the environment) give.
+    pub fn options(&self) -> RegistryOptions {
         let mut o = RegistryOptions::default();
         o.insecure_registries.extend(
             self.insecure_registry
