@@ -38,6 +38,9 @@ pub struct BuildArgs {
     /// Always attempt to pull a newer version of the base images
     #[arg(long)]
     pub pull: bool,
+    /// Push the image to its registry under every -t tag after the build
+    #[arg(long)]
+    pub push: bool,
     #[command(flatten)]
     pub conn: super::registry::ConnArgs,
     /// Type of progress output: auto, tty, plain, json, quiet
@@ -120,6 +123,9 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     for t in &args.tags {
         cairn_store::reference::normalize(t)
             .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))?;
+    }
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs at least one -t NAME:TAG to push to");
     }
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
@@ -216,6 +222,19 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
             }
             if mode == Mode::Quiet {
                 println!("{image_id}");
+            }
+            if args.push {
+                let opts = cairn_registry::PushOptions {
+                    registry: registry_options(&args.conn, mode == Mode::Quiet),
+                    chunk_size: None,
+                };
+                for tag in &args.tags {
+                    let digest = cairn_registry::push(&store, tag, tag, &opts)
+                        .with_context(|| format!("pushing {tag}"))?;
+                    if mode != Mode::Quiet {
+                        println!("pushed {tag}@{digest}");
+                    }
+                }
             }
             Ok(0)
         }
