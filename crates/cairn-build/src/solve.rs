@@ -103,6 +103,11 @@ pub struct BuildOutput {
     pub image_id: String,
     /// Layers, bottom first (base image layers included).
     pub layers: Vec<LayerDescriptor>,
+    /// Cache keys of the layer steps of every stage built, hits included (what
+    /// `--cache-to mode=max` exports).
+    pub cache_keys: Vec<CacheKey>,
+    /// The same for the target stage only (`mode=min`).
+    pub target_cache_keys: Vec<CacheKey>,
 }
 
 /// The image a stage produced, as later stages and the exporters see it.
@@ -260,6 +265,7 @@ pub fn build(
         cancelled: AtomicBool::new(false),
         errors: Mutex::new(Vec::new()),
         stage_count: plan.stages.len() + plan.skipped.len(),
+        used_keys: Mutex::new(Vec::new()),
     };
     let target = solver.solve_all()?;
 
@@ -273,11 +279,19 @@ pub fn build(
     let value = serde_json::to_value(&config).map_err(|e| Error::Other(e.to_string()))?;
     let config_json = cairn_store::canonical_json(&value);
     let image_id = cairn_layer::hash::sha256_digest(&config_json);
+    let used = std::mem::take(&mut *lock(&solver.used_keys));
+    let last = plan.stages.len().saturating_sub(1);
     Ok(BuildOutput {
         config,
         config_json,
         image_id,
         layers: target.layers.clone(),
+        target_cache_keys: used
+            .iter()
+            .filter(|(pos, _)| *pos == last)
+            .map(|(_, k)| k.clone())
+            .collect(),
+        cache_keys: used.into_iter().map(|(_, k)| k).collect(),
     })
 }
 
@@ -406,6 +420,8 @@ struct Solver<'a> {
     cancelled: AtomicBool,
     errors: Mutex<Vec<Error>>,
     stage_count: usize,
+    /// (stage position, key) of every layer step looked up or run, for cache export.
+    used_keys: Mutex<Vec<(usize, CacheKey)>>,
 }
 
 /// What a RUN's mounts add to its process, and what must live as long as it runs (temp dirs and
@@ -584,6 +600,7 @@ impl<'a> Solver<'a> {
                 })?;
                 st.key = st.key.child(&step.kind, &inputs);
                 let layer = self.layer_step(&name, step, &st, build_time, v)?;
+                lock(&self.used_keys).push((pos, st.key.clone()));
                 if let Some(l) = layer {
                     st.layers.push(l);
                     empty = false;
