@@ -802,7 +802,6 @@ impl<'a> Solver<'a> {
             .iter()
             .map(|l| self.store.snapshot(l))
             .collect::<Result<Vec<PathBuf>, _>>()?;
-        let lowers = dedup_lowers(lowers);
         Ok(Rootfs::prepare(&lowers, &self.scratch, self.snapshotter)?)
     }
 
@@ -1115,22 +1114,6 @@ pub fn format_time(secs: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-/// Keeps only the topmost occurrence of each snapshot (bottom first in, bottom first out).
-///
-/// An image can hold the same layer twice (`COPY a /a`, `RUN rm /a`, `COPY a /a`), and overlayfs
-/// refuses a mount whose lower dirs repeat (ELOOP). Dropping the lower copy changes nothing: the
-/// upper one adds the same files and the same whiteouts, over everything below it.
-fn dedup_lowers(lowers: Vec<PathBuf>) -> Vec<PathBuf> {
-    let mut seen = std::collections::HashSet::new();
-    let mut top_first: Vec<PathBuf> = lowers
-        .into_iter()
-        .rev()
-        .filter(|p| seen.insert(p.clone()))
-        .collect();
-    top_first.reverse();
-    top_first
-}
-
 /// `root` joined with the relative `sub`, refusing `..` that would climb out.
 fn join_inside(root: &Path, sub: &str) -> Option<PathBuf> {
     let mut out = root.to_path_buf();
@@ -1336,15 +1319,6 @@ mod tests {
         assert!(root.path().join("x/y").is_dir());
         fs::write(root.path().join("file"), b"").unwrap();
         assert!(mkdir_in_root(root.path(), "/file/z", None).is_err());
-    }
-
-    #[test]
-    fn repeated_layers_keep_their_top_position() {
-        let p = |s: &str| PathBuf::from(s);
-        assert_eq!(
-            dedup_lowers(vec![p("base"), p("x"), p("rm"), p("x"), p("y")]),
-            vec![p("base"), p("rm"), p("x"), p("y")]
-        );
     }
 
     #[test]

@@ -136,9 +136,10 @@ impl Rootfs {
             mounted: AtomicBool::new(false),
             init_mount: None,
         };
+        let lowers = topmost_occurrences(lowers);
         match kind {
-            SnapshotterKind::Overlay => rootfs.prepare_overlay(lowers, &dir, &extra)?,
-            SnapshotterKind::Native => rootfs.prepare_native(lowers, &dir)?,
+            SnapshotterKind::Overlay => rootfs.prepare_overlay(&lowers, &dir, &extra)?,
+            SnapshotterKind::Native => rootfs.prepare_native(&lowers, &dir)?,
         }
         Ok(rootfs)
     }
@@ -359,6 +360,23 @@ fn take_copied_up(merged: &Path) -> Registered {
         },
         None => Registered::default(),
     }
+}
+
+/// Keeps only the topmost occurrence of each snapshot (bottom first in, bottom first out).
+///
+/// An image can hold the same layer twice (`COPY a /a`, `RUN rm /a`, `COPY a /a`), and overlayfs
+/// refuses a mount whose lower dirs repeat (ELOOP). Dropping the lower copy changes nothing: the
+/// upper one adds the same files and the same whiteouts, over everything below it.
+fn topmost_occurrences(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_first: Vec<PathBuf> = lowers
+        .iter()
+        .rev()
+        .filter(|p| seen.insert(p.as_path()))
+        .cloned()
+        .collect();
+    top_first.reverse();
+    top_first
 }
 
 /// Removes from `upper` the recorded directories that are still pure copies of the image's: empty,
@@ -596,6 +614,15 @@ fn mount_overlay_fsconfig(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repeated_layers_keep_their_top_position() {
+        let p = |s: &str| std::path::PathBuf::from(s);
+        assert_eq!(
+            super::topmost_occurrences(&[p("base"), p("x"), p("rm"), p("x"), p("y")]),
+            vec![p("base"), p("rm"), p("x"), p("y")]
+        );
+    }
+
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

@@ -391,3 +391,29 @@ fn unsafe_kill(pid: i32, sig: i32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// `COPY a /x`, `RUN rm /x`, `COPY a /x` makes one layer twice; overlayfs refuses repeated lower
+/// dirs, so the rootfs must keep the top one only — and the file must be there.
+#[test]
+fn an_image_holding_the_same_layer_twice_runs() {
+    let f = Fixture::new(json!({"Cmd": ["sh"]}));
+    let ctx = f.tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a"), "twice\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox-test\nCOPY a /x\nRUN rm /x\nCOPY a /x\n",
+    )
+    .unwrap();
+    let (code, _, err) = text(&f.cairn(&["build", "-q", "-t", "dup:1", ctx.to_str().unwrap()]));
+    assert_eq!(code, 0, "{err}");
+    let (_, config, _) = text(&f.cairn(&["inspect", "-f", "{{json .RootFS.Layers}}", "dup:1"]));
+    let layers: Vec<String> = serde_json::from_str(config.trim()).unwrap();
+    assert_eq!(layers.len(), 4, "{config}");
+    assert_eq!(
+        layers[1], layers[3],
+        "the two COPY layers are the same layer"
+    );
+    let (code, out, err) = text(&f.cairn(&["run", "--rm", "dup:1", "cat", "/x"]));
+    assert_eq!((code, out.as_str()), (0, "twice\n"), "{err}");
+}
