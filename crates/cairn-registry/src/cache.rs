@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use cairn_store::Store;
 
 use crate::client::Client;
-use crate::manifest::{self, Descriptor, Fetched, ImageManifest, OCI_MANIFEST};
+use crate::manifest::{self, Fetched, ImageManifest, OCI_MANIFEST};
 use crate::reference::{validate_digest, Reference};
 use crate::{push, sha256, Error, PullOptions, PushOptions, Result};
 
@@ -19,6 +19,14 @@ use crate::{push, sha256, Error, PullOptions, PushOptions, Result};
 pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.cairn.build-cache.v1";
 /// Media type of its config blob (the entries).
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.cairn.build-cache.config.v1+json";
+/// The image config field that carries an inline cache (`cairn build --cache-to type=inline`):
+/// the JSON list of [`CacheEntry`], whose blobs are the image's own layers.
+pub const INLINE_CACHE_KEY: &str = "cairn.cache.v0";
+/// Media types of image configs, which may carry an inline cache.
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
 /// Media type given to the blobs it carries (their own type is not known to the cache index).
 const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
 
@@ -108,8 +116,9 @@ fn push_cache_here(
     push::push_manifest(store, &target, &mbytes, OCI_MANIFEST, &image, opts)
 }
 
-/// Pulls the cache artifact `reference`: its blobs into `store` (those missing), its entries
-/// into the store's cache index. Returns the entries.
+/// Pulls the cache artifact `reference`, or the inline cache of the image `reference`: the
+/// blobs its entries need into `store` (those missing), its entries into the store's cache
+/// index. Returns the entries.
 pub fn pull_cache(store: &Store, reference: &str, opts: &PullOptions) -> Result<Vec<CacheEntry>> {
     crate::off_runtime(|| pull_cache_here(store, reference, opts))
 }
@@ -139,25 +148,40 @@ fn pull_cache_here(store: &Store, reference: &str, opts: &PullOptions) -> Result
             "{r} is an index, not a cairn build cache"
         )));
     };
-    if m.config.media_type != CACHE_CONFIG_MEDIA_TYPE {
+    let inline = m.config.media_type != CACHE_CONFIG_MEDIA_TYPE;
+    if inline && !IMAGE_CONFIG_TYPES.contains(&m.config.media_type.as_str()) {
         return Err(Error::Invalid(format!(
             "{r} is not a cairn build cache (config type {:?})",
             m.config.media_type
         )));
     }
-    let blobs: Vec<&Descriptor> = std::iter::once(&m.config).chain(&m.layers).collect();
-    for d in &blobs {
-        validate_digest(&d.digest).map_err(Error::Invalid)?;
-        if !store.has_blob(&d.digest) {
-            crate::pull::fetch_blob(store, &client, &r.repository, d, ro, false)?;
-        }
+    validate_digest(&m.config.digest).map_err(Error::Invalid)?;
+    if !store.has_blob(&m.config.digest) {
+        crate::pull::fetch_blob(store, &client, &r.repository, &m.config, ro, false)?;
     }
     let raw = std::fs::read(store.blob_path(&m.config.digest)).map_err(|source| Error::Io {
         path: store.blob_path(&m.config.digest),
         source,
     })?;
-    let cfg: CacheConfig = serde_json::from_slice(&raw)
-        .map_err(|e| Error::Invalid(format!("cache {r}: entries: {e}")))?;
+    let cfg: CacheConfig = if inline {
+        let mut config: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| Error::Invalid(format!("image {r}: config: {e}")))?;
+        let Some(entries) = config
+            .get_mut(INLINE_CACHE_KEY)
+            .map(serde_json::Value::take)
+        else {
+            return Err(Error::Invalid(format!(
+                "image {r} carries no inline cache (build it with --cache-to type=inline)"
+            )));
+        };
+        CacheConfig {
+            entries: serde_json::from_value(entries)
+                .map_err(|e| Error::Invalid(format!("image {r}: inline cache: {e}")))?,
+        }
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| Error::Invalid(format!("cache {r}: entries: {e}")))?
+    };
     for e in &cfg.entries {
         for b in &e.blobs {
             if !m.layers.iter().any(|l| l.digest == *b) {
@@ -166,6 +190,14 @@ fn pull_cache_here(store: &Store, reference: &str, opts: &PullOptions) -> Result
                     e.key
                 )));
             }
+        }
+    }
+    // Only the blobs some entry needs: an image's other layers are not cache.
+    for d in &m.layers {
+        let needed = cfg.entries.iter().any(|e| e.blobs.contains(&d.digest));
+        if needed && !store.has_blob(&d.digest) {
+            validate_digest(&d.digest).map_err(Error::Invalid)?;
+            crate::pull::fetch_blob(store, &client, &r.repository, d, ro, false)?;
         }
     }
     for e in &cfg.entries {

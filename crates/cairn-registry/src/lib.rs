@@ -31,7 +31,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use auth::Credential;
-pub use cache::{pull_cache, push_cache, CacheEntry, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE};
+pub use cache::{
+    pull_cache, push_cache, CacheEntry, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE,
+    INLINE_CACHE_KEY,
+};
 pub use manifest::Platform;
 pub use pull::{pull, pull_if_missing};
 pub use push::push;

@@ -9,6 +9,8 @@ use cairn_build::context::BuildContext;
 use cairn_build::{BuildRequest, Output, RegistryResolver, Reporter, SecretValue};
 
 // Declared here rather than in cmd/mod.rs: only `cairn build` renders build progress.
+#[path = "build_cache.rs"]
+mod build_cache;
 #[path = "progress.rs"]
 mod progress;
 
@@ -38,6 +40,12 @@ pub struct BuildArgs {
     /// Always attempt to pull a newer version of the base images
     #[arg(long)]
     pub pull: bool,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max] or type=inline
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=REF (a cache or an image with an inline cache)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Push the image to its registry under every -t tag after the build
     #[arg(long)]
     pub push: bool,
@@ -127,6 +135,16 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     if args.push && args.tags.is_empty() {
         bail!("--push needs at least one -t NAME:TAG to push to");
     }
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| build_cache::parse_cache_to(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| build_cache::parse_cache_from(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
     let secrets = args
@@ -199,14 +217,20 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         registry: registry_options(&args.conn, mode == Mode::Quiet),
         platform: None,
     };
+    build_cache::import(&store, &cache_from, &pull_opts);
     let resolver = RegistryResolver::new(&store, pull_opts, args.pull);
-    let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|out| {
+    let inline_cache = cache_to.contains(&build_cache::CacheTo::Inline);
+    let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|mut out| {
+        if inline_cache {
+            build_cache::add_inline(&store, &mut out)
+                .map_err(|e| cairn_build::Error::Other(format!("--cache-to type=inline: {e:#}")))?;
+        }
         let to_store = outputs.is_empty() || !args.tags.is_empty();
         let record =
             cairn_build::export::finish(&store, &out, &args.tags, &outputs, to_store, &reporter)?;
         // The store's ID is the one `cairn images` shows; it equals ours unless the store
         // normalised the config.
-        Ok(record.map(|r| r.id).unwrap_or(out.image_id))
+        Ok((record.map(|r| r.id).unwrap_or(out.image_id.clone()), out))
     });
     renderer.stop_ticker(ticker);
     if let Some(ctx) = &context {
@@ -216,18 +240,20 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
     drop(input.scratch);
 
     match result {
-        Ok(image_id) => {
+        Ok((image_id, out)) => {
             if let Some(f) = &args.iidfile {
                 write_file_atomic(f, image_id.as_bytes())?;
             }
             if mode == Mode::Quiet {
                 println!("{image_id}");
             }
+            let push_opts = cairn_registry::PushOptions {
+                registry: registry_options(&args.conn, mode == Mode::Quiet),
+                chunk_size: None,
+            };
+            build_cache::export(&store, &out, &cache_to, &push_opts)?;
             if args.push {
-                let opts = cairn_registry::PushOptions {
-                    registry: registry_options(&args.conn, mode == Mode::Quiet),
-                    chunk_size: None,
-                };
+                let opts = push_opts;
                 for tag in &args.tags {
                     let digest = cairn_registry::push(&store, tag, tag, &opts)
                         .with_context(|| format!("pushing {tag}"))?;
