@@ -4,6 +4,8 @@
 //! Needs docker-registry, skopeo, htpasswd, openssl and busybox-static (scripts/deps installs
 //! them). Runs as any user; nothing outside temp dirs changes.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,10 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_store::{ImageRecord, Store};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{cairn_cmd, repo_root, tar_dir};
 
 /// A registry of its own for one test; stopped on drop.
 struct Registry {
@@ -119,10 +118,8 @@ impl World {
     }
 
     fn cmd(&self, root: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        c.arg("--root")
-            .arg(self.root(root))
-            .args(args)
+        let mut c = cairn_cmd(&self.root(root));
+        c.args(args)
             .env("DOCKER_CONFIG", self.tmp.path().join("docker"))
             .env_remove("CAIRN_REGISTRY_CA")
             .env_remove("CAIRN_INSECURE_REGISTRIES");
@@ -829,33 +826,31 @@ fn build_cache_travels_through_a_registry() {
     }
     assert_store_healthy(&b);
 
-    // An image is not a cache.
+    // An image without an inline cache is not a cache.
     let image_ref = format!("{}/img:1", reg.host());
     w.ok("a", &["push", "local/cached:1", &image_ref]);
     let err = cairn_registry::pull_cache(&b, &image_ref, &Default::default()).unwrap_err();
-    assert!(err.to_string().contains("not a cairn build cache"), "{err}");
+    assert!(err.to_string().contains("carries no inline cache"), "{err}");
+}
+
+/// Imports a busybox rootfs (Debian's busybox-static) into store `root` as `tag`; returns the
+/// image ID.
+fn import_busybox(w: &World, root: &str, tag: &str) -> String {
+    let rootfs = w.tmp.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    let tarball = w.tmp.path().join("busybox.tar");
+    tar_dir(&rootfs, &tarball);
+    w.ok(root, &["import", tarball.to_str().unwrap(), tag])
 }
 
 #[test]
 fn imported_busybox_goes_through_the_registry_unchanged() {
     let reg = Registry::start(&[]);
     let w = World::new();
-    let rootfs = w.tmp.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let tarball = w.tmp.path().join("busybox.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
     let tag = format!("{}/imported/busybox:stable", reg.host());
-    let id = w.ok("a", &["import", tarball.to_str().unwrap(), &tag]);
+    let id = import_busybox(&w, "a", &tag);
     w.ok("a", &["push", &tag]);
     w.ok("b", &["pull", &tag]);
     let images = w.ok("b", &["images"]);
@@ -863,5 +858,197 @@ fn imported_busybox_goes_through_the_registry_unchanged() {
     assert!(
         images.contains(&format!("{}/imported/busybox", reg.host())) && images.contains(short),
         "{images}"
+    );
+}
+
+/// The plain progress of a build: (vertex name, whether it was CACHED) for every step vertex
+/// (`[stage n/m] …`, not `[internal]` ones).
+fn steps_of(progress: &str) -> Vec<(String, bool)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for line in progress.lines() {
+        let Some((num, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if num.starts_with('#') && rest.starts_with('[') && !rest.starts_with("[internal]") {
+            names.push((num.to_string(), rest.to_string()));
+        }
+    }
+    names
+        .into_iter()
+        .map(|(num, name)| {
+            let cached = progress.lines().any(|l| l == format!("{num} CACHED"));
+            (name, cached)
+        })
+        .collect()
+}
+
+/// The `pushed REF@DIGEST` line `cairn build --push` prints.
+fn pushed_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pushed "))
+        .and_then(|l| l.split_once('@'))
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_else(|| panic!("no pushed digest in {stdout:?}"))
+}
+
+// Root: RUN needs namespaces and mounts (CI runs as root).
+#[test]
+fn build_cache_shared_between_two_stores_through_a_registry() {
+    let reg = Registry::start(&[]);
+    let w = World::new();
+    let base = format!("{}/base/busybox:1", reg.host());
+    import_busybox(&w, "a", &base);
+    w.ok("a", &["push", &base]);
+    let ctx = w.tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base} AS build\nRUN sleep 2 && echo built > /out\n\
+             FROM {base}\nCOPY --from=build /out /out\nRUN cat /out /out > /twice\n"
+        ),
+    )
+    .unwrap();
+    let ctx = ctx.to_str().unwrap();
+    let cache = format!("type=registry,ref={}/cache:x", reg.host());
+
+    let t = Instant::now();
+    let out = w.cairn(
+        "a",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &format!("{}/app:a", reg.host()),
+            "--cache-to",
+            &format!("{cache},mode=max"),
+            ctx,
+        ],
+    );
+    let time_a = t.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let digest_a = pushed_digest(&stdout);
+    assert!(
+        steps_of(&stderr)
+            .iter()
+            .any(|(n, c)| n.contains("RUN sleep") && !c),
+        "{stderr}"
+    );
+
+    // Store b has the base image and nothing else: every step comes from the shared cache.
+    w.ok("b", &["pull", &base]);
+    let t = Instant::now();
+    let out = w.cairn(
+        "b",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &format!("{}/app:b", reg.host()),
+            "--cache-from",
+            &cache,
+            ctx,
+        ],
+    );
+    let time_b = t.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let steps = steps_of(&stderr);
+    assert_eq!(steps.len(), 5, "{stderr}");
+    assert!(
+        steps.iter().all(|(_, cached)| *cached),
+        "not all CACHED:\n{stderr}"
+    );
+    assert_eq!(
+        pushed_digest(&stdout),
+        digest_a,
+        "same image, same manifest digest"
+    );
+    eprintln!("shared cache: store a built in {time_a:.2?}, store b in {time_b:.2?}");
+    assert!(time_b < time_a, "a {time_a:?}, b {time_b:?}");
+
+    // Inline cache: the image itself carries the target stage's entries.
+    let inl = format!("{}/app:inline", reg.host());
+    w.ok(
+        "a",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &inl,
+            "--cache-to",
+            "type=inline",
+            ctx,
+        ],
+    );
+    w.ok("c", &["pull", &base]);
+    let out = w.cairn(
+        "c",
+        &["build", "--progress", "plain", "--cache-from", &inl, ctx],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let cached: Vec<bool> = steps_of(&stderr)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("[stage-1"))
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(cached, [true, true, true], "{stderr}");
+}
+
+// Root: RUN needs namespaces and mounts (CI runs as root).
+#[test]
+fn build_pulls_base_images_the_store_lacks() {
+    let reg = Registry::start(&[]);
+    let w = World::new();
+    let base = format!("{}/only/in-registry:1", reg.host());
+    let id = import_busybox(&w, "a", &base);
+    w.ok("a", &["push", &base]);
+    let ctx = w.tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo hi > /hi\n"),
+    )
+    .unwrap();
+    let ctx = ctx.to_str().unwrap();
+    w.ok(
+        "empty",
+        &["build", "--progress", "plain", "-t", "out:1", ctx],
+    );
+    let images = w.ok("empty", &["images", "--no-trunc"]);
+    assert!(
+        images.contains(id.trim()) && images.contains("out"),
+        "{images}"
+    );
+    // --pull asks the registry again even though the store has the image now.
+    w.ok(
+        "empty",
+        &["build", "--pull", "--progress", "plain", "-t", "out:1", ctx],
+    );
+
+    std::fs::write(
+        w.tmp.path().join("ctx/Dockerfile"),
+        format!("FROM {}/nope/nothing:1\n", reg.host()),
+    )
+    .unwrap();
+    let err = w.fails("empty", &["build", "--progress", "plain", ctx]);
+    assert!(
+        err.contains("pull access denied") && err.contains("not found"),
+        "{err}"
     );
 }
