@@ -46,6 +46,12 @@ pub struct BuildArgs {
     /// Import a build cache: type=registry,ref=REF (a cache or an image with an inline cache)
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
+    /// Check the build after it succeeds (as `cairn check`); exit 1 on errors
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: warnings are errors too
+    #[arg(long)]
+    pub check_error: bool,
     /// Push the image to its registry under every -t tag after the build
     #[arg(long)]
     pub push: bool,
@@ -233,6 +239,12 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         Ok((record.map(|r| r.id).unwrap_or(out.image_id.clone()), out))
     });
     renderer.stop_ticker(ticker);
+    // Before the context on stdin is removed: the check rebuilds (all cache hits) from it.
+    let check = (result.is_ok() && (args.check || args.check_error)).then(|| {
+        let quiet = cairn_build::progress::Discard;
+        let reporter = Reporter::new(&quiet);
+        cairn_check::check_request(&store, &resolver, &req, &reporter, args.check_error)
+    });
     if let Some(ctx) = &context {
         // Only a speed-up for the next build: failing to save it is not an error.
         let _ = ctx.save_hash_cache();
@@ -241,6 +253,13 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
 
     match result {
         Ok((image_id, out)) => {
+            if let Some(report) = check {
+                let report = report.context("checking the build")?;
+                report.render_human(&mut std::io::stderr().lock())?;
+                if report.exit_code() != 0 {
+                    return Ok(report.exit_code());
+                }
+            }
             if let Some(f) = &args.iidfile {
                 write_file_atomic(f, image_id.as_bytes())?;
             }

@@ -52,6 +52,9 @@ pub struct HistoryArgs {
     /// Only show image IDs
     #[arg(short, long)]
     pub quiet: bool,
+    /// Per layer: its size and what made it, with the layers that hold most of the image
+    #[arg(long)]
+    pub layers: bool,
     /// The image
     pub image: String,
 }
@@ -765,6 +768,10 @@ pub fn history(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
 fn history_inner(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let img = find(&store, &a.image)?;
+    if a.layers {
+        cairn_check::layers::layer_report(&store, &img)?.render(&mut std::io::stdout().lock())?;
+        return Ok(0);
+    }
     let config = store.config_json(&img)?;
     let mut entries: Vec<Value> = config["history"].as_array().cloned().unwrap_or_default();
     if entries.is_empty() {
