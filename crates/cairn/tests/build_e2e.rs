@@ -4,167 +4,18 @@
 //! These tests need root (overlay mounts and namespaces for RUN); CI runs as root. They are skipped
 //! with a message when not run as root, or when /bin/busybox (Debian's busybox-static) is missing.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Instant;
 
+use common::{cairn_cmd, stderr, tar_dir, Cairn};
 use serde_json::Value;
 
-fn cairn_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cairn")
-}
-
-/// False (with a note) when these tests cannot run here.
 fn can_run() -> bool {
-    let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || fs::read_to_string("/proc/self/status")
-            .map(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-            })
-            .unwrap_or(false);
-    if !root {
-        eprintln!("skipped: cairn build tests need root");
-        return false;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: /bin/busybox (busybox-static) is missing");
-        return false;
-    }
-    true
-}
-
-/// A busybox rootfs tar made once per test run: /bin/busybox and a link per applet, /etc/passwd
-/// with root and node (1000), /etc/group. Fixed mtimes, owners and order, so the same bytes every
-/// time.
-fn busybox_tar() -> &'static Path {
-    static TAR: OnceLock<PathBuf> = OnceLock::new();
-    TAR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("cairn-build-e2e-busybox-{}", std::process::id()));
-        let rootfs = dir.join("rootfs");
-        let _ = fs::remove_dir_all(&dir);
-        for d in [
-            "bin",
-            "etc",
-            "root",
-            "tmp",
-            "home/node",
-            "proc",
-            "dev",
-            "sys",
-        ] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            let link = rootfs.join("bin").join(applet);
-            if applet != "busybox" && !link.exists() {
-                std::os::unix::fs::symlink("busybox", link).unwrap();
-            }
-        }
-        fs::write(
-            rootfs.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n",
-        )
-        .unwrap();
-        fs::write(rootfs.join("etc/group"), "root:x:0:\nnode:x:1000:\n").unwrap();
-        let tar = dir.join("busybox.tar");
-        let st = Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-            ])
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success(), "tar failed");
-        tar
-    })
-}
-
-/// A store with busybox imported, and a context directory.
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    ctx: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("store");
-        let ctx = tmp.path().join("ctx");
-        fs::create_dir_all(&ctx).unwrap();
-        let env = Env {
-            _tmp: tmp,
-            root,
-            ctx,
-        };
-        let out = env.cairn(&["import", busybox_tar().to_str().unwrap(), "busybox:latest"]);
-        assert!(out.status.success(), "import failed: {}", stderr(&out));
-        env
-    }
-
-    fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(cairn_bin())
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap()
-    }
-
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.ctx.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-
-    /// `cairn build --progress=plain` of the context with `extra` flags.
-    fn build(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["build", "--progress=plain"];
-        args.extend_from_slice(extra);
-        let ctx = self.ctx.to_str().unwrap().to_string();
-        let mut all: Vec<&str> = args;
-        all.push(&ctx);
-        self.cairn(&all)
-    }
-
-    fn ok_build(&self, extra: &[&str]) -> Output {
-        let out = self.build(extra);
-        assert!(
-            out.status.success(),
-            "build failed: {}\n{}",
-            stderr(&out),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        out
-    }
-
-    /// The config JSON of the image whose ID is in `iidfile`, read from the store's blobs.
-    fn config_of(&self, iidfile: &Path) -> Value {
-        let id = fs::read_to_string(iidfile).unwrap();
-        let hex = id.trim().strip_prefix("sha256:").unwrap().to_string();
-        let bytes = fs::read(self.root.join("blobs/sha256").join(hex)).unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::can_run("cairn build tests need root")
 }
 
 /// The plain progress: vertex number → name, and which ended CACHED / DONE.
@@ -221,7 +72,7 @@ fn multi_stage_copy_from_target_and_outputs() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write("hello.txt", "hello\n");
     env.write(
         "Dockerfile",
@@ -303,7 +154,7 @@ fn independent_stages_run_at_the_same_time() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write(
         "Dockerfile",
         "FROM busybox AS common\nRUN echo common > /common\n\n\
@@ -363,7 +214,7 @@ fn rebuilds_hit_the_cache_and_a_changed_file_reruns_from_its_copy() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write("a.txt", "a\n");
     env.write("b.txt", "b1\n");
     env.write(
@@ -421,7 +272,7 @@ fn the_same_inputs_give_the_same_image_id_in_two_stores() {
     // builds; the layers clamp them to the build time, so the IDs still match.
     let mut ids2 = Vec::new();
     for _ in 0..2 {
-        let env = Env::new();
+        let env = Cairn::with_busybox();
         env.write("app.txt", "app\n");
         env.write(
             "Dockerfile",
@@ -442,7 +293,7 @@ fn a_failing_run_names_its_line_and_exit_code() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write(
         "Dockerfile",
         "FROM busybox\nRUN echo fine\nRUN echo oops-output && exit 3\nRUN echo never\n",
@@ -469,7 +320,7 @@ fn config_fields_and_history_match_docker() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write("app.sh", "echo app\n");
     env.write(
         "Dockerfile",
@@ -588,16 +439,14 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write(
         "Dockerfile",
         "FROM busybox\nARG GREETING=hello\nARG FROM_ENV\nRUN <<EOF\necho \"$GREETING\" > /greeting\necho \"$FROM_ENV\" > /from-env\nEOF\n\
          RUN <<EOF\n#!/bin/sh\necho \"run as $0\" > /shebang\nEOF\n",
     );
     let dest = env.ctx.parent().unwrap().join("out");
-    let out = Command::new(cairn_bin())
-        .arg("--root")
-        .arg(&env.root)
+    let out = cairn_cmd(&env.root)
         .args([
             "build",
             "--progress=plain",
@@ -630,9 +479,7 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
 
     // `cairn build - < Dockerfile`: no context (a heredoc COPY needs none), and -q prints only the
     // image ID.
-    let mut child = Command::new(cairn_bin())
-        .arg("--root")
-        .arg(&env.root)
+    let mut child = cairn_cmd(&env.root)
         .args(["build", "-q", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -661,7 +508,7 @@ fn a_missing_base_image_is_named() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write("Dockerfile", "FROM golang:1.21 AS builder\nRUN true\n");
     let out = env.build(&[]);
     assert_eq!(out.status.code(), Some(1));
@@ -678,7 +525,7 @@ fn onbuild_user_workdir_and_cache_mounts() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write(
         "Dockerfile",
         "FROM busybox\nONBUILD RUN echo triggered > /onbuild\n",
@@ -740,7 +587,7 @@ fn an_image_may_hold_the_same_layer_twice() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write("a.txt", "a\n");
     // The two COPY layers are byte for byte the same: one snapshot, twice in the stack.
     env.write(
@@ -758,26 +605,16 @@ fn a_context_tar_on_stdin_and_network_none() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write("data.txt", "from-the-tar\n");
     env.write(
         "Dockerfile",
         "FROM busybox\nCOPY data.txt /data.txt\nRUN ip -o link | wc -l > /links\n",
     );
     let tar = env.ctx.parent().unwrap().join("ctx.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&env.ctx)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar_dir(&env.ctx, &tar);
     let dest = env.ctx.parent().unwrap().join("out");
-    let out = Command::new(cairn_bin())
-        .arg("--root")
-        .arg(&env.root)
+    let out = cairn_cmd(&env.root)
         .args(["build", "--progress=plain", "--network", "none", "-o"])
         .arg(format!("type=local,dest={}", dest.display()))
         .arg("-")
@@ -799,14 +636,12 @@ fn ctrl_c_stops_the_build_and_its_run() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     env.write(
         "Dockerfile",
         "FROM busybox\nRUN echo started && sleep 60\nRUN echo never\n",
     );
-    let mut child = Command::new(cairn_bin())
-        .arg("--root")
-        .arg(&env.root)
+    let mut child = cairn_cmd(&env.root)
         .args(["build", "--progress=plain"])
         .arg(&env.ctx)
         .stderr(std::process::Stdio::piped())
@@ -847,7 +682,7 @@ fn secrets_reach_the_run_but_not_the_image_nor_the_cache_key() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = Cairn::with_busybox();
     let secret = env.ctx.parent().unwrap().join("token.txt");
     fs::write(&secret, "s3cret-value").unwrap();
     // The Dockerfile names the secret's hash, never the secret.
@@ -880,15 +715,7 @@ fn secrets_reach_the_run_but_not_the_image_nor_the_cache_key() {
         !dest.join("run/secrets/token").exists(),
         "the secret reached a layer"
     );
-    let config = fs::read_to_string(
-        env.root.join("blobs/sha256").join(
-            fs::read_to_string(&iid)
-                .unwrap()
-                .trim()
-                .trim_start_matches("sha256:"),
-        ),
-    )
-    .unwrap();
+    let config = env.config_text(&fs::read_to_string(&iid).unwrap());
     assert!(
         !config.contains("s3cret-value"),
         "the secret is in the config"

@@ -1,44 +1,23 @@
 //! `cairn check --no-build` (the Dockerfile rules only; no root, no base image needed) and
 //! `cairn check --image` on an imported image.
 
+mod common;
+
 use std::fs;
-use std::process::{Command, Output};
 
-struct Ctx {
-    dir: tempfile::TempDir,
-}
+use common::{stdout, tar_dir, Cairn};
 
-impl Ctx {
-    fn new(dockerfile: &str) -> Ctx {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("ctx")).unwrap();
-        fs::write(dir.path().join("ctx/Dockerfile"), dockerfile).unwrap();
-        Ctx { dir }
-    }
-
-    fn write(&self, rel: &str, content: &str) {
-        fs::write(self.dir.path().join("ctx").join(rel), content).unwrap();
-    }
-
-    fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--root")
-            .arg(self.dir.path().join("store"))
-            .args(args)
-            .arg(self.dir.path().join("ctx"))
-            .output()
-            .unwrap()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+/// A context holding `dockerfile` as its Dockerfile.
+fn ctx(dockerfile: &str) -> Cairn {
+    let c = Cairn::new();
+    c.write("Dockerfile", dockerfile);
+    c
 }
 
 #[test]
 fn warnings_print_as_buildkit_with_line_and_hint_and_exit_zero() {
-    let c = Ctx::new("FROM alpine:3.20 as build\nRUN echo hi\nFROM alpine:3.20\nCOPY --from=build /x /x\nUSER 1000\nCMD /x\n");
-    let o = c.cairn(&["check", "--no-build"]);
+    let c = ctx("FROM alpine:3.20 as build\nRUN echo hi\nFROM alpine:3.20\nCOPY --from=build /x /x\nUSER 1000\nCMD /x\n");
+    let o = c.on_ctx(&["check", "--no-build"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
@@ -56,19 +35,18 @@ fn warnings_print_as_buildkit_with_line_and_hint_and_exit_zero() {
 
 #[test]
 fn check_directives_and_check_error_decide_the_exit_code() {
-    let c = Ctx::new("# check=error=true\nFROM alpine:3.20 as build\nUSER 1000\n");
-    let o = c.cairn(&["check", "--no-build"]);
+    let c = ctx("# check=error=true\nFROM alpine:3.20 as build\nUSER 1000\n");
+    let o = c.on_ctx(&["check", "--no-build"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("(warnings are errors: check=error=true)"));
 
-    let c =
-        Ctx::new("# check=skip=FromAsCasing;error=true\nFROM alpine:3.20 as build\nUSER 1000\n");
-    let o = c.cairn(&["check", "--no-build"]);
+    let c = ctx("# check=skip=FromAsCasing;error=true\nFROM alpine:3.20 as build\nUSER 1000\n");
+    let o = c.on_ctx(&["check", "--no-build"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(stdout(&o), "Check complete, no issues found.\n");
 
-    let c = Ctx::new("FROM alpine:3.20 as build\nUSER 1000\n");
-    let o = c.cairn(&["check", "--no-build", "--check-error", "--format", "json"]);
+    let c = ctx("FROM alpine:3.20 as build\nUSER 1000\n");
+    let o = c.on_ctx(&["check", "--no-build", "--check-error", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["findings"][0]["rule"], "FromAsCasing");
@@ -79,48 +57,33 @@ fn check_directives_and_check_error_decide_the_exit_code() {
 
 #[test]
 fn copy_of_a_dockerignored_file_is_reported() {
-    let c =
-        Ctx::new("FROM alpine:3.20\nCOPY secrets/app.env /app/\nCOPY app.txt /app/\nUSER 1000\n");
+    let c = ctx("FROM alpine:3.20\nCOPY secrets/app.env /app/\nCOPY app.txt /app/\nUSER 1000\n");
     c.write(".dockerignore", "secrets\n");
-    let o = c.cairn(&["check", "--no-build"]);
+    let o = c.on_ctx(&["check", "--no-build"]);
     let out = stdout(&o);
     assert!(out.contains("WARN: CopyIgnoredFile: Attempting to Copy file \"secrets/app.env\" that is excluded by .dockerignore (line 2)"), "{out}");
     assert!(!out.contains("app.txt"), "{out}");
     // With an exception BuildKit does not judge: neither do we.
     c.write(".dockerignore", "secrets\n!secrets/app.env\n");
-    let o = c.cairn(&["check", "--no-build"]);
+    let o = c.on_ctx(&["check", "--no-build"]);
     assert!(!stdout(&o).contains("CopyIgnoredFile"), "{}", stdout(&o));
 }
 
 #[test]
 fn check_image_reads_a_stored_image() {
-    let c = Ctx::new("FROM scratch\nCOPY id_rsa /\nUSER 1000\n");
-    let rootfs = c.dir.path().join("rootfs");
+    let c = ctx("FROM scratch\nCOPY id_rsa /\nUSER 1000\n");
+    let rootfs = c.dir().join("rootfs");
     fs::create_dir_all(rootfs.join("root/.ssh")).unwrap();
     fs::write(
         rootfs.join("root/.ssh/id_rsa"),
         "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n",
     )
     .unwrap();
-    let tar = c.dir.path().join("img.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--root")
-        .arg(c.dir.path().join("store"))
-        .args(["import", tar.to_str().unwrap(), "leaky:1"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tar = c.dir().join("img.tar");
+    tar_dir(&rootfs, &tar);
+    c.import(&tar, "leaky:1", &[]);
     // An imported image has no Dockerfile history: all of it is checked.
-    let o = c.cairn(&["check", "--image", "leaky:1"]);
+    let o = c.on_ctx(&["check", "--image", "leaky:1"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("ERROR: SecretInLayer: SSH private key file in /root/.ssh/id_rsa, present in the final image"), "{out}");
@@ -137,18 +100,12 @@ fn check_image_reads_a_stored_image() {
 #[test]
 fn a_failed_build_is_an_error_finding_and_the_dockerfile_rules_still_run() {
     // The build enters a mount namespace first: root only (CI runs as root).
-    let root = fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
+    if !common::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let c = Ctx::new("FROM nosuchimage:1 as b\nUSER 1000\n");
-    let o = c.cairn(&["check", "--format", "json"]);
+    let c = ctx("FROM nosuchimage:1 as b\nUSER 1000\n");
+    let o = c.on_ctx(&["check", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rules: Vec<&str> = v["findings"]
@@ -169,8 +126,8 @@ fn a_failed_build_is_an_error_finding_and_the_dockerfile_rules_still_run() {
 
 #[test]
 fn list_rules_names_every_rule() {
-    let c = Ctx::new("FROM scratch\n");
-    let o = c.cairn(&["check", "--list-rules"]);
+    let c = ctx("FROM scratch\n");
+    let o = c.on_ctx(&["check", "--list-rules"]);
     let out = stdout(&o);
     assert!(o.status.success());
     // 21 Dockerfile rules (18 of BuildKit's, 3 of the checklist), 8 image rules.
@@ -185,12 +142,10 @@ fn list_rules_names_every_rule() {
 #[test]
 fn the_dockerfile_can_come_on_stdin() {
     use std::io::Write;
-    let c = Ctx::new("");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--root")
-        .arg(c.dir.path().join("store"))
+    let c = ctx("");
+    let mut child = common::cairn_cmd(&c.root)
         .args(["check", "--no-build", "-f", "-"])
-        .arg(c.dir.path().join("ctx"))
+        .arg(&c.ctx)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -7,26 +7,14 @@
 //! These tests need root (overlay mounts and namespaces for RUN); CI runs as root. They are skipped
 //! with a message when not run as root, or when /bin/busybox is missing.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{busybox_rootfs_with, tar_dir_with, Cairn, PASSWD_ROOT, REPRODUCIBLE_TAR};
 
 fn can_run() -> bool {
-    let root = fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        eprintln!("skipped: cairn check tests build images and need root");
-        return false;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: /bin/busybox (busybox-static) is missing");
-        return false;
-    }
-    true
+    common::can_run("cairn check tests build images and need root")
 }
 
 const FAKE_GO: &str = r#"#!/bin/sh
@@ -44,107 +32,56 @@ chmod +x "$out"
 
 const FAKE_APK: &str = "#!/bin/sh\necho \"apk (stand-in): $*\"\n";
 
-struct Env {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
+/// A store with the `alpine:latest` and `golang:1.21` stand-ins.
+fn env() -> Cairn {
+    let env = Cairn::new();
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    import(
+        &env,
+        "alpine:latest",
+        &format!("ENV PATH={path}"),
+        &[("sbin/apk", FAKE_APK.as_bytes(), 0o755)],
+    );
+    let toolchain = vec![0u8; 30_000_000];
+    import(
+        &env,
+        "golang:1.21",
+        &format!("ENV PATH=/usr/local/go/bin:{path}"),
+        &[
+            ("usr/local/go/bin/go", FAKE_GO.as_bytes(), 0o755),
+            (
+                "usr/local/go/pkg/tool/linux_amd64/compile",
+                &toolchain,
+                0o755,
+            ),
+        ],
+    );
+    env
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let env = Env {
-            root: tmp.path().join("store"),
-            tmp,
-        };
-        let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        env.import(
-            "alpine:latest",
-            &format!("ENV PATH={path}"),
-            &[("sbin/apk", FAKE_APK.as_bytes(), 0o755)],
-        );
-        let toolchain = vec![0u8; 30_000_000];
-        env.import(
-            "golang:1.21",
-            &format!("ENV PATH=/usr/local/go/bin:{path}"),
-            &[
-                ("usr/local/go/bin/go", FAKE_GO.as_bytes(), 0o755),
-                (
-                    "usr/local/go/pkg/tool/linux_amd64/compile",
-                    &toolchain,
-                    0o755,
-                ),
-            ],
-        );
-        env
-    }
-
-    /// Imports busybox plus `extra` files as `name`, with one `--change`.
-    fn import(&self, name: &str, change: &str, extra: &[(&str, &[u8], u32)]) {
-        use std::os::unix::fs::PermissionsExt;
-        let rootfs = self
-            .tmp
-            .path()
-            .join(format!("rootfs-{}", name.replace([':', '/'], "_")));
-        for d in ["bin", "etc", "root", "tmp", "proc", "dev", "sys"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            let link = rootfs.join("bin").join(applet);
-            if applet != "busybox" && !link.exists() {
-                std::os::unix::fs::symlink("busybox", link).unwrap();
-            }
-        }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        for (p, c, mode) in extra {
-            let f = rootfs.join(p);
-            fs::create_dir_all(f.parent().unwrap()).unwrap();
-            fs::write(&f, c).unwrap();
-            fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
-        }
-        let tar = rootfs.with_extension("tar");
-        let st = Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "-C",
-            ])
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let out = self.cairn(&["import", "-c", change, tar.to_str().unwrap(), name]);
-        assert!(out.status.success(), "import {name}: {}", text(&out.stderr));
-    }
-
-    fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap()
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Imports busybox plus `extra` files as `name`, with one `--change`.
+fn import(env: &Cairn, name: &str, change: &str, extra: &[(&str, &[u8], u32)]) {
+    let rootfs = env
+        .dir()
+        .join(format!("rootfs-{}", name.replace([':', '/'], "_")));
+    let mut files = vec![("etc/passwd", PASSWD_ROOT.as_bytes(), 0o644)];
+    files.extend_from_slice(extra);
+    busybox_rootfs_with(
+        &rootfs,
+        &["etc", "root", "tmp", "proc", "dev", "sys"],
+        &files,
+    );
+    let tar = rootfs.with_extension("tar");
+    tar_dir_with(&rootfs, &tar, REPRODUCIBLE_TAR);
+    env.import(&tar, name, &["-c", change]);
 }
 
 fn go_example() -> String {
-    repo().join("examples/1.1-go").to_str().unwrap().to_string()
+    common::repo_root()
+        .join("examples/1.1-go")
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -152,16 +89,16 @@ fn the_single_stage_go_image_fails_the_checklist_and_the_multi_stage_one_passes(
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = env();
     let ctx = go_example();
     let single = format!("{ctx}/Dockerfile.single");
     let out = env.cairn(&["check", "-f", &single, &ctx]);
-    let stdout = text(&out.stdout);
+    let stdout = common::stdout(&out);
     assert_eq!(
         out.status.code(),
         Some(1),
         "{stdout}\n{}",
-        text(&out.stderr)
+        common::stderr(&out)
     );
     assert!(stdout.contains("ERROR: SourceInFinalImage: "), "{stdout}");
     assert!(stdout.contains("/app/main.go (= main.go)"), "{stdout}");
@@ -173,12 +110,12 @@ fn the_single_stage_go_image_fails_the_checklist_and_the_multi_stage_one_passes(
     assert!(stdout.contains("WARN: JSONArgsRecommended") || !stdout.contains("CMD ./server"));
 
     let out = env.cairn(&["check", &ctx]);
-    let stdout = text(&out.stdout);
+    let stdout = common::stdout(&out);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{stdout}\n{}",
-        text(&out.stderr)
+        common::stderr(&out)
     );
     assert!(!stdout.contains("ERROR"), "{stdout}");
     // The checklist's warnings on the tutorial's file: alpine:latest, and no USER.
@@ -208,26 +145,22 @@ fn an_id_rsa_copied_into_a_builder_and_deleted_later_is_caught_with_stage_layer_
     if !can_run() {
         return;
     }
-    let env = Env::new();
-    let ctx = env.tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("id_rsa"),
+    let env = env();
+    env.write(
+        "id_rsa",
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n",
-    )
-    .unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
+    );
+    env.write(
+        "Dockerfile",
         "FROM alpine:latest AS builder\nCOPY id_rsa /root/.ssh/id_rsa\nRUN echo fetched > /app.bin\nRUN rm /root/.ssh/id_rsa\n\nFROM alpine:latest\nCOPY --from=builder /app.bin /app.bin\nUSER 1000\nCMD [\"/app.bin\"]\n",
-    )
-    .unwrap();
-    let out = env.cairn(&["check", ctx.to_str().unwrap()]);
-    let stdout = text(&out.stdout);
+    );
+    let out = env.on_ctx(&["check"]);
+    let stdout = common::stdout(&out);
     assert_eq!(
         out.status.code(),
         Some(1),
         "{stdout}\n{}",
-        text(&out.stderr)
+        common::stderr(&out)
     );
     let block: Vec<&str> = stdout.split("ERROR: SecretInLayer: ").skip(1).collect();
     assert_eq!(block.len(), 2, "{stdout}");
@@ -244,21 +177,20 @@ fn an_id_rsa_copied_into_a_builder_and_deleted_later_is_caught_with_stage_layer_
         assert!(b.contains(" (line 2)\n  at Dockerfile:2\n"), "{b}");
     }
     // Passing the key as a secret mount instead leaves nothing behind.
-    fs::write(
-        ctx.join("Dockerfile"),
+    env.write(
+        "Dockerfile",
         "FROM alpine:latest AS builder\nRUN echo fetched > /app.bin\n\nFROM alpine:latest\nCOPY --from=builder /app.bin /app.bin\nUSER 1000\nCMD [\"/app.bin\"]\n",
-    )
-    .unwrap();
-    let out = env.cairn(&["check", ctx.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
-    assert!(!text(&out.stdout).contains("SecretInLayer"));
+    );
+    let out = env.on_ctx(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stdout(&out));
+    assert!(!common::stdout(&out).contains("SecretInLayer"));
 }
 
 /// `cairn images`'s SIZE of `reference`.
-fn images_size(env: &Env, reference: &str) -> String {
+fn images_size(env: &Cairn, reference: &str) -> String {
     let out = env.cairn(&["images", reference, "--format", "{{.Size}}"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    common::stdout(&out).trim().to_string()
 }
 
 #[test]
@@ -266,12 +198,12 @@ fn compare_on_the_go_example_matches_cairn_images_and_shows_the_reduction() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
+    let env = env();
     let ctx = go_example();
     let single = format!("{ctx}/Dockerfile.single");
     let out = env.cairn(&["compare", "-t", "goapp", "--baseline", &single, &ctx]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let stdout = common::stdout(&out);
+    assert!(out.status.success(), "{stdout}\n{}", common::stderr(&out));
     let rows: Vec<Vec<&str>> = stdout
         .lines()
         .skip(1)
@@ -294,7 +226,7 @@ fn compare_on_the_go_example_matches_cairn_images_and_shows_the_reduction() {
         let h = env.cairn(&["history", "-q", tag]);
         assert_eq!(
             row[n - 1],
-            text(&h.stdout).lines().count().to_string(),
+            common::stdout(&h).lines().count().to_string(),
             "{tag}"
         );
     }
@@ -309,7 +241,7 @@ fn compare_on_the_go_example_matches_cairn_images_and_shows_the_reduction() {
 
     // --targets: only the listed ones, the last being the final image.
     let out = env.cairn(&["compare", "--targets", "builder", "--format", "json", &ctx]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", common::stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"].as_array().unwrap().len(), 1);
     assert_eq!(v["rows"][0]["is_final"], true);
@@ -320,16 +252,13 @@ fn compare_builds_every_stage_even_those_the_final_one_does_not_need() {
     if !can_run() {
         return;
     }
-    let env = Env::new();
-    let ctx = env.tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
+    let env = env();
+    env.write(
+        "Dockerfile",
         "FROM alpine:latest AS deps\nRUN head -c 3000000 /dev/zero > /deps.bin\n\nFROM deps AS test\nRUN echo ok > /tested\n\nFROM alpine:latest\nCOPY --from=deps /deps.bin /deps.bin\n",
-    )
-    .unwrap();
-    let out = env.cairn(&["compare", "--format", "json", ctx.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    );
+    let out = env.on_ctx(&["compare", "--format", "json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["stage"].as_str().unwrap()).collect();

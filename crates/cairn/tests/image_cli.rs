@@ -1,9 +1,9 @@
 //! The image commands as a user runs them: import a busybox rootfs, list, inspect, history,
 //! tag, save in both formats, load back, rmi, prune. Runs the real binary.
 
-mod image_support;
+mod common;
 
-use image_support::*;
+use common::*;
 use serde_json::Value;
 
 fn import_busybox(root: &std::path::Path, tar: &std::path::Path, name: &str) -> String {
@@ -340,9 +340,7 @@ fn two_processes_share_a_store() {
     // Several imports at once, each a separate process, each with its own tag.
     let children: Vec<_> = (0..4)
         .map(|i| {
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
-                .arg("--root")
-                .arg(&root)
+            cairn_cmd(&root)
                 .args([
                     "import",
                     "--change",
@@ -374,9 +372,7 @@ fn a_long_write_blocks_neither_readers_nor_other_writers() {
     let tar = busybox_tar(t.path());
     ok(&root, &["import", tar.to_str().unwrap(), "first"]);
     // An import that is stuck reading its input half-way.
-    let mut slow = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
-        .arg("--root")
-        .arg(&root)
+    let mut slow = cairn_cmd(&root)
         .args(["import", "-", "second"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -2,11 +2,11 @@
 //! kill the store still opens, `cairn system check` finds no problem (temp files of the killed
 //! write are garbage, not problems), and every image committed before is still listed.
 
-mod image_support;
+mod common;
 
-use image_support::*;
+use common::*;
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A tiny xorshift generator: the seed is printed so that a failure can be replayed.
@@ -21,9 +21,7 @@ impl Rng {
 }
 
 fn spawn(root: &std::path::Path, args: &[String]) -> std::process::Child {
-    Command::new(assert_cmd::cargo::cargo_bin("cairn"))
-        .arg("--root")
-        .arg(root)
+    cairn_cmd(root)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

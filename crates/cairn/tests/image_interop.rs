@@ -3,9 +3,9 @@
 //! pre-25 `docker save` shape). Needs the skopeo and umoci Debian packages; umoci unpack runs as
 //! root here (CI runs as root).
 
-mod image_support;
+mod common;
 
-use image_support::*;
+use common::*;
 use std::path::Path;
 use std::process::Command;
 
