@@ -213,4 +213,28 @@ fn cairn_and_docker_exchange_images_both_ways() {
     );
     let said = docker(&host, &["run", "--rm", "--network=host", &built]);
     assert_eq!(said, "HELLO FROM THE BUILD STAGE\n");
+
+    // `cairn build -o type=docker` writes an archive that docker loads under the build's tag.
+    let exported = format!("cairn-interop-{id}/exported:1");
+    let _cleanup2 = DockerImages {
+        host: &host,
+        names: vec![exported.clone()],
+    };
+    let out = t.path().join("exported.tar");
+    ok(
+        &root,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &exported,
+            "-o",
+            &format!("type=docker,dest={}", out.display()),
+            ctx2.to_str().unwrap(),
+        ],
+    );
+    let loaded = docker(&host, &["load", "-i", out.to_str().unwrap()]);
+    assert!(loaded.contains(&exported), "docker load said: {loaded}");
+    let said = docker(&host, &["run", "--rm", "--network=host", &exported]);
+    assert_eq!(said, "HELLO FROM THE BUILD STAGE\n");
 }
