@@ -102,6 +102,10 @@ fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image
         ro,
         &mut downloaded,
     )?;
+    // The digest the registry served (the index's when the tag named one): `name@digest`
+    // must find this image later, as docker's RepoDigests do.
+    store.add_repo_digest(&record.id, &format!("{}@{top_digest}", r.name()))?;
+    let record = store.get(&record.id)?;
     ro.emit(Event::Digest {
         digest: top_digest.clone(),
     });

@@ -56,7 +56,10 @@ fn push_here(
     let Fetched::Image(image) = fetched else {
         return Err(Error::Unsupported("pushing an index".into()));
     };
-    push_manifest(store, &target, &mbytes, &media_type, &image, opts)
+    let pushed = push_manifest(store, &target, &mbytes, &media_type, &image, opts)?;
+    // docker records where an image was pushed in its RepoDigests too.
+    store.add_repo_digest(&record.id, &format!("{}@{pushed}", target.name()))?;
+    Ok(pushed)
 }
 
 /// Uploads the blobs `image` names (all in the store) and then `mbytes` as the manifest of

@@ -21,6 +21,9 @@ pub(crate) const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("la
 pub(crate) const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 /// Build cache key → JSON list of the blob digests the value needs.
 pub(crate) const CACHE_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("cache_blobs");
+/// Repository digest (`docker.io/library/alpine@sha256:…`, the digest a registry served, of an
+/// index when the tag named one) → image ID.
+pub(crate) const REPO_DIGESTS: TableDefinition<&str, &str> = TableDefinition::new("repo_digests");
 
 /// Turns any redb error into ours.
 pub(crate) fn dbe<E: std::fmt::Display>(e: E) -> Error {
@@ -35,7 +38,8 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database> {
     // Create the tables once, so that read transactions can always open them.
     let missing = {
         let r = db.begin_read().map_err(dbe)?;
-        r.open_table(CACHE_BLOBS).is_err()
+        // REPO_DIGESTS came later: stores made before it get it on their next open.
+        r.open_table(CACHE_BLOBS).is_err() || r.open_table(REPO_DIGESTS).is_err()
     };
     if missing {
         let w = db.begin_write().map_err(dbe)?;
@@ -45,6 +49,7 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database> {
             w.open_table(LAYERS).map_err(dbe)?;
             w.open_table(CACHE).map_err(dbe)?;
             w.open_table(CACHE_BLOBS).map_err(dbe)?;
+            w.open_table(REPO_DIGESTS).map_err(dbe)?;
         }
         w.commit().map_err(dbe)?;
     }

@@ -1,7 +1,7 @@
 //! Images: commit, resolve, tag, list, delete; and layer bookkeeping.
 
 use crate::blobs::{check_digest, TempFile, WritebackFile};
-use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, TAGS};
+use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, REPO_DIGESTS, TAGS};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 use crate::reference::{self, Reference};
 use crate::{canonical_json, Digest, Error, LayerDescriptor, Result, Store};
@@ -38,6 +38,17 @@ pub(crate) struct LayerInfo {
     pub tar_size: u64,
 }
 
+/// One entry of the build cache index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The cache key.
+    pub key: String,
+    /// The value, opaque to the store.
+    pub value: Vec<u8>,
+    /// The blobs the value keeps alive.
+    pub blobs: Vec<Digest>,
+}
+
 /// An image in the store.
 #[derive(Debug, Clone)]
 pub struct ImageRecord {
@@ -52,6 +63,9 @@ pub struct ImageRecord {
     /// Normalised references (`docker.io/library/alpine:latest`), sorted; use
     /// [`reference::familiar`] to show them as docker does.
     pub repo_tags: Vec<String>,
+    /// Digests registries served it under (`docker.io/library/alpine@sha256:…`), sorted; see
+    /// [`Store::add_repo_digest`].
+    pub repo_digests: Vec<String>,
     /// Sum of the layers' unpacked sizes, as `docker images` reports.
     pub size: u64,
     /// The config's `created` (RFC 3339), if any.
@@ -362,6 +376,7 @@ impl Store {
             config,
             layers: meta.layers,
             repo_tags,
+            repo_digests: self.repo_digests_of(id)?,
             size,
             created,
         })
@@ -402,6 +417,78 @@ impl Store {
         Ok(desc)
     }
 
+    /// The repository digests of image `id`, sorted.
+    fn repo_digests_of(&self, id: &str) -> Result<Vec<String>> {
+        let r = self.db.begin_read().map_err(dbe)?;
+        let t = r.open_table(REPO_DIGESTS).map_err(dbe)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(dbe)? {
+            let (k, v) = row.map_err(dbe)?;
+            if v.value() == id {
+                out.push(k.value().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that a registry served image `id` as `repo_digest` (`host/repo@sha256:…`, the
+    /// digest of the manifest or of the index the tag named), so that `resolve` of that
+    /// reference finds it and inspect lists it in RepoDigests.
+    pub fn add_repo_digest(&self, id: &str, repo_digest: &str) -> Result<()> {
+        self.mark_in_use()?;
+        let r = Reference::parse(repo_digest)?;
+        let Some(digest) = &r.digest else {
+            return Err(Error::InvalidReference {
+                reference: repo_digest.to_string(),
+                reason: "a repository digest needs @sha256:…".into(),
+            });
+        };
+        // Without the tag: `name:tag@digest` and `name@digest` are the same repository digest.
+        let key = format!("{}@{digest}", r.repository());
+        let w = self.db.begin_write().map_err(dbe)?;
+        {
+            if w.open_table(IMAGES)
+                .map_err(dbe)?
+                .get(id)
+                .map_err(dbe)?
+                .is_none()
+            {
+                return Err(Error::NotFound(id.to_string()));
+            }
+            w.open_table(REPO_DIGESTS)
+                .map_err(dbe)?
+                .insert(key.as_str(), id)
+                .map_err(dbe)?;
+        }
+        w.commit().map_err(dbe)
+    }
+
+    /// Every entry of the build cache index, sorted by key: what exporting the whole cache
+    /// sends.
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>> {
+        let r = self.db.begin_read().map_err(dbe)?;
+        let values = r.open_table(CACHE).map_err(dbe)?;
+        let blobs = r.open_table(CACHE_BLOBS).map_err(dbe)?;
+        let mut out = Vec::new();
+        for row in values.iter().map_err(dbe)? {
+            let (k, v) = row.map_err(dbe)?;
+            let key = k.value().to_string();
+            let b = match blobs.get(key.as_str()).map_err(dbe)? {
+                Some(b) => serde_json::from_slice(b.value()).map_err(|e| Error::Corrupt {
+                    what: format!("cache entry {key}"),
+                    why: e.to_string(),
+                })?,
+                None => Vec::new(),
+            };
+            out.push(CacheEntry {
+                key,
+                value: v.value().to_vec(),
+                blobs: b,
+            });
+        }
+        Ok(out)
+    }
+
     fn tags_of(&self, id: &str) -> Result<Vec<String>> {
         let r = self.db.begin_read().map_err(dbe)?;
         let t = r.open_table(TAGS).map_err(dbe)?;
@@ -428,6 +515,7 @@ impl Store {
             config,
             layers: meta.layers,
             repo_tags,
+            repo_digests: self.repo_digests_of(id)?,
             size: meta.size,
             created: meta.created,
         })
@@ -518,6 +606,12 @@ impl Store {
                 {
                     return found(id);
                 }
+                let key = format!("{}@{d}", r.repository());
+                let rd = self.db.begin_read().map_err(dbe)?;
+                let t = rd.open_table(REPO_DIGESTS).map_err(dbe)?;
+                if let Some(id) = t.get(key.as_str()).map_err(dbe)? {
+                    return found(id.value());
+                }
             } else if let Some(id) = tags.get(&r.to_string()) {
                 return found(id);
             }
@@ -598,6 +692,17 @@ impl Store {
                 .collect();
             for n in names {
                 t.remove(n.as_str()).map_err(dbe)?;
+            }
+            let mut rd = w.open_table(REPO_DIGESTS).map_err(dbe)?;
+            let digests: Vec<String> = rd
+                .iter()
+                .map_err(dbe)?
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| v.value() == id)
+                .map(|(k, _)| k.value().to_string())
+                .collect();
+            for d in digests {
+                rd.remove(d.as_str()).map_err(dbe)?;
             }
         }
         self.write_index(&w)?;

@@ -37,6 +37,8 @@
 //! // build cache index: key → opaque value bytes, plus the blobs the value keeps alive (for GC)
 //! store.cache_get(key: &str) -> Result<Option<Vec<u8>>>
 //! store.cache_put(key: &str, value: &[u8], blobs: &[Digest]) -> Result<()>
+//! store.cache_entries() -> Result<Vec<CacheEntry { key, value, blobs }>>  // the whole index
+//! store.add_repo_digest(id, "host/repo@sha256:…") -> Result<()>  // resolve() finds it; ImageRecord.repo_digests
 //! // cache mounts (RUN --mount=type=cache)
 //! store.cache_mount_dir(id: &str) -> Result<PathBuf>
 //! store.commit_image_raw(config_bytes, &[LayerDescriptor], tags)  // config kept byte for byte
@@ -106,7 +108,7 @@ mod snapshots;
 pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
 pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
 pub use gc::{CheckReport, PruneOptions, PruneReport};
-pub use images::ImageRecord;
+pub use images::{CacheEntry, ImageRecord};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

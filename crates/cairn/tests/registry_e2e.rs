@@ -435,6 +435,20 @@ fn pulls_what_skopeo_pushed_multi_arch_and_docker_schema2() {
     let img = w.store("arm").resolve(&multi).unwrap().unwrap();
     assert_eq!(img.config.architecture().to_string(), "arm64");
     assert_eq!(img.manifest_digest, digests[1].1);
+    // `name@<index digest>` finds the pulled image, and shows in RepoDigests and --digests.
+    let by_index = format!("{}/multi@{}", reg.host(), digests[2].1);
+    let found = w.store("arm").resolve(&by_index).unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.repo_digests.clone()),
+        (img.id.clone(), vec![by_index.clone()])
+    );
+    let inspect = w.ok(
+        "arm",
+        &["inspect", "--format", "{{json .RepoDigests}}", &by_index],
+    );
+    assert_eq!(inspect.trim(), format!("[\"{by_index}\"]"));
+    let listed = w.ok("arm", &["images", "--digests"]);
+    assert!(listed.contains(&digests[2].1), "{listed}");
 
     // Default: the host's platform.
     w.ok("host", &["pull", &multi]);

@@ -689,7 +689,14 @@ fn image_rows(store: &Store, a: &ImagesArgs) -> anyhow::Result<Vec<Value>> {
                 "Repository": repo,
                 "Tag": tag,
                 "ID": short_id(&img.id, a.no_trunc),
-                "Digest": img.manifest_digest,
+                // The digest its registry served for this repository, as docker shows it.
+                "Digest": r
+                    .as_ref()
+                    .and_then(|r| {
+                        let prefix = format!("{}@", r.repository());
+                        img.repo_digests.iter().find_map(|d| d.strip_prefix(&prefix))
+                    })
+                    .unwrap_or(&img.manifest_digest),
                 "CreatedSince": created_since(img.created.as_deref()),
                 "CreatedAt": go_time(img.created.as_deref()),
                 "Size": human_size(img.size),
@@ -901,8 +908,15 @@ pub fn inspect_json(store: &Store, img: &ImageRecord) -> anyhow::Result<Value> {
         .repo_tags
         .iter()
         .filter_map(|t| Reference::parse(t).ok())
+        // A tag without a digest its registry served: the local manifest's, as before.
+        .filter(|r| {
+            let prefix = format!("{}@", r.repository());
+            !img.repo_digests.iter().any(|d| d.starts_with(&prefix))
+        })
         .map(|r| format!("{}@{}", r.familiar_repository(), img.manifest_digest))
+        .chain(img.repo_digests.iter().map(|d| reference::familiar(d)))
         .collect();
+    repos.sort();
     repos.dedup();
     let mut o = Map::new();
     o.insert("Id".into(), json!(img.id));
