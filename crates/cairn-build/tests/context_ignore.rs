@@ -1,61 +1,18 @@
 //! The build context as COPY sees it: `.dockerignore` rules applied to real trees, and a context
 //! sent as a tar. Needs root (COPY chowns to root).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use cairn_build::context::{BuildContext, ContextError};
-use cairn_build::copy::{apply, inputs_digest, CopyError, CopyRequest, SourceRoot};
-use cairn_dockerfile::Copy;
-
-fn copy(sources: &[&str], dest: &str) -> Copy {
-    Copy {
-        add: false,
-        from: None,
-        sources: sources.iter().map(|s| s.to_string()).collect(),
-        heredocs: Vec::new(),
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
-}
-
-fn write(p: &Path, content: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, content).unwrap();
-}
-
-/// Every file (not directory) under `root`, relative, sorted.
-fn files(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if fs::symlink_metadata(&p).unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
+use cairn_build::copy::{apply, inputs_digest, CopyError, SourceRoot};
+use common::{copy, files, request, write};
 
 fn copy_all(ctx: &BuildContext, out: &Path) {
     let c = copy(&["."], "/");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     apply(&req, &SourceRoot::Context(ctx), out).unwrap();
 }
 
@@ -105,20 +62,12 @@ fn copy_dot_honours_dockerignore() {
     );
     // The ignored file is not found by name either, and its error says why it may be missing.
     let c = copy(&["CHANGES.md"], "/x/");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let e = apply(&req, &SourceRoot::Context(&ctx), &out).unwrap_err();
     assert!(matches!(e, CopyError::NotInContext { .. }), "{e}");
     // Globs do not see ignored files.
     let c = copy(&["*.md"], "/md/");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     apply(&req, &SourceRoot::Context(&ctx), &out).unwrap();
     assert_eq!(files(&out.join("md")), vec!["README.md"]);
 }
@@ -131,11 +80,7 @@ fn ignored_files_do_not_change_the_digest() {
     write(&ctx_dir.join(".dockerignore"), "*.md\nlogs\n");
     let ctx = BuildContext::open(&ctx_dir, None).unwrap();
     let c = copy(&["."], "/app/");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let d1 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
     write(&ctx_dir.join("CHANGES.md"), "edited");
     write(&ctx_dir.join("logs/new.log"), "more");

@@ -1,31 +1,15 @@
 //! The digest of `COPY . .` over a 20,000-file context must be cheap: files are read once per
 //! build (in-memory memo) and, with a persisted memo, not at all while they are unchanged.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_build::context::BuildContext;
-use cairn_build::copy::{inputs_digest, CopyRequest, SourceRoot};
-use cairn_dockerfile::Copy;
-
-fn copy_all() -> Copy {
-    Copy {
-        add: false,
-        from: None,
-        sources: vec![".".into()],
-        heredocs: Vec::new(),
-        dest: ".".into(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
-}
+use cairn_build::copy::{inputs_digest, SourceRoot};
+use common::{copy, request};
 
 fn age(p: &Path) {
     // The memo ignores files modified in the last seconds (racy clean); the test's files are
@@ -54,12 +38,8 @@ fn twenty_thousand_files() {
     )
     .unwrap();
     let cache = t.path().join("cache");
-    let c = copy_all();
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/app",
-        owner: None,
-    };
+    let c = copy(&["."], ".");
+    let req = request(&c, "/app");
 
     let start = Instant::now();
     let ctx = BuildContext::open(&ctx_dir, None)

@@ -2,6 +2,8 @@
 //! a server on 127.0.0.1 started by the test (checksum ok and mismatch, names, mode, mtime), git
 //! URLs refused. Needs root (chown).
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -12,36 +14,13 @@ use std::sync::Arc;
 use std::thread;
 
 use cairn_build::context::BuildContext;
-use cairn_build::copy::{apply, inputs_digest, CopyError, CopyRequest, SourceRoot};
+use cairn_build::copy::{apply, inputs_digest, CopyError, SourceRoot};
 use cairn_dockerfile::Copy;
+use common::{add, apply_in, request, Dirs};
 use sha2::{Digest, Sha256};
 
-fn add(sources: &[&str], dest: &str) -> Copy {
-    Copy {
-        add: true,
-        from: None,
-        sources: sources.iter().map(|s| s.to_string()).collect(),
-        heredocs: Vec::new(),
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
-}
-
 fn run(ctx_dir: &Path, rootfs: &Path, c: &Copy) -> Result<(), CopyError> {
-    let ctx = BuildContext::open(ctx_dir, None).unwrap();
-    let req = CopyRequest {
-        copy: c,
-        workdir: "/",
-        owner: None,
-    };
-    apply(&req, &SourceRoot::Context(&ctx), rootfs).map(|_| ())
+    apply_in(ctx_dir, c, "/", rootfs).map(|_| ())
 }
 
 /// A tar with `dir/`, `dir/hello.txt` (owned 1234:5678, mode 0600), a symlink and a hardlink.
@@ -98,11 +77,8 @@ fn compress(kind: &str, raw: &[u8]) -> Vec<u8> {
 #[test]
 fn add_unpacks_every_compression_detected_by_content() {
     for kind in ["plain", "gzip", "bzip2", "xz", "zstd"] {
-        let t = tempfile::tempdir().unwrap();
-        let ctx = t.path().join("ctx");
-        let rootfs = t.path().join("rootfs");
-        fs::create_dir_all(&ctx).unwrap();
-        fs::create_dir_all(&rootfs).unwrap();
+        let t = Dirs::new();
+        let (ctx, rootfs) = (t.ctx.clone(), t.rootfs.clone());
         // A misleading name: detection is by content.
         fs::write(ctx.join("archive.bin"), compress(kind, &sample_tar())).unwrap();
         run(&ctx, &rootfs, &add(&["archive.bin"], "/opt")).unwrap();
@@ -133,11 +109,8 @@ fn add_unpacks_every_compression_detected_by_content() {
 
 #[test]
 fn unpack_false_and_non_tar_compressed_files_are_copied() {
-    let t = tempfile::tempdir().unwrap();
-    let ctx = t.path().join("ctx");
-    let rootfs = t.path().join("rootfs");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::create_dir_all(&rootfs).unwrap();
+    let t = Dirs::new();
+    let (ctx, rootfs) = (t.ctx.clone(), t.rootfs.clone());
     let tgz = compress("gzip", &sample_tar());
     fs::write(ctx.join("a.tar.gz"), &tgz).unwrap();
     fs::write(ctx.join("notes.gz"), compress("gzip", b"just text")).unwrap();
@@ -156,12 +129,9 @@ fn unpack_false_and_non_tar_compressed_files_are_copied() {
 
 #[test]
 fn archive_entries_cannot_escape_through_symlinks() {
-    let t = tempfile::tempdir().unwrap();
-    let ctx = t.path().join("ctx");
-    let rootfs = t.path().join("rootfs");
+    let t = Dirs::new();
+    let (ctx, rootfs) = (t.ctx.clone(), t.rootfs.clone());
     let host = t.path().join("host");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::create_dir_all(&rootfs).unwrap();
     fs::create_dir_all(&host).unwrap();
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -230,11 +200,8 @@ fn serve_counting(body: &'static [u8], n: usize, hits: Arc<AtomicUsize>) -> Stri
 fn add_url_with_checksum() {
     let body: &'static [u8] = b"#!/bin/sh\necho tool\n";
     let base = serve(body, 10);
-    let t = tempfile::tempdir().unwrap();
-    let ctx = t.path().join("ctx");
-    let rootfs = t.path().join("rootfs");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::create_dir_all(&rootfs).unwrap();
+    let t = Dirs::new();
+    let (ctx, rootfs) = (t.ctx.clone(), t.rootfs.clone());
     let sum = format!("sha256:{}", hex::encode(Sha256::digest(body)));
 
     let mut c = add(&[&format!("{base}/dl/tool.sh")], "/usr/local/bin/");
@@ -247,11 +214,7 @@ fn add_url_with_checksum() {
     assert_eq!(m.mtime(), 1_445_412_480, "from Last-Modified");
     // With --checksum the digest needs no download and is the checksum's.
     let ctxo = BuildContext::open(&ctx, None).unwrap();
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let d_sum = inputs_digest(&req, &SourceRoot::Context(&ctxo)).unwrap();
     assert!(d_sum.starts_with("sha256:"));
 
@@ -291,18 +254,11 @@ fn url_digest_then_copy_fetches_once() {
     let body: &'static [u8] = b"payload";
     let hits = Arc::new(AtomicUsize::new(0));
     let base = serve_counting(body, 10, hits.clone());
-    let t = tempfile::tempdir().unwrap();
-    let ctx = t.path().join("ctx");
-    let rootfs = t.path().join("rootfs");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::create_dir_all(&rootfs).unwrap();
+    let t = Dirs::new();
+    let (ctx, rootfs) = (t.ctx.clone(), t.rootfs.clone());
     let c = add(&[&format!("{base}/once.bin")], "/d/");
     let ctxo = BuildContext::open(&ctx, None).unwrap();
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let d1 = inputs_digest(&req, &SourceRoot::Context(&ctxo)).unwrap();
     let d2 = inputs_digest(&req, &SourceRoot::Context(&ctxo)).unwrap();
     assert_eq!(d1, d2);

@@ -4,6 +4,8 @@
 //! Tests that chown (every `apply` does: context files become root-owned) need root; the
 //! project's tests run as root (CI too).
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -11,66 +13,25 @@ use std::path::Path;
 use cairn_build::context::BuildContext;
 use cairn_build::copy::{apply, inputs_digest, CopyError, CopyRequest, SourceRoot};
 use cairn_dockerfile::{Chmod, Copy};
-
-fn copy(sources: &[&str], dest: &str) -> Copy {
-    Copy {
-        add: false,
-        from: None,
-        sources: sources.iter().map(|s| s.to_string()).collect(),
-        heredocs: Vec::new(),
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
-}
-
-fn write(p: &Path, content: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, content).unwrap();
-}
+use common::{apply_in, copy, request, write, Dirs};
 
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    ctx_dir: std::path::PathBuf,
-    rootfs: std::path::PathBuf,
+/// A context with main.go (mode 0640), go.mod, src/a.txt and src/sub/b.txt; an empty rootfs.
+fn fixture() -> Dirs {
+    let f = Dirs::new();
+    write(&f.ctx.join("main.go"), "package main\n");
+    write(&f.ctx.join("go.mod"), "module x\n");
+    write(&f.ctx.join("src/a.txt"), "a");
+    write(&f.ctx.join("src/sub/b.txt"), "b");
+    fs::set_permissions(f.ctx.join("main.go"), fs::Permissions::from_mode(0o640)).unwrap();
+    f
 }
 
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx_dir = tmp.path().join("ctx");
-    let rootfs = tmp.path().join("rootfs");
-    fs::create_dir_all(&ctx_dir).unwrap();
-    fs::create_dir_all(&rootfs).unwrap();
-    write(&ctx_dir.join("main.go"), "package main\n");
-    write(&ctx_dir.join("go.mod"), "module x\n");
-    write(&ctx_dir.join("src/a.txt"), "a");
-    write(&ctx_dir.join("src/sub/b.txt"), "b");
-    fs::set_permissions(ctx_dir.join("main.go"), fs::Permissions::from_mode(0o640)).unwrap();
-    Fixture {
-        _tmp: tmp,
-        ctx_dir,
-        rootfs,
-    }
-}
-
-fn run(f: &Fixture, c: &Copy, workdir: &str) -> Result<cairn_build::copy::CopyStats, CopyError> {
-    let ctx = BuildContext::open(&f.ctx_dir, None).unwrap();
-    let req = CopyRequest {
-        copy: c,
-        workdir,
-        owner: None,
-    };
-    apply(&req, &SourceRoot::Context(&ctx), &f.rootfs)
+fn run(f: &Dirs, c: &Copy, workdir: &str) -> Result<cairn_build::copy::CopyStats, CopyError> {
+    apply_in(&f.ctx, c, workdir, &f.rootfs)
 }
 
 #[test]
@@ -163,7 +124,7 @@ fn missing_source_names_the_file() {
     let e = run(&f, &copy(&["main.go/x"], "/app/"), "/").unwrap_err();
     assert!(matches!(e, CopyError::NotInContext { .. }), "{e}");
     // `..` cannot leave the context: it is taken from the context root.
-    write(&f.ctx_dir.join("../outside.txt"), "secret");
+    write(&f.ctx.join("../outside.txt"), "secret");
     let e = run(&f, &copy(&["../outside.txt"], "/app/"), "/").unwrap_err();
     assert!(matches!(e, CopyError::NotInContext { .. }));
 }
@@ -178,11 +139,7 @@ fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
     assert_eq!(mode(&f.rootfs.join("m/sub")), 0o700);
     let mut c = copy(&["src"], "/s");
     c.chmod = Some(Chmod::Symbolic("u+x,go-r".into()));
-    fs::set_permissions(
-        f.ctx_dir.join("src/a.txt"),
-        fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    fs::set_permissions(f.ctx.join("src/a.txt"), fs::Permissions::from_mode(0o644)).unwrap();
     run(&f, &c, "/").unwrap();
     assert_eq!(mode(&f.rootfs.join("s/a.txt")), 0o700);
     let mut c = copy(&["main.go"], "/bad");
@@ -197,7 +154,7 @@ fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
 #[test]
 fn chown_applies_to_entries_and_created_parents() {
     let f = fixture();
-    let ctx = BuildContext::open(&f.ctx_dir, None).unwrap();
+    let ctx = BuildContext::open(&f.ctx, None).unwrap();
     let c = copy(&["src"], "/deep/er/");
     let req = CopyRequest {
         copy: &c,
@@ -233,11 +190,7 @@ fn from_dir_keeps_owner_and_mode() {
     symlink("tool", stage.join("usr/bin/alias")).unwrap();
     fs::hard_link(stage.join("usr/bin/tool"), stage.join("usr/bin/tool2")).unwrap();
     let c = copy(&["/usr/bin"], "/opt/bin");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let stats = apply(&req, &SourceRoot::Dir(&stage), &f.rootfs).unwrap();
     let t = f.rootfs.join("opt/bin/tool");
     let m = fs::metadata(&t).unwrap();
@@ -251,11 +204,7 @@ fn from_dir_keeps_owner_and_mode() {
     assert_eq!(stats.hardlinks, 1);
     // A missing --from source has its own message.
     let c = copy(&["/nope"], "/x/");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let e = apply(&req, &SourceRoot::Dir(&stage), &f.rootfs).unwrap_err();
     assert!(matches!(e, CopyError::NotInSource { .. }));
 }
@@ -263,9 +212,9 @@ fn from_dir_keeps_owner_and_mode() {
 #[test]
 fn top_level_symlink_followed_inner_symlinks_copied() {
     let f = fixture();
-    symlink("main.go", f.ctx_dir.join("link.go")).unwrap();
-    symlink("a.txt", f.ctx_dir.join("src/inner")).unwrap();
-    symlink("/etc/passwd", f.ctx_dir.join("abs")).unwrap();
+    symlink("main.go", f.ctx.join("link.go")).unwrap();
+    symlink("a.txt", f.ctx.join("src/inner")).unwrap();
+    symlink("/etc/passwd", f.ctx.join("abs")).unwrap();
     run(&f, &copy(&["link.go"], "/l/"), "/").unwrap();
     let t = f.rootfs.join("l/link.go");
     assert!(
@@ -314,32 +263,28 @@ fn destination_symlinks_never_leave_the_rootfs() {
 #[test]
 fn digest_covers_content_not_mtime() {
     let f = fixture();
-    let ctx = BuildContext::open(&f.ctx_dir, None).unwrap();
+    let ctx = BuildContext::open(&f.ctx, None).unwrap();
     let c = copy(&["src", "*.go"], "/app/");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let d1 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
     assert!(d1.starts_with("sha256:") && d1.len() == 71);
     // Touching (same content) does not change it.
     let later = fs::File::options()
         .write(true)
-        .open(f.ctx_dir.join("src/a.txt"))
+        .open(f.ctx.join("src/a.txt"))
         .unwrap();
     later
         .set_modified(std::time::SystemTime::UNIX_EPOCH)
         .unwrap();
     assert_eq!(inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap(), d1);
     // A file the step does not select does not change it.
-    write(&f.ctx_dir.join("README.md"), "docs");
+    write(&f.ctx.join("README.md"), "docs");
     assert_eq!(inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap(), d1);
     // Content, mode and flags do.
-    write(&f.ctx_dir.join("src/sub/b.txt"), "B");
+    write(&f.ctx.join("src/sub/b.txt"), "B");
     let d2 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
     assert_ne!(d2, d1);
-    fs::set_permissions(f.ctx_dir.join("main.go"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(f.ctx.join("main.go"), fs::Permissions::from_mode(0o755)).unwrap();
     let d3 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
     assert_ne!(d3, d2);
     let req2 = CopyRequest {
@@ -355,8 +300,8 @@ fn digest_covers_content_not_mtime() {
 #[test]
 fn directory_copy_destination_is_created_like_a_parent() {
     let f = fixture();
-    fs::set_permissions(f.ctx_dir.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
-    fs::set_permissions(f.ctx_dir.join("src/sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(f.ctx.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(f.ctx.join("src/sub"), fs::Permissions::from_mode(0o750)).unwrap();
     run(&f, &copy(&["src"], "/newdir"), "/").unwrap();
     // As BuildKit: the destination is made like any missing parent, nested dirs keep their mode.
     assert_eq!(mode(&f.rootfs.join("newdir")), 0o755);
@@ -377,7 +322,7 @@ fn directory_copy_destination_is_created_like_a_parent() {
 #[test]
 fn xattrs_are_kept_when_the_filesystem_allows() {
     let f = fixture();
-    let src = f.ctx_dir.join("main.go");
+    let src = f.ctx.join("main.go");
     if rustix::fs::lsetxattr(&src, "user.cairn", b"v1", rustix::fs::XattrFlags::empty()).is_err() {
         eprintln!("user xattrs unsupported here; nothing to check");
         return;
@@ -394,7 +339,7 @@ fn merged_usr_symlinks_in_the_destination_are_followed_inside_the_root() {
     // Debian's merged /usr: /lib -> usr/lib. A source tree with lib/ lands in /usr/lib.
     fs::create_dir_all(f.rootfs.join("usr/lib")).unwrap();
     symlink("usr/lib", f.rootfs.join("lib")).unwrap();
-    write(&f.ctx_dir.join("tree/lib/libx.so"), "elf");
+    write(&f.ctx.join("tree/lib/libx.so"), "elf");
     run(&f, &copy(&["tree"], "/"), "/").unwrap();
     assert!(fs::symlink_metadata(f.rootfs.join("lib"))
         .unwrap()
@@ -407,7 +352,7 @@ fn merged_usr_symlinks_in_the_destination_are_followed_inside_the_root() {
     // The same with an absolute link to the host's /usr/lib: still the rootfs's.
     fs::remove_file(f.rootfs.join("lib")).unwrap();
     symlink("/usr/lib", f.rootfs.join("lib")).unwrap();
-    write(&f.ctx_dir.join("tree/lib/liby.so"), "elf2");
+    write(&f.ctx.join("tree/lib/liby.so"), "elf2");
     run(&f, &copy(&["tree"], "/"), "/").unwrap();
     assert_eq!(
         fs::read_to_string(f.rootfs.join("usr/lib/liby.so")).unwrap(),
@@ -441,11 +386,7 @@ fn from_dir_copies_devices_and_fifos() {
     )
     .unwrap();
     let c = copy(&["/dev"], "/dev");
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let stats = apply(&req, &SourceRoot::Dir(&stage), &f.rootfs).unwrap();
     assert_eq!(stats.other, 2);
     let m = fs::symlink_metadata(f.rootfs.join("dev/null")).unwrap();

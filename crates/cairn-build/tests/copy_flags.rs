@@ -1,62 +1,19 @@
 //! COPY flags and forms: `--parents` (with the `/./` pivot and globs), `--exclude`, heredocs.
 //! Needs root (COPY chowns to root).
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 
 use cairn_build::context::BuildContext;
-use cairn_build::copy::{apply, inputs_digest, CopyError, CopyRequest, SourceRoot};
+use cairn_build::copy::{inputs_digest, CopyError, SourceRoot};
 use cairn_dockerfile::{Chmod, Copy, Heredoc};
+use common::{apply_in, copy, files, request, write, Dirs};
 
-fn copy(sources: &[&str], dest: &str) -> Copy {
-    Copy {
-        add: false,
-        from: None,
-        sources: sources.iter().map(|s| s.to_string()).collect(),
-        heredocs: Vec::new(),
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
-}
-
-fn files(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if fs::symlink_metadata(&p).unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if root.exists() {
-        walk(root, root, &mut out);
-    }
-    out.sort();
-    out
-}
-
-struct Fx {
-    _t: tempfile::TempDir,
-    ctx: std::path::PathBuf,
-    rootfs: std::path::PathBuf,
-}
-
-fn fx() -> Fx {
-    let t = tempfile::tempdir().unwrap();
-    let ctx = t.path().join("ctx");
-    let rootfs = t.path().join("rootfs");
-    for f in [
+fn fx() -> Dirs {
+    let f = Dirs::new();
+    for p in [
         "a/b/c.txt",
         "a/d.txt",
         "a/b/e.go",
@@ -65,22 +22,13 @@ fn fx() -> Fx {
         "top.txt",
         "top.go",
     ] {
-        let p = ctx.join(f);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, f).unwrap();
+        write(&f.ctx.join(p), p);
     }
-    fs::create_dir_all(&rootfs).unwrap();
-    Fx { _t: t, ctx, rootfs }
+    f
 }
 
-fn run(f: &Fx, c: &Copy) -> Result<(), CopyError> {
-    let ctx = BuildContext::open(&f.ctx, None).unwrap();
-    let req = CopyRequest {
-        copy: c,
-        workdir: "/",
-        owner: None,
-    };
-    apply(&req, &SourceRoot::Context(&ctx), &f.rootfs).map(|_| ())
+fn run(f: &Dirs, c: &Copy) -> Result<(), CopyError> {
+    apply_in(&f.ctx, c, "/", &f.rootfs).map(|_| ())
 }
 
 #[test]
@@ -142,11 +90,7 @@ fn exclude_drops_matching_entries() {
     let ctx = BuildContext::open(&f.ctx, None).unwrap();
     let mut c = copy(&["."], "/h/");
     c.exclude = vec!["top.txt".into()];
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let d1 = inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap();
     fs::write(f.ctx.join("top.txt"), "changed").unwrap();
     assert_eq!(inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap(), d1);

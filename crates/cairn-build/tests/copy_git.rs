@@ -1,6 +1,8 @@
 //! `ADD <git url>#ref:subdir`: a repository served over (dumb) HTTP by the test on 127.0.0.1.
 //! Needs the `git` command, and root (chown).
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -10,8 +12,9 @@ use std::process::Command;
 use std::thread;
 
 use cairn_build::context::BuildContext;
-use cairn_build::copy::{apply, inputs_digest, CopyRequest, SourceRoot};
+use cairn_build::copy::{apply, inputs_digest, SourceRoot};
 use cairn_dockerfile::Copy;
+use common::{add, request, Dirs};
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
@@ -70,24 +73,6 @@ fn serve_dir(dir: PathBuf) -> String {
     format!("http://{addr}")
 }
 
-fn add(src: &str, dest: &str) -> Copy {
-    Copy {
-        add: true,
-        from: None,
-        sources: vec![src.to_string()],
-        heredocs: Vec::new(),
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
-}
-
 #[test]
 fn add_git_checkout_at_ref_and_subdir() {
     let t = tempfile::tempdir().unwrap();
@@ -110,22 +95,16 @@ fn add_git_checkout_at_ref_and_subdir() {
     git(&srv.join("repo.git"), &["update-server-info"]);
     let base = serve_dir(srv);
 
-    let ctx_dir = t.path().join("ctx");
-    let rootfs = t.path().join("rootfs");
-    fs::create_dir_all(&ctx_dir).unwrap();
-    fs::create_dir_all(&rootfs).unwrap();
+    let d = Dirs::new();
+    let (ctx_dir, rootfs) = (d.ctx.clone(), d.rootfs.clone());
     let ctx = BuildContext::open(&ctx_dir, None).unwrap();
     let run = |c: &Copy| {
-        let req = CopyRequest {
-            copy: c,
-            workdir: "/",
-            owner: None,
-        };
+        let req = request(c, "/");
         apply(&req, &SourceRoot::Context(&ctx), &rootfs).unwrap();
         inputs_digest(&req, &SourceRoot::Context(&ctx)).unwrap()
     };
 
-    let d_v1 = run(&add(&format!("{base}/repo.git#v1"), "/app"));
+    let d_v1 = run(&add(&[&format!("{base}/repo.git#v1")], "/app"));
     assert_eq!(
         fs::read_to_string(rootfs.join("app/README")).unwrap(),
         "v1\n"
@@ -142,14 +121,14 @@ fn add_git_checkout_at_ref_and_subdir() {
     );
     assert!(!rootfs.join("app/.git").exists());
 
-    let d_head = run(&add(&format!("{base}/repo.git"), "/head/"));
+    let d_head = run(&add(&[&format!("{base}/repo.git")], "/head/"));
     assert_eq!(
         fs::read_to_string(rootfs.join("head/README")).unwrap(),
         "v2\n"
     );
     assert_ne!(d_v1, d_head, "the digest follows the commit");
 
-    run(&add(&format!("{base}/repo.git#v1:sub"), "/only-sub"));
+    run(&add(&[&format!("{base}/repo.git#v1:sub")], "/only-sub"));
     assert_eq!(
         fs::read_to_string(rootfs.join("only-sub/a.txt")).unwrap(),
         "a\n"
@@ -166,20 +145,16 @@ fn add_git_checkout_at_ref_and_subdir() {
             .stdout,
     )
     .unwrap();
-    let mut c = add(&format!("{base}/repo.git#v1"), "/sum");
+    let mut c = add(&[&format!("{base}/repo.git#v1")], "/sum");
     c.checksum = Some(head.trim()[..12].to_string());
     run(&c);
     assert!(rootfs.join("sum/README").is_file());
     c.checksum = Some("0123456789ab".into());
-    let req = CopyRequest {
-        copy: &c,
-        workdir: "/",
-        owner: None,
-    };
+    let req = request(&c, "/");
     let e = apply(&req, &SourceRoot::Context(&ctx), &rootfs).unwrap_err();
     assert!(e.to_string().contains("checksum mismatch"), "{e}");
 
-    let mut c = add(&format!("{base}/repo.git#main"), "/kg");
+    let mut c = add(&[&format!("{base}/repo.git#main")], "/kg");
     c.keep_git_dir = true;
     run(&c);
     assert!(rootfs.join("kg/.git").is_dir());
