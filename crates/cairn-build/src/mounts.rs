@@ -153,15 +153,7 @@ pub(super) fn run_mount(
                     let ctx = s.context.ok_or_else(|| {
                         s.step_error(step, "no build context for the bind mount".into())
                     })?;
-                    let rel = join_inside(Path::new(""), &sub).ok_or_else(|| {
-                        s.step_error(step, format!("bind source {sub:?} is outside the context"))
-                    })?;
-                    if !rel.as_os_str().is_empty() && ctx.is_ignored(&rel) {
-                        return Err(s.step_error(
-                            step,
-                            format!("bind source {sub:?} is excluded by .dockerignore"),
-                        ));
-                    }
+                    context_source(s, step, ctx, &sub)?;
                     if *rw {
                         // Writes to a bind mount are discarded, never made to the context: the
                         // step writes to an overlay over it, dropped afterwards.
@@ -276,7 +268,7 @@ pub(super) fn run_mount(
             // container never touches the host's socket.
             let dir = s.tempdir()?;
             let sock = dir.path().join("agent.sock");
-            let proxy = SshProxy::start(&sock, agent.clone()).map_err(io_err(&sock))?;
+            let proxy = SshProxy::start(&sock, agent.clone(), dir).map_err(io_err(&sock))?;
             fs::set_permissions(&sock, fs::Permissions::from_mode(mode.unwrap_or(0o600)))
                 .map_err(io_err(&sock))?;
             std::os::unix::fs::chown(&sock, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
@@ -293,10 +285,45 @@ pub(super) fn run_mount(
                 target: t,
             });
             x.held.ssh.push(proxy);
-            x.keep_dirs.push(dir);
         }
     }
     Ok(())
+}
+
+/// Refuses a context bind source that leaves the context before the step's cache key digests
+/// it (the digest would report a confusing COPY error, or follow a link out of the context).
+pub(super) fn check_bind_source(s: &Solver<'_>, step: &Step, m: &Mount) -> Result<()> {
+    if let Mount::Bind {
+        source,
+        from: None | Some(Source::Context),
+        ..
+    } = m
+    {
+        if let Some(ctx) = s.context {
+            context_source(s, step, ctx, source.as_deref().unwrap_or("."))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a bind source in the build context: inside it (no `..` out, no link out), not
+/// excluded by .dockerignore. Returns the resolved path.
+fn context_source(
+    s: &Solver<'_>,
+    step: &Step,
+    ctx: &crate::context::BuildContext,
+    sub: &str,
+) -> Result<PathBuf> {
+    let rel = join_inside(Path::new(""), sub)
+        .ok_or_else(|| s.step_error(step, format!("bind source {sub:?} is outside the context")))?;
+    if !rel.as_os_str().is_empty() && ctx.is_ignored(&rel) {
+        return Err(s.step_error(
+            step,
+            format!("bind source {sub:?} is excluded by .dockerignore"),
+        ));
+    }
+    resolve_source(ctx.root(), sub, true)
+        .map_err(|why| s.step_error(step, format!("bind source {sub:?}: {why} (in the context)")))
 }
 
 /// Fills a new cache directory from `source` of `from` (`--mount=type=cache,from=…,source=…`).
@@ -443,22 +470,36 @@ fn push_components(pending: &mut Vec<std::ffi::OsString>, p: &Path) {
 
 /// A unix socket that forwards every connection to an ssh agent's socket, while the step runs.
 struct SshProxy {
-    path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The directory of the socket, removed once the proxy has stopped.
+    _dir: Option<tempfile::TempDir>,
 }
 
+/// How often the proxy's accept loop looks at its stop flag.
+const SSH_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl SshProxy {
-    fn start(path: &Path, agent: PathBuf) -> std::io::Result<SshProxy> {
+    /// Listens on `path` (in `dir`, kept until the proxy stops) and forwards to `agent`.
+    fn start(path: &Path, agent: PathBuf, dir: tempfile::TempDir) -> std::io::Result<SshProxy> {
         let listener = UnixListener::bind(path)?;
+        // Polled, not blocking: stopping must not depend on the socket still being reachable.
+        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
+            while !flag.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    // Nothing waiting (or a client gone before we took it).
+                    Err(_) => {
+                        std::thread::sleep(SSH_POLL);
+                        continue;
+                    }
+                };
+                if client.set_nonblocking(false).is_err() {
+                    continue;
                 }
-                let Ok(client) = conn else { continue };
                 let agent = agent.clone();
                 // One pair of pumps per connection; they end when either side closes, which
                 // the end of the step guarantees (its processes are killed).
@@ -470,9 +511,9 @@ impl SshProxy {
             }
         });
         Ok(SshProxy {
-            path: path.to_path_buf(),
             stop,
             thread: Some(thread),
+            _dir: Some(dir),
         })
     }
 }
@@ -480,8 +521,6 @@ impl SshProxy {
 impl Drop for SshProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so that it sees the flag.
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -573,7 +612,8 @@ mod tests {
             c.write_all(&buf).unwrap();
         });
         let proxy_path = tmp.path().join("proxy");
-        let proxy = SshProxy::start(&proxy_path, agent_path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = SshProxy::start(&proxy_path, agent_path, dir).unwrap();
         let mut c = UnixStream::connect(&proxy_path).unwrap();
         c.write_all(b"hello").unwrap();
         let mut got = Vec::new();

@@ -667,6 +667,7 @@ impl<'a> Solver<'a> {
                 inputs.push(format!("network={:?}", self.network(run.network.as_ref())));
                 for m in &run.mounts {
                     if let Mount::Bind { source, from, .. } = m {
+                        mounts::check_bind_source(self, step, m)?;
                         let src = source.clone().unwrap_or_else(|| ".".into());
                         inputs.push(self.source_digest(step, from.as_ref(), |ctx| {
                             let c = synthetic_copy(&src);
