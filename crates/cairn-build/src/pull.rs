@@ -40,6 +40,14 @@ impl BaseResolver for RegistryResolver<'_> {
                     .map_err(|e| Error::Other(format!("--platform {p}: {e}")))?,
             );
         }
+        // The store first, by the reference as written: it also knows image IDs and ID
+        // prefixes, which a registry would take for repository names. With a platform asked
+        // for, pull_if_missing checks the stored image is that platform.
+        if !self.always_pull && platform.is_none() {
+            if let Some(img) = StoreResolver::new(self.store).resolve(reference, None)? {
+                return Ok(Some(img));
+            }
+        }
         let _guard = self.pulling.lock().unwrap_or_else(|e| e.into_inner());
         let pulled = if self.always_pull {
             cairn_registry::pull(self.store, reference, &opts)
