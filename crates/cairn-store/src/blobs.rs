@@ -64,6 +64,16 @@ impl WritebackFile {
     }
 }
 
+/// Flushes a [`Store::blob_writer`] buffer and gives back the file; an error names `tmp`.
+pub(crate) fn unbuffer(w: io::BufWriter<WritebackFile>, tmp: &TempFile) -> Result<fs::File> {
+    Ok(w.into_inner()
+        .map_err(|e| Error::Io {
+            path: tmp.path.clone(),
+            source: e.into_error(),
+        })?
+        .into_inner())
+}
+
 impl Write for WritebackFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
@@ -131,24 +141,11 @@ impl Store {
         if let Some(e) = expected {
             check_digest(e)?;
         }
-        let mut tmp = TempFile::new(&self.tmp_dir(), "blob")?;
-        let file = tmp
-            .file
-            .take()
-            .ok_or_else(|| Error::Other("temp file gone".into()))?;
-        let mut w = HashingWriter::new(io::BufWriter::with_capacity(
-            256 * 1024,
-            WritebackFile::new(file),
-        ));
+        let (tmp, buf) = self.blob_writer("blob")?;
+        let mut w = HashingWriter::new(buf);
         io::copy(&mut reader, &mut w).map_err(io_err(&tmp.path))?;
         let (buf, digest, size) = w.finish();
-        let file = buf
-            .into_inner()
-            .map_err(|e| Error::Io {
-                path: tmp.path.clone(),
-                source: e.into_error(),
-            })?
-            .into_inner();
+        let file = unbuffer(buf, &tmp)?;
         if let Some(e) = expected {
             if *e != digest {
                 return Err(Error::DigestMismatch {
@@ -159,6 +156,20 @@ impl Store {
         }
         self.persist_blob(tmp, file, &digest)?;
         Ok((digest, size))
+    }
+
+    /// A temp file for a new blob (`what` names it), buffered and written back as it fills.
+    pub(crate) fn blob_writer(
+        &self,
+        what: &str,
+    ) -> Result<(TempFile, io::BufWriter<WritebackFile>)> {
+        let mut tmp = TempFile::new(&self.tmp_dir(), what)?;
+        let file = tmp
+            .file
+            .take()
+            .ok_or_else(|| Error::Other("temp file gone".into()))?;
+        let w = io::BufWriter::with_capacity(256 * 1024, WritebackFile::new(file));
+        Ok((tmp, w))
     }
 
     /// fsyncs `file` and renames its temp path to the blob path of `digest`.

@@ -265,13 +265,7 @@ impl Store {
                     .filter_map(|r| r.ok())
                     .map(|(_, v)| v.value().to_string())
                     .collect();
-                let all: Vec<String> = images
-                    .iter()
-                    .map_err(dbe)?
-                    .filter_map(|r| r.ok())
-                    .map(|(k, _)| k.value().to_string())
-                    .collect();
-                for id in all {
+                for id in keys(&images)? {
                     if !tagged.contains(&id) {
                         images.remove(id.as_str()).map_err(dbe)?;
                         rep.images.push(id);
@@ -299,13 +293,7 @@ impl Store {
                 }
             }
             if opts.build_cache {
-                let rest: Vec<String> = cache
-                    .iter()
-                    .map_err(dbe)?
-                    .filter_map(|r| r.ok())
-                    .map(|(k, _)| k.value().to_string())
-                    .collect();
-                for k in rest {
+                for k in keys(&cache)? {
                     cache.remove(k.as_str()).map_err(dbe)?;
                     rep.cache_entries += 1;
                 }
@@ -380,4 +368,16 @@ impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Self {
         Error::Db(e.to_string())
     }
+}
+
+/// Every key of `table`, in order (rows that cannot be read are passed over).
+fn keys<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+) -> Result<Vec<String>> {
+    Ok(table
+        .iter()
+        .map_err(dbe)?
+        .filter_map(|r| r.ok())
+        .map(|(k, _)| k.value().to_string())
+        .collect())
 }

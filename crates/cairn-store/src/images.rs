@@ -1,13 +1,13 @@
 //! Images: commit, resolve, tag, list, delete; and layer bookkeeping.
 
-use crate::blobs::{check_digest, TempFile, WritebackFile};
+use crate::blobs::{check_digest, unbuffer};
 use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, REPO_DIGESTS, TAGS};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 use crate::reference::{self, Reference};
 use crate::{canonical_json, Digest, Error, LayerDescriptor, Result, Store};
 use cairn_layer::{Compression, DiffSource, WriteOptions};
 use oci_spec::image::ImageConfiguration;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -103,20 +103,9 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<LayerDescriptor> {
         self.mark_in_use()?;
-        let mut tmp = TempFile::new(&self.tmp_dir(), "layer")?;
-        let file = tmp
-            .file
-            .take()
-            .ok_or_else(|| Error::Other("temp file gone".into()))?;
-        let mut w = io::BufWriter::with_capacity(256 * 1024, WritebackFile::new(file));
+        let (tmp, mut w) = self.blob_writer("layer")?;
         let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, opts, &mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::Io {
-                path: tmp.path.clone(),
-                source: e.into_error(),
-            })?
-            .into_inner();
+        let file = unbuffer(w, &tmp)?;
         self.persist_blob(tmp, file, &desc.digest)?;
         self.record_layer(
             &desc.digest,
@@ -391,20 +380,9 @@ impl Store {
         compression: Compression,
     ) -> Result<LayerDescriptor> {
         self.mark_in_use()?;
-        let mut tmp = TempFile::new(&self.tmp_dir(), "import")?;
-        let file = tmp
-            .file
-            .take()
-            .ok_or_else(|| Error::Other("temp file gone".into()))?;
-        let mut w = io::BufWriter::with_capacity(256 * 1024, WritebackFile::new(file));
+        let (tmp, mut w) = self.blob_writer("import")?;
         let (desc, stats) = cairn_layer::transcode_layer(reader, compression, &mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::Io {
-                path: tmp.path.clone(),
-                source: e.into_error(),
-            })?
-            .into_inner();
+        let file = unbuffer(w, &tmp)?;
         self.persist_blob(tmp, file, &desc.digest)?;
         self.record_layer(
             &desc.digest,
@@ -419,16 +397,7 @@ impl Store {
 
     /// The repository digests of image `id`, sorted.
     fn repo_digests_of(&self, id: &str) -> Result<Vec<String>> {
-        let r = self.db.begin_read().map_err(dbe)?;
-        let t = r.open_table(REPO_DIGESTS).map_err(dbe)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(dbe)? {
-            let (k, v) = row.map_err(dbe)?;
-            if v.value() == id {
-                out.push(k.value().to_string());
-            }
-        }
-        Ok(out)
+        self.keys_naming(REPO_DIGESTS, id)
     }
 
     /// Records that a registry served image `id` as `repo_digest` (`host/repo@sha256:…`, the
@@ -490,8 +459,13 @@ impl Store {
     }
 
     fn tags_of(&self, id: &str) -> Result<Vec<String>> {
+        self.keys_naming(TAGS, id)
+    }
+
+    /// The keys of `table` (name → image ID) whose value is `id`, in key order.
+    fn keys_naming(&self, table: TableDefinition<&str, &str>, id: &str) -> Result<Vec<String>> {
         let r = self.db.begin_read().map_err(dbe)?;
-        let t = r.open_table(TAGS).map_err(dbe)?;
+        let t = r.open_table(table).map_err(dbe)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(dbe)? {
             let (k, v) = row.map_err(dbe)?;
@@ -682,27 +656,19 @@ impl Store {
         {
             let mut images = w.open_table(IMAGES).map_err(dbe)?;
             images.remove(id).map_err(dbe)?;
-            let mut t = w.open_table(TAGS).map_err(dbe)?;
-            let names: Vec<String> = t
-                .iter()
-                .map_err(dbe)?
-                .filter_map(|r| r.ok())
-                .filter(|(_, v)| v.value() == id)
-                .map(|(k, _)| k.value().to_string())
-                .collect();
-            for n in names {
-                t.remove(n.as_str()).map_err(dbe)?;
-            }
-            let mut rd = w.open_table(REPO_DIGESTS).map_err(dbe)?;
-            let digests: Vec<String> = rd
-                .iter()
-                .map_err(dbe)?
-                .filter_map(|r| r.ok())
-                .filter(|(_, v)| v.value() == id)
-                .map(|(k, _)| k.value().to_string())
-                .collect();
-            for d in digests {
-                rd.remove(d.as_str()).map_err(dbe)?;
+            // Tags and repository digests naming the image go with it.
+            for table in [TAGS, REPO_DIGESTS] {
+                let mut t = w.open_table(table).map_err(dbe)?;
+                let names: Vec<String> = t
+                    .iter()
+                    .map_err(dbe)?
+                    .filter_map(|r| r.ok())
+                    .filter(|(_, v)| v.value() == id)
+                    .map(|(k, _)| k.value().to_string())
+                    .collect();
+                for n in names {
+                    t.remove(n.as_str()).map_err(dbe)?;
+                }
             }
         }
         self.write_index(&w)?;
