@@ -22,6 +22,7 @@ TOOL_TITLE = {"cairn": "cairn", "buildkit": "BuildKit", "buildah": "Buildah"}
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EX = os.path.join(REPO, "examples")
 
+# In the order they run: the cheap ones first, so that a run cut short still covers most shapes.
 # name: (description, source dir or generator, Dockerfile, --target, base images, file touched by
 # the one-file rebuild (relative to the context), cold runs in full mode, warm phases?)
 WORKLOADS = [
@@ -34,27 +35,27 @@ WORKLOADS = [
     dict(name="bigctx", desc="`COPY . .` of 20,000 small files + one 200 MB file on alpine "
          "(generated)", gen="bigctx", df="Dockerfile", bases=["alpine:latest"],
          touch="files/d00/f00000.txt", cold_full=3, warm=True),
-    dict(name="1.1-go-multi", desc="1.1 Go multi-stage (golang → alpine)", src="1.1-go",
-         df="Dockerfile", bases=["golang:1.21", "alpine:latest"], touch="main.go", cold_full=1,
-         warm=True),
-    dict(name="7.1-scratch", desc="7.1 Go API on scratch", src="7.1-go-api-scratch",
-         df="Dockerfile", bases=["golang:1.21-alpine"], touch="main.go", cold_full=1, warm=True),
-    dict(name="1.2-distroless", desc="1.2 Go on distroless", src="1.2-distroless",
-         df="Dockerfile.distroless", bases=["golang:1.21", "gcr.io/distroless/static-debian11"],
-         touch="main.go", cold_full=1, warm=True),
     dict(name="4.1-target-prod", desc="4.1 five named stages, --target production",
          src="4.1-named-stages", df="Dockerfile", target="production", bases=["node:18-alpine"],
          touch="src/server.js", cold_full=1, warm=True),
-    dict(name="7.2-fanin", desc="7.2 backend (Go) + frontend (npm) fan-in on alpine",
-         src="7.2-fullstack", df="Dockerfile",
-         bases=["golang:1.21-alpine", "node:18-alpine", "alpine:latest"],
-         touch="backend/main.go", cold_full=1, warm=True),
     dict(name="5.1-cache-mount", desc="5.1 npm with RUN --mount=type=cache", src="5.1-cache-mount",
          df="Dockerfile", bases=["node:18-alpine", "nginx:alpine"], touch="bench-touch.txt",
          cold_full=1, warm=True),
     dict(name="2.1-node-nginx", desc="2.1 Node build → nginx", src="2.1-react-nginx",
          df="Dockerfile", bases=["node:18", "nginx:alpine"], touch="bench-touch.txt",
          cold_full=1, warm=True),
+    dict(name="7.1-scratch", desc="7.1 Go API on scratch", src="7.1-go-api-scratch",
+         df="Dockerfile", bases=["golang:1.21-alpine"], touch="main.go", cold_full=1, warm=True),
+    dict(name="1.1-go-multi", desc="1.1 Go multi-stage (golang → alpine)", src="1.1-go",
+         df="Dockerfile", bases=["golang:1.21", "alpine:latest"], touch="main.go", cold_full=1,
+         warm=True),
+    dict(name="1.2-distroless", desc="1.2 Go on distroless", src="1.2-distroless",
+         df="Dockerfile.distroless", bases=["golang:1.21", "gcr.io/distroless/static-debian11"],
+         touch="main.go", cold_full=1, warm=True),
+    dict(name="7.2-fanin", desc="7.2 backend (Go) + frontend (npm) fan-in on alpine",
+         src="7.2-fullstack", df="Dockerfile",
+         bases=["golang:1.21-alpine", "node:18-alpine", "alpine:latest"],
+         touch="backend/main.go", cold_full=1, warm=True),
     dict(name="4.2-fanin", desc="4.2 backend (Go) + frontend (npm) fan-in", src="4.2-multi-from",
          df="Dockerfile", bases=["golang:1.21", "node:18", "alpine:latest"],
          touch="backend/main.go", cold_full=1, warm=True),
