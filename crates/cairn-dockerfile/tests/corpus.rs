@@ -1,4 +1,6 @@
-//! The table-driven corpus: each directory under `tests/corpus/` is a case with a `Dockerfile`,
+//! The table-driven corpus: each directory under `tests/corpus/` is a case with a `Dockerfile`
+//! (or a `source` file naming one by its path from the repository root, e.g.
+//! `examples/4.1-named-stages/Dockerfile`, so that the tutorial's files are tested as they are),
 //! an optional `args` file (`--target T`, `--build-arg K=V`, `--platform P`, `--build-platform P`,
 //! one per line), an optional `images` file (`REF env K=V` / `REF onbuild TRIGGER` lines: what
 //! the base-image lookup answers), and the expected `outline.txt` or `error.txt`.
@@ -9,8 +11,26 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+/// The case's Dockerfile: its own, or the one its `source` file names.
+fn dockerfile_of(dir: &Path) -> String {
+    let own = dir.join("Dockerfile");
+    let Ok(source) = fs::read_to_string(dir.join("source")) else {
+        return fs::read_to_string(&own).expect("Dockerfile");
+    };
+    assert!(
+        !own.exists(),
+        "{}: a Dockerfile and a source file: one or the other",
+        dir.display()
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(source.trim());
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: source {}: {e}", dir.display(), path.display()))
+}
+
 fn run_case(dir: &Path) -> String {
-    let text = fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
+    let text = dockerfile_of(dir);
     let mut opts = PlanOptions {
         target_platform: Some("linux/amd64".into()),
         build_platform: Some("linux/amd64".into()),
