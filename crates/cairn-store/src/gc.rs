@@ -167,22 +167,10 @@ impl Store {
         for d in present.difference(&live) {
             rep.garbage.push(format!("unreferenced blob {d}"));
         }
-        {
-            let r = self.db.begin_read().map_err(dbe)?;
-            for row in r
-                .open_table(CACHE_BLOBS)
-                .map_err(dbe)?
-                .iter()
-                .map_err(dbe)?
-            {
-                let (k, v) = row.map_err(dbe)?;
-                let blobs: Vec<Digest> = serde_json::from_slice(v.value()).unwrap_or_default();
-                if let Some(b) = blobs.iter().find(|b| !present.contains(*b)) {
-                    rep.garbage.push(format!(
-                        "build cache entry {} needs missing blob {b}",
-                        k.value()
-                    ));
-                }
+        for (k, blobs) in self.cache_blob_lists()? {
+            if let Some(b) = blobs.iter().find(|b| !present.contains(*b)) {
+                rep.garbage
+                    .push(format!("build cache entry {k} needs missing blob {b}"));
             }
         }
         let live_diffs: HashSet<String> = self
@@ -211,18 +199,27 @@ impl Store {
             live.insert(m.manifest_digest);
             live.extend(m.layers.into_iter().map(|l| l.digest));
         }
+        for (_, blobs) in self.cache_blob_lists()? {
+            live.extend(blobs);
+        }
+        Ok(live)
+    }
+
+    /// Each build cache entry's key and the blobs it needs (none where the list does not parse).
+    fn cache_blob_lists(&self) -> Result<Vec<(String, Vec<Digest>)>> {
         let r = self.db.begin_read().map_err(dbe)?;
+        let mut out = Vec::new();
         for row in r
             .open_table(CACHE_BLOBS)
             .map_err(dbe)?
             .iter()
             .map_err(dbe)?
         {
-            let (_, v) = row.map_err(dbe)?;
+            let (k, v) = row.map_err(dbe)?;
             let blobs: Vec<Digest> = serde_json::from_slice(v.value()).unwrap_or_default();
-            live.extend(blobs);
+            out.push((k.value().to_string(), blobs));
         }
-        Ok(live)
+        Ok(out)
     }
 
     /// Removes what nothing references: untagged images (if asked), cache entries whose blobs

@@ -1,6 +1,6 @@
 //! Images: commit, resolve, tag, list, delete; and layer bookkeeping.
 
-use crate::blobs::{check_digest, unbuffer};
+use crate::blobs::{check_digest, unbuffer, WritebackFile};
 use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, REPO_DIGESTS, TAGS};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 use crate::reference::{self, Reference};
@@ -102,17 +102,30 @@ impl Store {
         compression: Compression,
         opts: &WriteOptions,
     ) -> Result<LayerDescriptor> {
+        self.layer_blob("layer", |w| {
+            let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, opts, w)?;
+            Ok((desc, stats.content_size, stats.tar_size))
+        })
+    }
+
+    /// Writes a layer blob with `write` (which gives back the descriptor, the content size and
+    /// the tar size), commits it (fsynced, renamed into place) and records its sizes.
+    fn layer_blob(
+        &self,
+        what: &str,
+        write: impl FnOnce(&mut io::BufWriter<WritebackFile>) -> Result<(LayerDescriptor, u64, u64)>,
+    ) -> Result<LayerDescriptor> {
         self.mark_in_use()?;
-        let (tmp, mut w) = self.blob_writer("layer")?;
-        let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, opts, &mut w)?;
+        let (tmp, mut w) = self.blob_writer(what)?;
+        let (desc, content_size, tar_size) = write(&mut w)?;
         let file = unbuffer(w, &tmp)?;
         self.persist_blob(tmp, file, &desc.digest)?;
         self.record_layer(
             &desc.digest,
             &LayerInfo {
                 diff_id: desc.diff_id.clone(),
-                content_size: stats.content_size,
-                tar_size: stats.tar_size,
+                content_size,
+                tar_size,
             },
         )?;
         Ok(desc)
@@ -379,20 +392,10 @@ impl Store {
         reader: impl io::Read,
         compression: Compression,
     ) -> Result<LayerDescriptor> {
-        self.mark_in_use()?;
-        let (tmp, mut w) = self.blob_writer("import")?;
-        let (desc, stats) = cairn_layer::transcode_layer(reader, compression, &mut w)?;
-        let file = unbuffer(w, &tmp)?;
-        self.persist_blob(tmp, file, &desc.digest)?;
-        self.record_layer(
-            &desc.digest,
-            &LayerInfo {
-                diff_id: desc.diff_id.clone(),
-                content_size: stats.bytes,
-                tar_size: stats.tar_size,
-            },
-        )?;
-        Ok(desc)
+        self.layer_blob("import", |w| {
+            let (desc, stats) = cairn_layer::transcode_layer(reader, compression, w)?;
+            Ok((desc, stats.bytes, stats.tar_size))
+        })
     }
 
     /// The repository digests of image `id`, sorted.
