@@ -36,7 +36,8 @@ const MAX_LINKS: usize = 40;
 /// and stops the ssh agent proxies.
 #[derive(Default)]
 pub(super) struct Held {
-    caches: Vec<CacheMount>,
+    /// By cache id: a second mount of the same id in one RUN shares the first one's lock.
+    caches: Vec<(String, CacheMount)>,
     ssh: Vec<SshProxy>,
 }
 
@@ -106,13 +107,19 @@ pub(super) fn run_mount(
                 CacheSharing::Locked => CacheLock::Exclusive,
                 CacheSharing::Private => CacheLock::TryExclusive,
             };
-            // `locked` waits here, before the step takes a run slot.
-            let (dir, created) = match s.store.open_cache_mount(&id, lock)? {
-                Some(cm) => {
+            let already = x.held.caches.iter().find(|(i, _)| *i == id);
+            // `locked` waits here, before the step takes a run slot. The same id twice in one
+            // RUN is one user (locking it again would wait for ourselves).
+            let opened = match already {
+                Some((_, cm)) => Some((cm.dir.clone(), false)),
+                None => s.store.open_cache_mount(&id, lock)?.map(|cm| {
                     let r = (cm.dir.clone(), cm.created);
-                    x.held.caches.push(cm);
+                    x.held.caches.push((id.clone(), cm));
                     r
-                }
+                }),
+            };
+            let (dir, created) = match opened {
+                Some(r) => r,
                 None => {
                     // `private` and someone else has the cache: a fresh directory of our own,
                     // thrown away after the step (BuildKit makes a new empty mount).

@@ -653,3 +653,32 @@ fn exercise_5_1_the_second_build_reuses_the_cache_mount() {
         "the npm cache reached a layer"
     );
 }
+
+#[test]
+fn mounts_from_a_stage_seed_caches_and_discard_rw_writes() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS data\n\
+         RUN mkdir -p /data && echo seed > /data/f && echo orig > /data/g\n\
+         FROM busybox\n\
+         RUN --mount=type=cache,id=seeded,target=/s,from=data,source=/data cat /s/f > /seeded\n\
+         RUN --mount=type=bind,from=data,source=/data,target=/d,rw sh -c 'echo changed > /d/g; cat /d/g > /rw'\n\
+         RUN --mount=type=bind,from=data,source=/data,target=/d cat /d/g > /after\n\
+         RUN --mount=type=cache,id=twice,target=/t1,sharing=locked --mount=type=cache,id=twice,target=/t2,sharing=locked sh -c 'echo x > /t1/x && cat /t2/x > /twice'\n",
+    );
+    let (d, _) = env.build_to_dir("out", &[]);
+    assert_eq!(read(&d.join("seeded")).trim(), "seed");
+    assert_eq!(read(&d.join("rw")).trim(), "changed");
+    assert_eq!(
+        read(&d.join("after")).trim(),
+        "orig",
+        "rw writes reached the stage"
+    );
+    assert_eq!(read(&d.join("twice")).trim(), "x");
+    assert!(!d.join("data").exists() && !d.join("s").exists() && !d.join("d").exists());
+}
