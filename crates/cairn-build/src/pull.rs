@@ -1,12 +1,15 @@
 //! Base images from registries: the resolver `cairn build` uses, which reads the store and pulls
 //! what it lacks (or, with `--pull`, checks every tag against its registry again).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use cairn_store::Store;
 
 use crate::base::{base_from_record, BaseImage, BaseResolver, StoreResolver};
 use crate::error::{Error, Result};
+use crate::progress::Reporter;
 
 /// Resolves base images from the store, pulling those it does not have.
 pub struct RegistryResolver<'a> {
@@ -16,6 +19,8 @@ pub struct RegistryResolver<'a> {
     /// Serializes pulls: stages resolve their bases from several threads, and two pulls of the
     /// same image would download its layers twice.
     pulling: Mutex<()>,
+    /// Where pulls show as vertices of the build; without it, `opts`' own progress.
+    reporter: Option<&'a Reporter<'a>>,
 }
 
 impl<'a> RegistryResolver<'a> {
@@ -27,8 +32,91 @@ impl<'a> RegistryResolver<'a> {
             opts,
             always_pull,
             pulling: Mutex::new(()),
+            reporter: None,
         }
     }
+
+    /// Shows each pull as a vertex of the build reported by `reporter` (`[internal] pull X`,
+    /// one status line per layer), as BuildKit shows them.
+    pub fn with_reporter(mut self, reporter: &'a Reporter<'a>) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    fn pull(
+        &self,
+        reference: &str,
+        opts: &cairn_registry::PullOptions,
+    ) -> cairn_registry::Result<cairn_store::ImageRecord> {
+        if self.always_pull {
+            cairn_registry::pull(self.store, reference, opts)
+        } else {
+            cairn_registry::pull_if_missing(self.store, reference, opts)
+        }
+    }
+
+    /// [`Self::pull`] with its events relayed as status lines of a vertex. The registry calls
+    /// its progress function from its own threads and needs it `'static`, so lines travel
+    /// through a channel to a thread that borrows the reporter.
+    fn pull_reported(
+        &self,
+        reporter: &Reporter<'_>,
+        reference: &str,
+        mut opts: cairn_registry::PullOptions,
+    ) -> cairn_registry::Result<cairn_store::ImageRecord> {
+        let name = familiar(reference);
+        let v = reporter.start(format!("[internal] pull {name}"));
+        let (tx, rx) = mpsc::channel::<String>();
+        opts.registry.progress = Some(Arc::new(move |e: &cairn_registry::Event| {
+            if let Some(line) = status_line(&name, e) {
+                let _ = tx.send(line);
+            }
+        }));
+        let finished = AtomicBool::new(false);
+        let finished_ref = &finished;
+        let result = std::thread::scope(|s| {
+            s.spawn(move || loop {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(line) => reporter.status(v, line),
+                    // The sender may outlive the pull in a clone of the options: stop on the
+                    // flag, not only on disconnection.
+                    Err(mpsc::RecvTimeoutError::Timeout) if finished_ref.load(Ordering::SeqCst) => {
+                        break
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            });
+            let r = self.pull(reference, &opts);
+            drop(opts);
+            finished.store(true, Ordering::SeqCst);
+            r
+        });
+        match &result {
+            Ok(_) => reporter.done(v),
+            Err(e) => reporter.failed(v, e.to_string()),
+        }
+        result
+    }
+}
+
+/// The status line of an event of the pull of `name`, as BuildKit words them; None for byte
+/// counts.
+fn status_line(name: &str, e: &cairn_registry::Event) -> Option<String> {
+    use cairn_registry::Event as E;
+    let short = |d: &str| -> String { d.trim_start_matches("sha256:").chars().take(12).collect() };
+    Some(match e {
+        E::PullingFrom { .. } => format!("resolve {name}"),
+        E::AlreadyExists { digest } => format!("sha256:{} already exists", short(digest)),
+        E::PullComplete { digest } => format!("sha256:{} done", short(digest)),
+        E::Retrying {
+            digest,
+            attempt,
+            error,
+        } => format!("sha256:{} retrying ({attempt}): {error}", short(digest)),
+        E::Digest { digest } => format!("digest: {digest}"),
+        _ => return None,
+    })
 }
 
 impl BaseResolver for RegistryResolver<'_> {
@@ -49,10 +137,9 @@ impl BaseResolver for RegistryResolver<'_> {
             }
         }
         let _guard = self.pulling.lock().unwrap_or_else(|e| e.into_inner());
-        let pulled = if self.always_pull {
-            cairn_registry::pull(self.store, reference, &opts)
-        } else {
-            cairn_registry::pull_if_missing(self.store, reference, &opts)
+        let pulled = match self.reporter {
+            Some(r) => self.pull_reported(r, reference, opts),
+            None => self.pull(reference, &opts),
         };
         match pulled {
             Ok(record) => base_from_record(self.store, reference, &record).map(Some),

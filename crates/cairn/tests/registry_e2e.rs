@@ -1040,9 +1040,16 @@ fn build_pulls_base_images_the_store_lacks() {
     )
     .unwrap();
     let ctx = ctx.to_str().unwrap();
-    w.ok(
+    let out = w.cairn(
         "empty",
         &["build", "--progress", "plain", "-t", "out:1", ctx],
+    );
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    // The pull is a vertex of the build, one line per layer.
+    assert!(
+        progress.contains(&format!("[internal] pull {base}")) && progress.contains(" done\n"),
+        "{progress}"
     );
     let images = w.ok("empty", &["images", "--no-trunc"]);
     assert!(

@@ -224,7 +224,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         platform: None,
     };
     build_cache::import(&store, &cache_from, &pull_opts);
-    let resolver = RegistryResolver::new(&store, pull_opts, args.pull);
+    let resolver = RegistryResolver::new(&store, pull_opts, args.pull).with_reporter(&reporter);
     let inline_cache = cache_to.contains(&build_cache::CacheTo::Inline);
     let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|mut out| {
         if inline_cache {
