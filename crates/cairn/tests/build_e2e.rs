@@ -11,7 +11,7 @@ use std::fs;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{cairn_cmd, stderr, tar_dir, Cairn};
+use common::{cairn_cmd, output_with_stdin, stderr, tar_dir, Cairn};
 use serde_json::Value;
 
 fn can_run() -> bool {
@@ -479,21 +479,10 @@ fn heredocs_build_args_and_a_dockerfile_on_stdin() {
 
     // `cairn build - < Dockerfile`: no context (a heredoc COPY needs none), and -q prints only the
     // image ID.
-    let mut child = cairn_cmd(&env.root)
-        .args(["build", "-q", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"FROM busybox\nCOPY <<EOF /x\nfrom-stdin\nEOF\nRUN grep -q from-stdin /x\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        cairn_cmd(&env.root).args(["build", "-q", "-"]),
+        b"FROM busybox\nCOPY <<EOF /x\nfrom-stdin\nEOF\nRUN grep -q from-stdin /x\n",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -141,21 +141,12 @@ fn list_rules_names_every_rule() {
 
 #[test]
 fn the_dockerfile_can_come_on_stdin() {
-    use std::io::Write;
     let c = ctx("");
-    let mut child = common::cairn_cmd(&c.root)
-        .args(["check", "--no-build", "-f", "-"])
-        .arg(&c.ctx)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"FROM alpine:3.20\nMAINTAINER me\nUSER 1\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = common::output_with_stdin(
+        common::cairn_cmd(&c.root)
+            .args(["check", "--no-build", "-f", "-"])
+            .arg(&c.ctx),
+        b"FROM alpine:3.20\nMAINTAINER me\nUSER 1\n",
+    );
     assert!(stdout(&o).starts_with("WARN: MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)\n  at Dockerfile:2\n"), "{}", stdout(&o));
 }
