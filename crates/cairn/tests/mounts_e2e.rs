@@ -4,92 +4,46 @@
 //! These tests need root (overlay mounts and namespaces for RUN); CI runs as root. They are skipped
 //! with a message when not run as root, or when /bin/busybox (Debian's busybox-static) is missing.
 
-mod image_support;
+mod common;
 
 use std::fs;
 use std::io::Write;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use image_support::{busybox_tar, cairn};
+use common::Cairn;
 
 fn can_run() -> bool {
-    let root = fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        eprintln!("skipped: RUN --mount tests need root");
-        return false;
-    }
-    if !Path::new(image_support::BUSYBOX).exists() {
-        eprintln!("skipped: /bin/busybox (busybox-static) is missing");
-        return false;
-    }
-    true
+    common::can_run("RUN --mount tests need root")
 }
 
-/// A store with busybox imported, a context directory, and a place for outputs.
-struct Env {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-    ctx: PathBuf,
+/// The shared harness (a store with busybox imported, a context directory) with what these
+/// tests look at: exported file systems, layer contents, cache-mount directories.
+struct Env(Cairn);
+
+impl Deref for Env {
+    type Target = Cairn;
+    fn deref(&self) -> &Cairn {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("store");
-        let ctx = tmp.path().join("ctx");
-        fs::create_dir_all(&ctx).unwrap();
-        let tar = busybox_tar(&tmp.path().join("base"));
-        let env = Env { tmp, root, ctx };
-        env.ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
-        env
+        Env(Cairn::with_busybox())
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        cairn(&self.root).args(args).output().unwrap()
+        self.dir().join(rel)
     }
 
     fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
+        let out = self.cairn(args);
         assert!(
             out.status.success(),
             "cairn {args:?} failed:\n{}\n{}",
-            text(&out.stderr),
-            text(&out.stdout)
-        );
-        out
-    }
-
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.ctx.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-
-    /// `cairn build --progress=plain [extra] CTX`.
-    fn build(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["build", "--progress=plain"];
-        args.extend_from_slice(extra);
-        let ctx = self.ctx.to_str().unwrap().to_string();
-        args.push(&ctx);
-        self.run(&args)
-    }
-
-    fn ok_build(&self, extra: &[&str]) -> Output {
-        let out = self.build(extra);
-        assert!(
-            out.status.success(),
-            "build failed:\n{}\n{}",
             text(&out.stderr),
             text(&out.stdout)
         );
@@ -258,10 +212,8 @@ fn two_concurrent_builds(sharing: &str) -> Vec<(String, f64)> {
             ),
         )
         .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--root")
-            .arg(&env.root)
-            .args(["build", "--progress=plain", "--no-cache"])
+        let child = env
+            .command(&["build", "--progress=plain", "--no-cache"])
             .arg(&ctx)
             .stderr(std::process::Stdio::piped())
             .spawn()
