@@ -2,127 +2,59 @@
 //!
 //! Root: builds run RUN steps in namespaces (CI runs as root). Needs busybox-static.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn cairn(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A store with busybox imported as `busybox:test`, and a context dir.
-fn setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let tar = dir.join("busybox.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let root = dir.join("store");
-    let out = cairn(&root, &["import", tar.to_str().unwrap(), "busybox:test"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ctx = dir.join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    (root, ctx)
-}
+use common::{base_busybox_tar, stderr, stdout, Cairn};
 
 #[test]
 fn build_check_passes_warns_and_fails_on_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, ctx) = setup(dir.path());
-    let c = ctx.to_str().unwrap();
+    // A pinned tag: an unpinned base would be a second warning.
+    let c = Cairn::new();
+    c.import(base_busybox_tar(), "busybox:1", &[]);
 
     // Clean apart from a warning: exit 0, the warning shown; --check-error turns it into 1.
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox:test\nRUN echo hi > /hi\nUSER 1000\nCMD echo\n",
-    )
-    .unwrap();
-    let out = cairn(
-        &root,
-        &["build", "--progress", "quiet", "--check", "-t", "ok:1", c],
+    c.write(
+        "Dockerfile",
+        "FROM busybox:1\nRUN echo hi > /hi\nUSER 1000\nCMD echo\n",
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = c.build(&["--check", "-t", "ok:1"]);
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains("JSONArgsRecommended") && err.contains("Check complete: 0 errors, 1 warning"),
         "{err}"
     );
-    let out = cairn(&root, &["build", "--progress", "quiet", "--check-error", c]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = c.build(&["--check-error"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 
     // A private key left in a layer is an error: exit 1 even though the build succeeded.
-    std::fs::write(ctx.join("id_rsa"), "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox:test\nCOPY id_rsa /root/.ssh/id_rsa\nRUN rm /root/.ssh/id_rsa\nUSER 1000\n",
-    )
-    .unwrap();
-    let out = cairn(
-        &root,
-        &["build", "--progress", "quiet", "--check", "-t", "leak:1", c],
+    c.write(
+        "id_rsa",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n",
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    c.write(
+        "Dockerfile",
+        "FROM busybox:1\nCOPY id_rsa /root/.ssh/id_rsa\nRUN rm /root/.ssh/id_rsa\nUSER 1000\n",
+    );
+    let out = c.build(&["--check", "-t", "leak:1"]);
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("SecretInLayer"), "{err}");
     // Without --check the same build succeeds.
-    let out = cairn(&root, &["build", "--progress", "quiet", c]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(c.build(&[]).status.code(), Some(0));
 }
 
 #[test]
 fn history_layers_lists_each_layer_with_its_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, ctx) = setup(dir.path());
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox:test\nRUN head -c 50000 /dev/zero > /big && echo x > /small\nRUN rm /big\n",
-    )
-    .unwrap();
-    let out = cairn(
-        &root,
-        &[
-            "build",
-            "--progress",
-            "quiet",
-            "-t",
-            "layers:1",
-            ctx.to_str().unwrap(),
-        ],
+    let c = Cairn::with_busybox();
+    c.write(
+        "Dockerfile",
+        "FROM busybox\nRUN head -c 50000 /dev/zero > /big && echo x > /small\nRUN rm /big\n",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cairn(&root, &["history", "--layers", "layers:1"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.ok_build(&["-t", "layers:1"]);
+    let out = c.cairn(&["history", "--layers", "layers:1"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.starts_with("LAYER"), "{text}");
     assert!(text.contains("RUN /bin/sh -c head -c 50000"), "{text}");
     assert!(

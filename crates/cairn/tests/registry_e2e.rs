@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_store::{ImageRecord, Store};
-use common::{cairn_cmd, repo_root, tar_dir};
+use common::{cairn_cmd, repo_root};
 
 /// A registry of its own for one test; stopped on drop.
 struct Registry {
@@ -850,12 +850,7 @@ fn build_cache_travels_through_a_registry() {
 /// Imports a busybox rootfs (Debian's busybox-static) into store `root` as `tag`; returns the
 /// image ID.
 fn import_busybox(w: &World, root: &str, tag: &str) -> String {
-    let rootfs = w.tmp.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let tarball = w.tmp.path().join("busybox.tar");
-    tar_dir(&rootfs, &tarball);
+    let tarball = common::busybox_tar(&w.tmp.path().join("busybox"));
     w.ok(root, &["import", tarball.to_str().unwrap(), tag])
 }
 
