@@ -950,6 +950,24 @@ fn build_cache_shared_between_two_stores_through_a_registry() {
             .any(|(n, c)| n.contains("RUN sleep") && !c),
         "{stderr}"
     );
+    // mode=max carries the layer steps of both stages (RUN; COPY, RUN), mode=min the target's.
+    assert!(stderr.contains("#cache exported 3 entries"), "{stderr}");
+    let min = w.cairn(
+        "a",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--cache-to",
+            &format!("type=registry,ref={}/cache:min", reg.host()),
+            ctx,
+        ],
+    );
+    let min_err = String::from_utf8_lossy(&min.stderr);
+    assert!(
+        min.status.success() && min_err.contains("#cache exported 2 entries"),
+        "{min_err}"
+    );
 
     // Store b has the base image and nothing else: every step comes from the shared cache.
     w.ok("b", &["pull", &base]);
