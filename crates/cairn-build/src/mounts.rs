@@ -160,7 +160,32 @@ pub(super) fn run_mount(
                     let ctx = s.context.ok_or_else(|| {
                         s.step_error(step, "no build context for the bind mount".into())
                     })?;
-                    context_source(s, step, ctx, &sub)?;
+                    let resolved = context_source(s, step, ctx, &sub)?;
+                    if resolved.is_dir() && ctx.ignore_file().is_some() {
+                        // The files .dockerignore excludes are not part of the context that
+                        // BuildKit would send: the step sees a copy without them (a copy that
+                        // `rw` writes then change, thrown away after the step).
+                        let d = s.tempdir()?;
+                        let dest = d.path().join("src");
+                        fs::create_dir(&dest).map_err(io_err(&dest))?;
+                        let c = synthetic_copy(&sub);
+                        let req = CopyRequest {
+                            copy: &c,
+                            workdir: "/",
+                            owner: None,
+                        };
+                        copy::apply(&req, &SourceRoot::Context(ctx), &dest)
+                            .map_err(|e| s.step_error(step, format!("bind source {sub:?}: {e}")))?;
+                        x.keep_dirs.push(d);
+                        x.mounts.push(MountSpec {
+                            kind: MountKind::Bind {
+                                source: dest,
+                                readonly: !*rw,
+                            },
+                            target: abs(target)?,
+                        });
+                        return Ok(());
+                    }
                     if *rw {
                         // Writes to a bind mount are discarded, never made to the context: the
                         // step writes to an overlay over it, dropped afterwards.

@@ -273,17 +273,21 @@ fn bind_mounts_are_read_without_a_copy_and_rw_writes_are_discarded() {
     let env = Env::new();
     env.write("package.json", "{\"name\":\"PKG-ONE\"}\n");
     env.write("src/a.txt", "A\n");
+    // What .dockerignore excludes is not in the context, so not in a bind mount of it either.
+    env.write("src/skip.txt", "S\n");
+    env.write(".dockerignore", "src/skip.txt\n");
     env.write(
         "Dockerfile",
         "FROM busybox\n\
          WORKDIR /app\n\
          RUN --mount=type=bind,source=package.json,target=package.json cat package.json > /copied\n\
          RUN --mount=type=bind,target=/ctx,rw sh -c 'echo junk > /ctx/new && rm /ctx/package.json && ls /ctx > /listing'\n\
-         RUN --mount=type=bind,source=src,target=/deep/er/src sh -c 'cat /deep/er/src/a.txt > /a; touch /deep/er/src/x 2> /dev/null && echo rw > /ro || echo ro > /ro'\n",
+         RUN --mount=type=bind,source=src,target=/deep/er/src sh -c 'ls /deep/er/src > /src-listing; cat /deep/er/src/a.txt > /a; touch /deep/er/src/x 2> /dev/null && echo rw > /ro || echo ro > /ro'\n",
     );
     let (d, _) = env.build_to_dir("out1", &[]);
     assert_eq!(read(&d.join("copied")), "{\"name\":\"PKG-ONE\"}\n");
     assert_eq!(read(&d.join("a")), "A\n");
+    assert_eq!(read(&d.join("src-listing")), "a.txt\n");
     assert_eq!(
         read(&d.join("ro")).trim(),
         "ro",
