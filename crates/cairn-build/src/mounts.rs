@@ -397,17 +397,43 @@ fn seed_cache(
 }
 
 /// A 0700 temp dir for a secret: in /dev/shm (memory) when it can, else in the scratch dir.
+/// Its name carries our PID, so that the dirs of a cairn that was killed before it could remove
+/// them (SIGKILL, or the exit after Ctrl-C) are removed by the next build that uses a secret.
 fn secret_dir(s: &Solver<'_>) -> Result<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
+        sweep_dead_secret_dirs(shm);
         if let Ok(d) = tempfile::Builder::new()
-            .prefix("cairn-secret-")
+            .prefix(&format!("{SECRET_PREFIX}{}-", std::process::id()))
             .tempdir_in(shm)
         {
             return Ok(d);
         }
     }
     s.tempdir()
+}
+
+/// Prefix of the secret dirs in /dev/shm: `cairn-secret-<pid>-<random>`.
+const SECRET_PREFIX: &str = "cairn-secret-";
+
+fn sweep_dead_secret_dirs(shm: &Path) {
+    let Ok(entries) = fs::read_dir(shm) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(SECRET_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            // Best effort: another build may be sweeping the same dir.
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The absolute mount target for `t` in `workdir`; `None` when `..` climbs above `/`.
@@ -628,6 +654,23 @@ mod tests {
             .contains(".."));
         assert!(resolve_source(&root, "../x", false).is_err());
         assert_eq!(resolve_source(&root, "nope", true), Err("not found".into()));
+    }
+
+    #[test]
+    fn secret_dirs_of_dead_processes_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // PID 0 is never a process; ours is alive.
+        let dead = tmp.path().join(format!("{SECRET_PREFIX}0-abc"));
+        let alive = tmp
+            .path()
+            .join(format!("{SECRET_PREFIX}{}-abc", std::process::id()));
+        let other = tmp.path().join("something-else");
+        for d in [&dead, &alive, &other] {
+            fs::create_dir(d).unwrap();
+        }
+        // /proc/0 does not exist.
+        sweep_dead_secret_dirs(tmp.path());
+        assert!(!dead.exists() && alive.exists() && other.exists());
     }
 
     #[test]
