@@ -156,7 +156,16 @@ impl BaseResolver for RegistryResolver<'_> {
                  authorization: {e}",
                 familiar(reference)
             ))),
-            Err(e) => Err(Error::Other(format!("pulling {reference}: {e}"))),
+            Err(e) if self.always_pull => Err(Error::Other(format!(
+                "--pull: pulling {} failed: {e}",
+                familiar(reference)
+            ))),
+            // Offline, the likely fix is local: say so.
+            Err(e) => Err(Error::Other(format!(
+                "base image {} is not in the store and pulling it failed: {e} (or import it: \
+                 `cairn import ROOTFS.tar {reference}`, `cairn load`)",
+                familiar(reference)
+            ))),
         }
     }
 }
@@ -167,4 +176,82 @@ fn familiar(reference: &str) -> String {
     cairn_registry::Reference::parse(reference)
         .map(|r| r.familiar())
         .unwrap_or_else(|_| reference.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver(store: &Store, always_pull: bool) -> RegistryResolver<'_> {
+        let mut opts = cairn_registry::PullOptions::default();
+        // Port 1 on loopback refuses at once; no retries keep the test fast.
+        opts.registry.retries = 0;
+        RegistryResolver::new(store, opts, always_pull)
+    }
+
+    #[test]
+    fn store_first_then_registry_with_errors_that_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        });
+        let rec = store
+            .commit_image_json(&config, &[], &["127.0.0.1:1/local:1".into()])
+            .unwrap();
+
+        // In the store: by name and by ID prefix, no registry asked.
+        let r = resolver(&store, false);
+        let by_name = r.resolve("127.0.0.1:1/local:1", None).unwrap().unwrap();
+        assert_eq!(by_name.id, rec.id);
+        let prefix = &rec.id["sha256:".len()..][..12];
+        assert_eq!(r.resolve(prefix, None).unwrap().unwrap().id, rec.id);
+
+        // Missing, registry unreachable: the store and the import hint are named.
+        let err = r
+            .resolve("127.0.0.1:1/missing:1", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("127.0.0.1:1/missing:1 is not in the store")
+                && err.contains("cairn import"),
+            "{err}"
+        );
+        // --pull asks the registry even for what the store has.
+        let err = resolver(&store, true)
+            .resolve("127.0.0.1:1/local:1", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--pull: pulling 127.0.0.1:1/local:1 failed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pull_events_become_status_lines() {
+        use cairn_registry::Event as E;
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let line = |e: E| status_line("x:1", &e);
+        assert_eq!(
+            line(E::PullingFrom {
+                tag: "1".into(),
+                repository: "library/x".into()
+            }),
+            Some("resolve x:1".into())
+        );
+        assert_eq!(
+            line(E::PullComplete { digest: d.clone() }),
+            Some("sha256:abababababab done".into())
+        );
+        assert_eq!(
+            line(E::Progress {
+                digest: d,
+                current: 1,
+                total: 2
+            }),
+            None
+        );
+    }
 }
