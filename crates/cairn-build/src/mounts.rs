@@ -9,6 +9,11 @@
 //! its target lands in the rootfs diff, and the sandbox removes the mount points it had to
 //! create. What the cache key sees: a bind mount's source contents (in `Solver::step_inputs`);
 //! never a cache mount's contents, a secret's bytes or an ssh socket.
+//!
+//! Not done: `--security=insecure` is only gated (the sandbox has no privileged mode to grant
+//! all capabilities); `--ssh id=KEYFILE` is refused (it would need an agent of our own: the
+//! user runs `ssh-agent` + `ssh-add` and passes the socket); a bind of a context directory
+//! without .dockerignore rules is the context itself (read-only), with rules a filtered copy.
 
 use std::fs;
 use std::io::{Read, Write};
