@@ -161,10 +161,10 @@ impl BaseResolver for RegistryResolver<'_> {
                 familiar(reference)
             ))),
             // Offline, the likely fix is local: say so.
+            // Worded as the store resolver's error, which users and tests know.
             Err(e) => Err(Error::Other(format!(
-                "base image {} is not in the store and pulling it failed: {e} (or import it: \
-                 `cairn import ROOTFS.tar {reference}`, `cairn load`)",
-                familiar(reference)
+                "base image {reference:?} not found in the store, and pulling it failed: {e} \
+                 (or import it: `cairn import ROOTFS.tar {reference}`, `cairn load`)"
             ))),
         }
     }
@@ -214,7 +214,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("127.0.0.1:1/missing:1 is not in the store")
+            err.contains("\"127.0.0.1:1/missing:1\" not found in the store")
                 && err.contains("cairn import"),
             "{err}"
         );
