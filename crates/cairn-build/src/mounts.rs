@@ -10,8 +10,8 @@
 //! create. What the cache key sees: a bind mount's source contents (in `Solver::step_inputs`);
 //! never a cache mount's contents, a secret's bytes or an ssh socket.
 //!
-//! Not done: `--security=insecure` is only gated (the sandbox has no privileged mode to grant
-//! all capabilities); `--ssh id=KEYFILE` is refused (it would need an agent of our own: the
+//! `--security=insecure` (only with `--allow security.insecure`) keeps every capability.
+//! Not done: `--ssh id=KEYFILE` is refused (it would need an agent of our own: the
 //! user runs `ssh-agent` + `ssh-add` and passes the socket); a bind of a context directory
 //! without .dockerignore rules is the context itself (read-only), with rules a filtered copy.
 
@@ -52,7 +52,7 @@ pub(super) fn check_security(
     step: &Step,
     run: &cairn_dockerfile::Run,
 ) -> Result<()> {
-    if run.security.as_deref() != Some("insecure") {
+    if !insecure(run) {
         return Ok(());
     }
     if !s.req.allow_insecure {
@@ -62,13 +62,13 @@ pub(super) fn check_security(
                 .into(),
         ));
     }
-    // The sandbox has no privileged mode yet: say so rather than pretend.
-    s.reporter.warning(format!(
-        "{}:{}: --security=insecure is allowed, but the sandbox still runs the step with \
-         docker's default capabilities",
-        s.req.dockerfile_name, step.span.line
-    ));
     Ok(())
+}
+
+/// `RUN --security=insecure`: the step keeps every capability ([`check_security`] has refused it
+/// already unless the build allows it).
+pub(super) fn insecure(run: &cairn_dockerfile::Run) -> bool {
+    run.security.as_deref() == Some("insecure")
 }
 
 /// Turns one `RUN --mount` into sandbox mounts, adding to `x`.

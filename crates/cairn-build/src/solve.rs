@@ -883,6 +883,7 @@ impl<'a> Solver<'a> {
             mounts,
             tty: false,
             stdin: false,
+            privileged: mounts::insecure(run),
         };
         let mut tail = Tail::default();
         let code = {

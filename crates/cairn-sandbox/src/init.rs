@@ -165,7 +165,7 @@ fn join_and_exec(pid: u32, plan: &ContainerPlan, mut msg: File, mask: &SigSet) -
     // SAFETY: single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let code = match setup::restrict_capabilities(&LinuxSyscall) {
+            let code = match setup::restrict_capabilities(&LinuxSyscall, plan.privileged) {
                 Ok(()) => exec_process(plan, &mut msg),
                 Err(e) => fail(&mut msg, SETUP_FAILED, &e),
             };
@@ -225,7 +225,7 @@ fn pid1(plan: &ContainerPlan, mut msg: File, mask: &SigSet) -> i32 {
     if let Err(e) = setup::setup_rootfs(&sys, plan) {
         return fail(&mut msg, SETUP_FAILED, &e);
     }
-    if let Err(e) = setup::restrict_capabilities(&sys) {
+    if let Err(e) = setup::restrict_capabilities(&sys, plan.privileged) {
         return fail(&mut msg, SETUP_FAILED, &e);
     }
     // SAFETY: single-threaded.

@@ -185,6 +185,7 @@ pub fn run_with(
         mounts,
         tty: spec.tty,
         join: None,
+        privileged: spec.privileged,
     };
     let result = spawn_and_wait(&plan, spec.stdin, on_output, hooks);
     drop(stubs);
@@ -225,6 +226,7 @@ pub fn exec_in(
         mounts: Vec::new(),
         tty: spec.tty,
         join: Some(container_pid),
+        privileged: spec.privileged,
     };
     spawn_and_wait(&plan, spec.stdin, on_output, hooks)
 }

@@ -39,6 +39,9 @@ pub struct ContainerPlan {
     /// this host PID (an exec, e.g. a health check); `rootfs` and `mounts` are then unused.
     #[serde(default)]
     pub join: Option<u32>,
+    /// Keep every capability (see [`crate::ProcessSpec::privileged`]).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// A mount of a [`ContainerPlan`]: one of the user's [`MountSpec`]s or a generated /etc file.
@@ -490,8 +493,12 @@ pub fn setup_network(sys: &dyn Syscall, network: Network) -> SetupResult {
     }
 }
 
-/// PID 1 keeps root but only docker's default capabilities, for itself and what it forks.
-pub fn restrict_capabilities(sys: &dyn Syscall) -> SetupResult {
+/// PID 1 keeps root but only docker's default capabilities, for itself and what it forks; a
+/// privileged plan keeps them all.
+pub fn restrict_capabilities(sys: &dyn Syscall, privileged: bool) -> SetupResult {
+    if privileged {
+        return Ok(());
+    }
     ctx(sys.limit_bounding_set(&DEFAULT_CAPABILITIES), || {
         "limiting the bounding set".into()
     })?;
@@ -535,6 +542,7 @@ mod tests {
             mounts: vec![],
             tty: false,
             join: None,
+            privileged: false,
         }
     }
 
@@ -690,7 +698,7 @@ mod tests {
             ]
         );
         let sys = RecordingSyscall::default();
-        restrict_capabilities(&sys).unwrap();
+        restrict_capabilities(&sys, false).unwrap();
         assert_eq!(
             sys.calls(),
             vec![

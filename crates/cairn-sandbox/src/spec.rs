@@ -29,6 +29,10 @@ pub struct ProcessSpec {
     pub tty: bool,
     /// Give the process the caller's stdin (`-i`); otherwise it reads /dev/null.
     pub stdin: bool,
+    /// Keep every capability instead of docker's default set (`RUN --security=insecure`, which a
+    /// build grants only with `--allow security.insecure`).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// Network namespace of the process.

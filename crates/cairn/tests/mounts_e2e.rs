@@ -531,14 +531,22 @@ fn an_ssh_agent_socket_is_forwarded_and_insecure_needs_allow() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("not an agent socket"));
 
+    // Mounting a filesystem needs CAP_SYS_ADMIN, outside docker's default set: it works only in
+    // an insecure step, and only when the build allows it.
     env.write(
         "Dockerfile",
-        "FROM busybox\nRUN --security=insecure echo privileged > /p\n",
+        "FROM busybox\nRUN --security=insecure mkdir -p /m && mount -t tmpfs none /m && umount /m\n",
     );
     let out = env.build(&[]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--allow security.insecure"));
     env.ok_build(&["--allow", "security.insecure"]);
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /m && mount -t tmpfs none /m\n",
+    );
+    let out = env.build(&["--allow", "security.insecure"]);
+    assert!(!out.status.success(), "a plain RUN has no CAP_SYS_ADMIN");
 }
 
 #[test]

@@ -417,3 +417,15 @@ fn an_image_holding_the_same_layer_twice_runs() {
     let (code, out, err) = text(&f.cairn(&["run", "--rm", "dup:1", "cat", "/x"]));
     assert_eq!((code, out.as_str()), (0, "twice\n"), "{err}");
 }
+
+/// Mounting needs CAP_SYS_ADMIN: outside docker's default set, granted by `--privileged`.
+#[test]
+fn privileged_keeps_every_capability() {
+    let f = Fixture::new(json!({"Cmd": ["sh"]}));
+    let mount = ["sh", "-c", "mkdir -p /m && mount -t tmpfs none /m"];
+    let (code, _, _) = text(&f.cairn(&[&["run", "--rm", "busybox-test"][..], &mount].concat()));
+    assert_ne!(code, 0, "the default capability set cannot mount");
+    let (code, _, err) =
+        text(&f.cairn(&[&["run", "--rm", "--privileged", "busybox-test"][..], &mount].concat()));
+    assert_eq!(code, 0, "{err}");
+}

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Network: host (the host's, default) or none (loopback only)
     #[arg(long, default_value = "host", value_name = "host|none")]
     pub network: String,
+    /// Give extended privileges to this container (every capability)
+    #[arg(long)]
+    pub privileged: bool,
     /// Bind mount a host path: HOST:CONTAINER[:ro]
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volumes: Vec<String>,
@@ -513,6 +516,7 @@ pub fn run(a: RunArgs, g: &Global) -> Result<i32> {
         mounts,
         tty: a.tty,
         stdin: a.interactive,
+        privileged: a.privileged,
     };
     let cfg = ContainerConfig {
         id: id.clone(),
