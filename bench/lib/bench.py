@@ -266,6 +266,16 @@ def prepare_ctx(wl, a):
         gen_bigctx(d, os.path.join(a.work, "bigctx-src"))
     else:
         shutil.copytree(os.path.join(EX, wl["src"]), d, symlinks=True)
+    # `# syntax=docker/dockerfile:1` makes BuildKit fetch that frontend image from Docker Hub,
+    # which is not reachable here; without the line BuildKit uses its builtin Dockerfile frontend
+    # (RUN --mount included). The line goes for every tool, so all three read the same file.
+    df = os.path.join(d, wl["df"])
+    with open(df) as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = [l for l in lines if not re.match(r"#\s*syntax\s*=", l)]
+    if kept != lines:
+        write_atomic(df, "".join(kept))
+        wl["desc"] += " (its `# syntax=` line removed: see bench/README.md)"
     t = os.path.join(d, wl["touch"])
     if not os.path.exists(t):
         write_atomic(t, "touched by bench/run\n")
@@ -337,6 +347,7 @@ def run(a):
         log(f"== {wl['name']}: {wl['desc']}")
         try:
             prepare_ctx(wl, a)
+            r["desc"] = wl["desc"]
             wl["template"] = template_root(wl, a)
         except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
             r["status"] = f"setup failed: {e}"
