@@ -223,7 +223,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         registry: registry_options(&args.conn, mode == Mode::Quiet),
         platform: None,
     };
-    build_cache::import(&store, &cache_from, &pull_opts);
+    build_cache::import(&store, &cache_from, &pull_opts, &reporter);
     let resolver = RegistryResolver::new(&store, pull_opts, args.pull).with_reporter(&reporter);
     let inline_cache = cache_to.contains(&build_cache::CacheTo::Inline);
     let result = cairn_build::build(&store, &resolver, &req, &reporter).and_then(|mut out| {
@@ -270,7 +270,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
                 registry: registry_options(&args.conn, mode == Mode::Quiet),
                 chunk_size: None,
             };
-            build_cache::export(&store, &out, &cache_to, &push_opts)?;
+            build_cache::export(&store, &out, &cache_to, &push_opts, mode == Mode::Quiet)?;
             if args.push {
                 let opts = push_opts;
                 for tag in &args.tags {

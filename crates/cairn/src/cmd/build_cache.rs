@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context as _};
 use cairn_build::key::CacheRecord;
-use cairn_build::{BuildOutput, CacheKey};
+use cairn_build::{BuildOutput, CacheKey, Reporter};
 use cairn_registry::{CacheEntry, PullOptions, PushOptions};
 use cairn_store::Store;
 
@@ -70,13 +70,23 @@ fn pairs(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Pulls each cache into the store's cache index. A cache that cannot be read is a warning, as
-/// in BuildKit: the build then runs without it.
-pub fn import(store: &Store, refs: &[String], opts: &PullOptions) {
+/// Pulls each cache into the store's cache index, one build vertex each. A cache that cannot
+/// be read is a warning, as in BuildKit: the build then runs without it.
+pub fn import(store: &Store, refs: &[String], opts: &PullOptions, reporter: &Reporter<'_>) {
+    // The vertex says what happened; per-blob lines would interleave with the build's display.
+    let mut opts = opts.clone();
+    opts.registry.progress = None;
     for r in refs {
-        match cairn_registry::pull_cache(store, r, opts) {
-            Ok(entries) => eprintln!("#cache imported {} entries from {r}", entries.len()),
-            Err(e) => eprintln!("WARNING: --cache-from {r}: {e}"),
+        let v = reporter.start(format!("importing cache manifest from {r}"));
+        match cairn_registry::pull_cache(store, r, &opts) {
+            Ok(entries) => {
+                reporter.status(v, format!("{} entries", entries.len()));
+                reporter.done(v);
+            }
+            Err(e) => {
+                reporter.done(v);
+                reporter.warning(format!("--cache-from {r}: {e}"));
+            }
         }
     }
 }
@@ -129,6 +139,7 @@ pub fn export(
     out: &BuildOutput,
     specs: &[CacheTo],
     opts: &PushOptions,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     for spec in specs {
         if let CacheTo::Registry { reference, max } = spec {
@@ -140,10 +151,12 @@ pub fn export(
             let entries = entries(store, keys)?;
             let digest = cairn_registry::push_cache(store, &entries, reference, opts)
                 .with_context(|| format!("--cache-to {reference}"))?;
-            eprintln!(
-                "#cache exported {} entries to {reference}@{digest}",
-                entries.len()
-            );
+            if !quiet {
+                eprintln!(
+                    "#cache exported {} entries to {reference}@{digest}",
+                    entries.len()
+                );
+            }
         }
     }
     Ok(())
