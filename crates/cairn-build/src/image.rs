@@ -255,10 +255,12 @@ impl ImageConfig {
         }
     }
 
-    /// The working directory (`/` when unset).
+    /// The working directory (`/` when unset), cleaned: `Config.WorkingDir` keeps an absolute
+    /// WORKDIR as written (`/app/`, `/x/./y/../z`), as BuildKit does, but the directory made,
+    /// the RUN's cwd and the base of relative paths are the cleaned path.
     pub fn workdir(&self) -> String {
         match self.config.working_dir.as_deref() {
-            Some(w) if !w.is_empty() => w.to_string(),
+            Some(w) if !w.is_empty() => resolve_workdir("/", w),
             _ => "/".into(),
         }
     }
@@ -396,7 +398,13 @@ pub fn apply_step(
             meta_only(format!("ARG {}", parts.join(" ")))
         }
         StepKind::Workdir(path) => {
-            let wd = resolve_workdir(&cfg.workdir(), path);
+            // BuildKit's `system.NormalizeWorkdir` joins (hence cleans) only a relative path;
+            // an absolute one is kept as written in Config.WorkingDir and in the history.
+            let wd = if path.starts_with('/') {
+                path.clone()
+            } else {
+                resolve_workdir(&cfg.workdir(), path)
+            };
             cfg.config.working_dir = Some(wd.clone());
             Applied {
                 makes_layer: wd != "/",
@@ -807,6 +815,19 @@ mod tests {
         let text = br#"{"architecture":"amd64","os":"linux","config":{"ExposedPorts":{"80/tcp":null},"Env":null}}"#;
         let cfg = ImageConfig::from_json(text).unwrap();
         assert!(cfg.config.exposed_ports.unwrap().contains_key("80/tcp"));
+    }
+
+    #[test]
+    fn absolute_workdir_is_kept_as_written() {
+        let mut cfg = ImageConfig::scratch(Some("linux/amd64"));
+        let mut m = StageMeta::default();
+        let a = apply(&mut cfg, &mut m, StepKind::Workdir("/x/./y/../z/".into()));
+        assert_eq!(a.created_by, "WORKDIR /x/./y/../z/");
+        assert_eq!(cfg.config.working_dir.as_deref(), Some("/x/./y/../z/"));
+        assert_eq!(cfg.workdir(), "/x/z");
+        let a = apply(&mut cfg, &mut m, StepKind::Workdir("w/".into()));
+        assert_eq!(a.created_by, "WORKDIR /x/z/w");
+        assert_eq!(cfg.config.working_dir.as_deref(), Some("/x/z/w"));
     }
 
     #[test]

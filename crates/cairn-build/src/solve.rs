@@ -866,6 +866,13 @@ impl<'a> Solver<'a> {
         for m in &run.mounts {
             self.run_mount(step, m, &workdir, &mut x)?;
         }
+        // The cwd is the WORKDIR as written, like BuildKit's (`llb.Dir` keeps an absolute path);
+        // runc makes it with MkdirAll, which also creates the `y` of `/x/./y/../z`.
+        let cwd = cfg.config.working_dir.clone().unwrap_or_default();
+        if !cwd.is_empty() && cwd != workdir {
+            mkdir_in_root(rootfs.path(), &cwd, None)
+                .map_err(|e| self.step_error(step, format!("working directory {cwd}: {e}")))?;
+        }
         let RunExtras {
             env,
             mounts,
@@ -877,7 +884,7 @@ impl<'a> Solver<'a> {
             args: argv.args.clone(),
             env,
             user: cfg.config.user.clone().unwrap_or_default(),
-            cwd: cfg.workdir(),
+            cwd: if cwd.is_empty() { workdir } else { cwd },
             hostname: "buildkitsandbox".into(),
             network: self.network(run.network.as_ref()),
             mounts,
@@ -958,11 +965,12 @@ impl<'a> Solver<'a> {
         rootfs: &Rootfs,
     ) -> Result<()> {
         let owner = match &c.chown {
-            Some(spec) => {
-                let u = cairn_sandbox::user::resolve(rootfs.path(), spec)
-                    .map_err(|e| self.step_error(step, format!("--chown={spec}: {e}")))?;
-                Some((u.uid, u.gid))
-            }
+            // A file op's owner, as BuildKit's `readUser`: a bare UID is also the GID (not the
+            // passwd entry's group, unlike a RUN's user), a bare name takes its primary group.
+            Some(spec) => Some(
+                copy::resolve_chown(rootfs.path(), spec)
+                    .map_err(|e| self.step_error(step, format!("--chown={spec}: {e}")))?,
+            ),
             None => None,
         };
         let workdir = cfg.workdir();
@@ -999,11 +1007,12 @@ impl<'a> Solver<'a> {
 
     fn workdir_step(&self, step: &Step, cfg: &ImageConfig, rootfs: &Rootfs) -> Result<()> {
         let owner = match cfg.config.user.as_deref() {
-            Some(u) if !u.is_empty() => {
-                let r = cairn_sandbox::user::resolve(rootfs.path(), u)
-                    .map_err(|e| self.step_error(step, format!("USER {u}: {e}")))?;
-                Some((r.uid, r.gid))
-            }
+            // BuildKit makes the directory `llb.WithUser(USER)`: the file-op rule of `--chown`
+            // (a bare UID is also the GID), not the RUN rule (gid 0 for a UID without entry).
+            Some(u) if !u.is_empty() => Some(
+                copy::resolve_chown(rootfs.path(), u)
+                    .map_err(|e| self.step_error(step, format!("USER {u}: {e}")))?,
+            ),
             _ => None,
         };
         mkdir_in_root(rootfs.path(), &cfg.workdir(), owner)

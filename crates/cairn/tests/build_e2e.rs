@@ -726,3 +726,59 @@ fn secrets_reach_the_run_but_not_the_image_nor_the_cache_key() {
         stderr(&out)
     );
 }
+
+/// Regression tests for the differential findings (tests/differential/FINDINGS.md): owners of
+/// file ops, WORKDIR as written.
+#[test]
+fn file_op_owners_and_workdir_match_buildkit() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Cairn::with_busybox();
+    env.write("f.txt", "f\n");
+    env.write(
+        "Dockerfile",
+        "FROM busybox\n\
+         COPY --chown=123 f.txt /uidonly/\n\
+         COPY --chown=node f.txt /nameonly/\n\
+         USER 2000\nWORKDIR /other\nUSER root\n\
+         WORKDIR /x/./y/../z/\nRUN pwd > /pwd\n",
+    );
+    let iid = env.ctx.parent().unwrap().join("iid");
+    let dest = env.ctx.parent().unwrap().join("out");
+    env.ok_build(&[
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "-t",
+        "findings:1",
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+    ]);
+    use std::os::unix::fs::MetadataExt;
+    let owner = |p: &str| {
+        let m = fs::symlink_metadata(dest.join(p)).unwrap();
+        (m.uid(), m.gid())
+    };
+    // Finding 1: a bare UID is also the GID; a bare name takes its primary group.
+    assert_eq!(owner("uidonly/f.txt"), (123, 123));
+    assert_eq!(owner("nameonly/f.txt"), (1000, 1000));
+    // Finding 2: WORKDIR is made as USER with the same rule.
+    assert_eq!(owner("other"), (2000, 2000));
+    // Finding 7: an absolute WORKDIR is kept as written; the cleaned path is made and used.
+    assert_eq!(fs::read_to_string(dest.join("pwd")).unwrap(), "/x/z\n");
+    // The RUN's cwd is made as runc does (MkdirAll of the path as written).
+    assert!(dest.join("x/y").is_dir());
+    let cfg = env.config_of(&iid);
+    assert_eq!(cfg["config"]["WorkingDir"], "/x/./y/../z/");
+    let history: Vec<String> = cfg["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        history.iter().any(|h| h == "WORKDIR /x/./y/../z/"),
+        "{history:?}"
+    );
+}
