@@ -782,3 +782,20 @@ fn file_op_owners_and_workdir_match_buildkit() {
         "{history:?}"
     );
 }
+
+/// Regression tests for the differential findings (tests/differential/FINDINGS.md): ARGs in the
+/// RUN history and environment, `history` output.
+#[test]
+fn arg_history_and_history_output_match_buildkit() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Cairn::with_busybox();
+    env.write("Dockerfile", "FROM busybox\nENV TAB=\"x\ty\"\n");
+    env.ok_build(&["-t", "findings:2"]);
+    // Finding 9: docker's CLI shows a tab of CreatedBy as a space.
+    let out = env.cairn(&["history", "--format", "{{.CreatedBy}}", "findings:2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(common::stdout(&out).lines().next(), Some("ENV TAB=x y"));
+}

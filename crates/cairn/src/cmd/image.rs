@@ -815,7 +815,11 @@ fn history_inner(a: HistoryArgs, g: &Global) -> anyhow::Result<i32> {
         } else {
             "<missing>".into()
         };
-        let created_by = e["created_by"].as_str().unwrap_or_default().to_string();
+        // docker's CLI (historyContext.CreatedBy) shows every tab as a space, before truncating.
+        let created_by = e["created_by"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\t', " ");
         let created_by = if a.no_trunc {
             created_by
         } else {
