@@ -166,10 +166,12 @@ pub(super) fn run_mount(
                         s.step_error(step, "no build context for the bind mount".into())
                     })?;
                     let resolved = context_source(s, step, ctx, &sub)?;
-                    if resolved.is_dir() && ctx.ignore_file().is_some() {
+                    if resolved.is_dir() && (ctx.ignore_file().is_some() || *rw) {
                         // The files .dockerignore excludes are not part of the context that
                         // BuildKit would send: the step sees a copy without them (a copy that
-                        // `rw` writes then change, thrown away after the step).
+                        // `rw` writes then change, thrown away after the step). A `rw` bind of
+                        // a directory is a copy too: a prepared root (an overlay) would show the
+                        // sandbox's mount-point stubs (`dev`, `proc`, ...) of its init layer.
                         let d = s.tempdir()?;
                         let dest = d.path().join("src");
                         fs::create_dir(&dest).map_err(io_err(&dest))?;
