@@ -600,7 +600,7 @@ def render_targets(res, figs):
                          f"0.8 × {fmt_s(b['cold'])}", verdict(c["cold"] <= 0.8 * b["cold"]),
                          c["cold"] / (0.8 * b["cold"])))
         if c.get("size") is not None and b.get("size") is not None:
-            rows.append(("size ≤ BuildKit's", name, fmt_b(c["size"]), fmt_b(b["size"]),
+            rows.append(("size ≤ BuildKit's", name, f"{c['size']:,} B", f"{b['size']:,} B",
                          verdict(c["size"] <= b["size"]), c["size"] / b["size"]))
     p8, p0 = figs.get("parallel-8", {}), figs.get("parallel-8-zero", {})
     for t in TOOLS:
