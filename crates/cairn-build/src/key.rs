@@ -11,8 +11,10 @@ use cairn_dockerfile::StepKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// Bump when the meaning of a key or of a cached value changes: old entries are then never read.
-const KEY_VERSION: &str = "cairn-cache-v1";
+/// Bump when the meaning of a key or of a cached value changes, or when a fix changes what a step
+/// produces (v2: WORKDIR kept as written, a bare UID is also the GID): old entries are then never
+/// read, so an upgraded cairn never serves a result the old one got wrong.
+const KEY_VERSION: &str = "cairn-cache-v2";
 
 /// A step's cache key, `sha256:<hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
