@@ -549,11 +549,15 @@ pub fn expand_port(spec: &str) -> Vec<String> {
 /// BuildKit's `runCommandString`: `|N K=V … argv…`, the ARGs the step sees then the command.
 fn run_command_string(cfg: &ImageConfig, run: &Run) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if !run.args_env.is_empty() {
-        parts.push(format!("|{}", run.args_env.len()));
-        for (k, v) in &run.args_env {
-            // An ENV of the same name wins over the ARG (docker's rule), also in the text.
-            let v = cfg.env_get(k).unwrap_or(v);
+    if !run.declared_args.is_empty() {
+        parts.push(format!("|{}", run.declared_args.len()));
+        for k in &run.declared_args {
+            // The value the step sees, as BuildKit's (its state env, else the ARG's value,
+            // empty when unset): `args_env` holds an ARG set after any ENV of the name.
+            let v = match run.args_env.iter().find(|(n, _)| n == k) {
+                Some((_, v)) => v.as_str(),
+                None => cfg.env_get(k).unwrap_or(""),
+            };
             parts.push(format!("{k}={v}"));
         }
     }
@@ -644,6 +648,7 @@ mod tests {
             network: None::<NetworkMode>,
             security: None,
             args_env: vec![],
+            declared_args: vec![],
         }
     }
 
@@ -684,6 +689,7 @@ mod tests {
         assert_eq!(a.created_by, "COPY go.mod main.go ./ # buildkit");
         let mut r = run(Command::Shell("go build -o server .".into()));
         r.args_env = vec![("VERSION".into(), "1.0".into())];
+        r.declared_args = vec!["VERSION".into()];
         let a = apply(&mut cfg, &mut m, StepKind::Run(r));
         assert_eq!(
             a.created_by,
@@ -815,6 +821,29 @@ mod tests {
         let text = br#"{"architecture":"amd64","os":"linux","config":{"ExposedPorts":{"80/tcp":null},"Env":null}}"#;
         let cfg = ImageConfig::from_json(text).unwrap();
         assert!(cfg.config.exposed_ports.unwrap().contains_key("80/tcp"));
+    }
+
+    #[test]
+    fn run_history_lists_every_declared_arg_with_the_value_the_step_sees() {
+        let mut cfg = ImageConfig::scratch(Some("linux/amd64"));
+        let mut m = StageMeta::default();
+        apply(
+            &mut cfg,
+            &mut m,
+            StepKind::Env(vec![
+                ("LOCAL".into(), "e".into()),
+                ("LATE".into(), "env".into()),
+            ]),
+        );
+        let mut r = run(Command::Shell("x".into()));
+        r.declared_args = vec!["UNSET".into(), "SET".into(), "LOCAL".into(), "LATE".into()];
+        // LATE: an ARG that a later ENV overrode, so not in args_env.
+        r.args_env = vec![("SET".into(), "value".into()), ("LOCAL".into(), "a".into())];
+        let a = apply(&mut cfg, &mut m, StepKind::Run(r));
+        assert_eq!(
+            a.created_by,
+            "RUN |4 UNSET= SET=value LOCAL=a LATE=env /bin/sh -c x # buildkit"
+        );
     }
 
     #[test]

@@ -839,9 +839,11 @@ impl<'a> Solver<'a> {
         let argv = image::run_argv(cfg, run);
         let mut env: Vec<String> = cfg.config.env.clone().unwrap_or_default();
         for (k, val) in &run.args_env {
-            if cfg.env_get(k).is_none() {
-                env.push(format!("{k}={val}"));
-            }
+            // The frontend lists an ARG only if no ENV of the name came after it; then it wins
+            // over an earlier ENV, as in BuildKit 20.10 and current (`dispatchArg` does
+            // `d.state.AddEnv`), though the reference says "ENV always overrides ARG".
+            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != k);
+            env.push(format!("{k}={val}"));
         }
         let mut x = RunExtras {
             env,
@@ -1260,6 +1262,7 @@ mod tests {
             network: None,
             security: None,
             args_env: vec![],
+            declared_args: vec![],
         };
         let step = |original: &str, kind| Step {
             span: Default::default(),

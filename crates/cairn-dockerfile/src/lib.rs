@@ -239,6 +239,12 @@ pub struct Run {
     /// Proxy build-args ([`PROXY_ARGS`]) are included even when undeclared; keep them out of
     /// the image history.
     pub args_env: Vec<(String, String)>,
+    /// The names of the ARGs declared in the stage (and the stages it is built FROM), in
+    /// first-declaration order, including those without a value (not in [`Run::args_env`], nor
+    /// in the environment). BuildKit's history text lists each of them (`|2 UNSET= SET=v`),
+    /// with the value the step sees: an `args_env` value, else the config `Env`'s, else empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub declared_args: Vec<String>,
 }
 
 /// How a shell-form RUN with heredocs is run, as BuildKit does it ([`Run::shell_run`]).

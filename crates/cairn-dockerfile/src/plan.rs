@@ -753,6 +753,7 @@ impl Planner<'_> {
                         // A bare `ARG NAME` picks up the global ARG (or the predefined one).
                         self.meta.get(&d.name).map(str::to_string)
                     };
+                    st.vars.declare(&d.name);
                     if let Some(v) = &value {
                         st.vars.set(&d.name, v.clone(), true);
                     }
@@ -912,6 +913,7 @@ impl Planner<'_> {
             network,
             security: flag(ins, "security").and_then(|f| f.value.clone()),
             args_env,
+            declared_args: st.vars.declared().to_vec(),
         }))
     }
 
@@ -1053,6 +1055,22 @@ mod tests {
             StepKind::Run(r) => r.clone(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn runs_list_declared_args_even_unset_ones() {
+        let r = run_of(
+            "FROM scratch\nARG UNSET\nARG SET=value\nENV LOCAL=e\nARG LOCAL=a\nARG SET\nRUN x\n",
+        );
+        assert_eq!(r.declared_args, ["UNSET", "SET", "LOCAL"]);
+        // An unset ARG is not in the environment; an ARG after an ENV of its name is.
+        assert_eq!(
+            r.args_env,
+            [
+                ("SET".to_string(), "value".to_string()),
+                ("LOCAL".to_string(), "a".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 pub(crate) struct Vars {
     order: Vec<String>,
     map: HashMap<String, (String, bool)>,
+    /// Every name an ARG declared (with a value or not), in first-declaration order: BuildKit's
+    /// `d.buildArgs`, which a RUN's history lists.
+    declared: Vec<String>,
 }
 
 impl Vars {
@@ -19,6 +22,18 @@ impl Vars {
             self.order.push(name.to_string());
         }
         self.map.insert(name.to_string(), (value, is_arg));
+    }
+
+    /// Records that an ARG declared `name`, whether it has a value or not.
+    pub(crate) fn declare(&mut self, name: &str) {
+        if !self.declared.iter().any(|d| d == name) {
+            self.declared.push(name.to_string());
+        }
+    }
+
+    /// The names ARGs declared, in first-declaration order.
+    pub(crate) fn declared(&self) -> &[String] {
+        &self.declared
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {

@@ -796,7 +796,9 @@ fn arg_history_and_history_output_match_buildkit() {
     env.write(
         "Dockerfile",
         "FROM busybox\nENV TAB=\"x\ty\"\n\
-         RUN --mount=type=bind,target=/rw,rw ls /rw > /ls && touch /rw/new\n",
+         RUN --mount=type=bind,target=/rw,rw ls /rw > /ls && touch /rw/new\n\
+         ARG UNSET\nARG SET=value\nENV LOCAL=from-env\nARG LOCAL=from-arg\n\
+         RUN echo \"$LOCAL ${UNSET-none}\" > /args\n",
     );
     let dest = env.ctx.parent().unwrap().join("out");
     env.ok_build(&[
@@ -813,6 +815,39 @@ fn arg_history_and_history_output_match_buildkit() {
     );
     assert!(!env.ctx.join("new").exists());
     assert!(!dest.join("rw/new").exists());
+    // Finding 4: an ARG after an ENV of its name wins in the RUN environment (BuildKit), while
+    // Config.Env keeps the ENV; finding 3: an unset ARG is not in the environment...
+    assert_eq!(
+        fs::read_to_string(dest.join("args")).unwrap(),
+        "from-arg none\n"
+    );
+    // ... but the RUN history lists it, empty.
+    let out = env.cairn(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "findings:2",
+    ]);
+    let text = common::stdout(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "RUN |3 UNSET= SET=value LOCAL=from-arg /bin/sh -c echo \"$LOCAL ${UNSET-none}\""
+        )),
+        "{text}"
+    );
+    let inspect = env.cairn(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        "findings:2",
+    ]);
+    assert!(
+        common::stdout(&inspect).contains("\"LOCAL=from-env\""),
+        "{}",
+        common::stdout(&inspect)
+    );
     // Finding 9: docker's CLI shows a tab of CreatedBy as a space.
     let out = env.cairn(&["history", "--format", "{{.CreatedBy}}", "findings:2"]);
     assert!(out.status.success(), "{}", stderr(&out));
