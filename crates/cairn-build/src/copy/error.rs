@@ -23,7 +23,7 @@ pub enum CopyError {
         /// The source as written.
         path: String,
     },
-    /// Every source was a glob and none matched anything (or no source was given).
+    /// No source was given.
     #[error("{cmd} failed: no source files were specified")]
     NoSources {
         /// COPY or ADD.

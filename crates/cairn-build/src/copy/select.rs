@@ -177,7 +177,12 @@ impl<'a> Selector<'a> {
             });
         }
         if items.is_empty() {
-            if had_glob || copy.sources.is_empty() {
+            // Globs that match nothing copy nothing, as BuildKit (20.10 and current:
+            // `dispatchCopy` sets `AllowEmptyWildcard`); the legacy builder failed here.
+            if had_glob {
+                return Ok(items);
+            }
+            if copy.sources.is_empty() {
                 return Err(CopyError::NoSources { cmd: self.cmd });
             }
             if let Some(s) = copy.sources.first() {
