@@ -953,9 +953,14 @@ impl<'a> Solver<'a> {
             keep_dirs.push(d);
             return Ok(p);
         }
-        let r = self.prepare(layers)?;
+        let lowers = layers
+            .iter()
+            .map(|l| self.store.snapshot(l))
+            .collect::<Result<Vec<PathBuf>, _>>()?;
+        let r = Rootfs::prepare(&lowers, &self.scratch, self.snapshotter)?;
         let p = r.path().to_path_buf();
         keep_roots.push(r);
+        hide_mount_stubs(&p, &lowers).map_err(io_err(&p))?;
         Ok(p)
     }
 
@@ -1148,6 +1153,46 @@ fn join_inside(root: &Path, sub: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+/// The mount points a prepared root gets for running (`/proc`, `/dev`, `/sys`, files of `/etc`);
+/// parents after children.
+const MOUNT_STUBS: [&str; 7] = [
+    "proc",
+    "dev",
+    "sys",
+    "etc/resolv.conf",
+    "etc/hosts",
+    "etc/hostname",
+    "etc",
+];
+
+/// Removes from the prepared root `root` the mount points that none of its layers `lowers` has:
+/// a stage read by `COPY --from` or `RUN --mount=from=` shows its own files only, as in BuildKit
+/// (a FROM scratch stage has no `/dev`). The root is thrown away after the step, so the removals
+/// (whiteouts in its upper dir) reach no layer.
+fn hide_mount_stubs(root: &Path, lowers: &[PathBuf]) -> std::io::Result<()> {
+    for stub in MOUNT_STUBS {
+        if lowers
+            .iter()
+            .any(|l| fs::symlink_metadata(l.join(stub)).is_ok())
+        {
+            continue;
+        }
+        let p = root.join(stub);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                // Only an empty stub: a directory with entries came from the layers.
+                match fs::remove_dir(&p) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+                    r => r?,
+                }
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => fs::remove_file(&p)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `mkdir -p path` inside `root`, following symlinks as if `root` were `/` (a link in the image

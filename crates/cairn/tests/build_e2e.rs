@@ -854,3 +854,31 @@ fn arg_history_and_history_output_match_buildkit() {
     let text = common::stdout(&out);
     assert!(text.lines().any(|l| l == "ENV TAB=x y"), "{text}");
 }
+
+/// A stage read by `COPY --from` or `RUN --mount=from=` shows its own files only, not the
+/// sandbox's mount points (`/dev`, `/proc`, `/sys`, `/etc/hosts`, ...), as in BuildKit.
+#[test]
+fn a_stage_read_from_shows_no_mount_points() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Cairn::with_busybox();
+    env.write("f", "f\n");
+    env.write(
+        "Dockerfile",
+        "FROM scratch AS s\nCOPY f /\n\
+         FROM busybox\nCOPY --from=s / /x/\n\
+         RUN --mount=from=s,target=/m ls /m > /ro\n\
+         RUN --mount=from=s,target=/m,rw ls /m > /rw\n",
+    );
+    let dest = env.ctx.parent().unwrap().join("out");
+    env.ok_build(&["-o", &format!("type=local,dest={}", dest.display())]);
+    let names: Vec<String> = fs::read_dir(dest.join("x"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["f"]);
+    assert_eq!(fs::read_to_string(dest.join("ro")).unwrap(), "f\n");
+    assert_eq!(fs::read_to_string(dest.join("rw")).unwrap(), "f\n");
+}
