@@ -75,7 +75,9 @@ fn cache_entries_lists_the_whole_index() {
     let store = Store::open(dir.path()).unwrap();
     assert!(store.cache_entries().unwrap().is_empty());
     let blob = store.put_blob(b"layer").unwrap();
-    store.cache_put("k2", b"v2", std::slice::from_ref(&blob)).unwrap();
+    store
+        .cache_put("k2", b"v2", std::slice::from_ref(&blob))
+        .unwrap();
     store.cache_put("k1", b"v1", &[]).unwrap();
     let e = store.cache_entries().unwrap();
     let got: Vec<(&str, &[u8], &[String])> = e

@@ -513,8 +513,8 @@ fn parse_ssh(spec: &str) -> anyhow::Result<(String, PathBuf)> {
             .map(PathBuf::from)
             .ok_or_else(|| anyhow::anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set"))?,
     };
-    let md = std::fs::metadata(&path)
-        .with_context(|| format!("--ssh {spec}: {}", path.display()))?;
+    let md =
+        std::fs::metadata(&path).with_context(|| format!("--ssh {spec}: {}", path.display()))?;
     use std::os::unix::fs::FileTypeExt as _;
     if !md.file_type().is_socket() {
         bail!(
