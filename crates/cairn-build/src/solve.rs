@@ -2,9 +2,10 @@
 //! cache before anything is prepared.
 //!
 //! One thread per stage; a stage waits for the stages it reads (its base, `COPY --from`,
-//! `RUN --mount from=`) and each stage is built once however many read it. RUNs hold one of
-//! `available_parallelism` slots while their process runs; COPY, layer writing and unpacking
-//! overlap freely (they are mostly I/O).
+//! `RUN --mount from=`) and each stage is built once however many read it. Every ready RUN runs
+//! at once, as in BuildKit (whose solver has no limit unless `max-parallelism` is configured):
+//! RUNs often wait on the network or sleep, and the kernel shares the CPUs among those that
+//! don't. `CAIRN_MAX_PARALLELISM=N` caps them, like BuildKit's setting.
 //!
 //! A layer-producing step (RUN, COPY/ADD, WORKDIR other than `/`) is looked up by its
 //! [`CacheKey`]; a hit reuses the recorded layer and prepares nothing. A miss prepares a root
@@ -256,11 +257,7 @@ pub fn build(
         reporter,
         snapshotter: SnapshotterKind::detect_for(&scratch),
         scratch,
-        run_slots: Semaphore::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-        ),
+        run_slots: Semaphore::new(max_parallel_runs()),
         slots: Slots::new(plan.stages.len()),
         cancelled: AtomicBool::new(false),
         errors: Mutex::new(Vec::new()),
@@ -341,7 +338,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A counting semaphore: limits concurrent RUN processes to the number of CPUs.
+/// How many RUN processes may run at once: `CAIRN_MAX_PARALLELISM` when set to a positive number,
+/// else no limit.
+fn max_parallel_runs() -> usize {
+    std::env::var("CAIRN_MAX_PARALLELISM")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(usize::MAX)
+}
+
+/// A counting semaphore: limits concurrent RUN processes to [`max_parallel_runs`].
 struct Semaphore {
     free: Mutex<usize>,
     cv: Condvar,
