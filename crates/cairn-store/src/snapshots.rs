@@ -29,6 +29,13 @@ impl Store {
         if dst.is_dir() {
             return Ok(dst);
         }
+        // One unpack per layer at a time, across threads and processes (flock locks open file
+        // descriptions): stages that start from one image would otherwise unpack it side by side
+        // and throw all copies but one away. Whoever waited finds the snapshot made.
+        let _unpacking = self.lock_snapshot(&dst)?;
+        if dst.is_dir() {
+            return Ok(dst);
+        }
         let tmp = self
             .tmp_dir()
             .join(format!("snap-{}-{:x}", std::process::id(), unique()));
@@ -80,6 +87,29 @@ impl Store {
             let _ = fs::remove_dir_all(&tmp);
         }
         res.map(|()| dst)
+    }
+
+    /// Takes the exclusive lock of the snapshot at `dst`, released on drop. The lock files live
+    /// in `locks/snapshots/`, not beside the snapshots, which `check` and `prune` read as layers.
+    fn lock_snapshot(&self, dst: &std::path::Path) -> Result<fs::File> {
+        let dir = self.root.join("locks").join("snapshots");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut name = dst.file_name().unwrap_or_default().to_owned();
+        name.push(".lock");
+        let p = dir.join(name);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            Error::Io {
+                path: p.clone(),
+                source: e.into(),
+            }
+        })?;
+        Ok(f)
     }
 
     /// The snapshots of every layer of `image`, bottom layer first (reverse this for overlay's

@@ -199,6 +199,38 @@ fn snapshots_are_made_once_and_shared() {
     assert!(marker.exists(), "the second call reuses the first snapshot");
 }
 
+/// Stages that start from one image ask for its snapshots at the same time: one unpack is made,
+/// the others wait for it (no temp copy is thrown away), and `check` sees no stray entry.
+#[test]
+fn concurrent_snapshot_requests_share_one_unpack() {
+    let (_t, store, l) = setup();
+    let paths: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| store.snapshot(&l).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(paths.windows(2).all(|w| w[0] == w[1]), "{paths:?}");
+    assert_eq!(
+        fs::read_dir(store.root().join("snapshots"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+    store
+        .commit_image(&config("sh"), &[l], &["a".into()])
+        .unwrap();
+    let report = store.check().unwrap();
+    assert!(
+        report.problems.is_empty() && report.garbage.is_empty(),
+        "{report:?}"
+    );
+}
+
 #[test]
 fn cache_entries_and_prune() {
     let (t, store, l) = setup();
