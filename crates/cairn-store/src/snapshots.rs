@@ -112,6 +112,16 @@ impl Store {
         Ok(f)
     }
 
+    /// Unpacks the snapshots of `image` now, as docker does when an image is loaded, so that the
+    /// first build or run from it finds them ready. Only as root: snapshots hold whiteout devices
+    /// and `trusted.*` xattrs; otherwise nothing is done here and `snapshot` says why when used.
+    pub fn warm_snapshots(&self, image: &ImageRecord) -> Result<()> {
+        if rustix::process::geteuid().is_root() {
+            self.snapshots_for(image)?;
+        }
+        Ok(())
+    }
+
     /// The snapshots of every layer of `image`, bottom layer first (reverse this for overlay's
     /// `lowerdir=`, which lists the top first).
     pub fn snapshots_for(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {

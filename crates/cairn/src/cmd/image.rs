@@ -1171,6 +1171,11 @@ pub fn load(a: LoadArgs, g: &Global) -> anyhow::Result<i32> {
             store.load(LoadSource::Tar(Box::new(stdin.lock())))?
         }
     };
+    for l in &loaded {
+        if let Some(img) = store.resolve(&l.id)? {
+            store.warm_snapshots(&img)?;
+        }
+    }
     if !a.quiet {
         let mut out = std::io::stdout().lock();
         for l in loaded {
@@ -1409,6 +1414,7 @@ pub fn import(a: ImportArgs, g: &Global) -> anyhow::Result<i32> {
         cfg["config"] = Value::Object(config);
     }
     let img = store.commit_image_json(&cfg, &[layer], &tags)?;
+    store.warm_snapshots(&img)?;
     println!("{}", img.id);
     Ok(0)
 }

@@ -230,8 +230,9 @@ pub fn pull(a: PullArgs, g: &Global) -> anyhow::Result<i32> {
             p(e)
         }));
     }
-    cairn_registry::pull(&store, &a.reference, &opts)
+    let img = cairn_registry::pull(&store, &a.reference, &opts)
         .with_context(|| format!("pulling {}", r.familiar()))?;
+    store.warm_snapshots(&img)?;
     if !a.quiet {
         let fresh = downloaded.lock().map(|d| *d).unwrap_or(true);
         if fresh {
