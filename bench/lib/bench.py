@@ -295,14 +295,22 @@ def template_root(wl, a):
     """A cairn store holding only the workload's base images (imported once per base set)."""
     key = "+".join(sorted(b.replace("/", "_").replace(":", "_") for b in wl["bases"]))
     tpl = os.path.join(a.work, "roots", "tpl-" + key)
-    if not os.path.exists(os.path.join(tpl, ".ready")):
+    # A template made by another cairn binary is remade: what `import` leaves in the store (e.g.
+    # unpacked snapshots, or not) is part of the cold state being measured.
+    ready = os.path.join(tpl, ".ready")
+    try:
+        with open(ready) as f:
+            fresh = f.read().strip() == a.cairn_id
+    except OSError:
+        fresh = False
+    if not fresh:
         shutil.rmtree(tpl, ignore_errors=True)
         env = dict(os.environ, CAIRN=a.cairn)
         rc, out = sh([os.path.join(REPO, "scripts", "base-images"), "--root", tpl] + wl["bases"],
                      env=env)
         if rc:
             raise RuntimeError(f"scripts/base-images --root {tpl}: {out[-600:]}")
-        open(os.path.join(tpl, ".ready"), "w").close()
+        write_atomic(ready, a.cairn_id + "\n")
     return tpl
 
 
@@ -312,7 +320,17 @@ def median(xs):
 
 
 # -- the run
+def file_sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def run(a):
+    a.cairn_id = file_sha256(a.cairn)
     res_path = os.path.join(a.out, "results.json")
     md_path = os.path.join(a.out, "RESULTS.md")
     meta = json.loads(a.meta)
