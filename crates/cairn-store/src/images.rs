@@ -387,15 +387,55 @@ impl Store {
     /// Turns a tar (plain/gzip/zstd/xz; e.g. a rootfs tarball) into a layer blob, keeping its
     /// entries as they are (so the same tarball gives the same diffID), refusing entries that
     /// escape the root. Records the layer's sizes.
+    ///
+    /// As root, the layer's snapshot is unpacked from the same bytes on a second thread while the
+    /// blob is written (docker unpacks on load too): a first build from the image finds it ready,
+    /// and the import still reads its input once. If that unpack fails, the snapshot is simply
+    /// made later, from the blob, when first used.
     pub fn import_layer(
         &self,
         reader: impl io::Read,
         compression: Compression,
     ) -> Result<LayerDescriptor> {
-        self.layer_blob("import", |w| {
-            let (desc, stats) = cairn_layer::transcode_layer(reader, compression, w)?;
+        let transcode = |r: &mut dyn io::Read, w: &mut io::BufWriter<WritebackFile>| {
+            let (desc, stats) = cairn_layer::transcode_layer(r, compression, w)?;
             Ok((desc, stats.bytes, stats.tar_size))
-        })
+        };
+        let mut reader = reader;
+        if !rustix::process::geteuid().is_root() {
+            return self.layer_blob("import", |w| transcode(&mut reader, w));
+        }
+        let tmp = self.snapshot_tmp()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+        let (desc, unpacked) = std::thread::scope(|s| {
+            let unpacker = s.spawn(|| {
+                let mut r = crate::tee::ChannelReader::new(rx);
+                let res = cairn_layer::unpack_layer(
+                    io::BufReader::with_capacity(256 * 1024, &mut r),
+                    &tmp,
+                    cairn_layer::UnpackMode::OverlayLower,
+                );
+                r.drain();
+                res
+            });
+            let mut tee = crate::tee::TeeReader::new(&mut reader, tx);
+            let desc = self.layer_blob("import", |w| {
+                let out = transcode(&mut tee, w)?;
+                tee.finish().map_err(|e| Error::Other(format!("reading the import: {e}")))?;
+                Ok(out)
+            });
+            (desc, unpacker.join())
+        });
+        match (&desc, unpacked) {
+            (Ok(d), Ok(Ok(stats))) => {
+                // A snapshot that cannot be adopted is made later from the blob.
+                let _ = self.adopt_snapshot(&tmp, &d.diff_id, &stats.diff_id);
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        desc
     }
 
     /// The repository digests of image `id`, sorted.

@@ -96,6 +96,7 @@ pub use cairn_layer::{Digest, LayerDescriptor};
 pub use oci_spec;
 
 pub mod archive;
+mod tee;
 mod blobs;
 mod cache_mounts;
 mod db;

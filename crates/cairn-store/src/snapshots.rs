@@ -7,7 +7,7 @@ use cairn_layer::UnpackMode;
 use std::fs;
 use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 impl Store {
     /// Where the snapshot of the layer with diffID `diff_id` is (or would be).
@@ -36,12 +36,8 @@ impl Store {
         if dst.is_dir() {
             return Ok(dst);
         }
-        let tmp = self
-            .tmp_dir()
-            .join(format!("snap-{}-{:x}", std::process::id(), unique()));
-        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        let tmp = self.snapshot_tmp()?;
         let res = (|| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(io_err(&tmp))?;
             let p = self.blob_path(&layer.digest);
             let f = fs::File::open(&p).map_err(io_err(&p))?;
             let stats = cairn_layer::unpack_layer(
@@ -49,39 +45,17 @@ impl Store {
                 &tmp,
                 UnpackMode::OverlayLower,
             )?;
-            if stats.diff_id != layer.diff_id {
-                return Err(Error::DigestMismatch {
-                    expected: layer.diff_id.clone(),
-                    actual: stats.diff_id,
-                });
-            }
             if self.layer_info(&layer.digest)?.is_none() {
                 self.record_layer(
                     &layer.digest,
                     &LayerInfo {
-                        diff_id: stats.diff_id,
+                        diff_id: stats.diff_id.clone(),
                         content_size: stats.bytes,
                         tar_size: stats.tar_size,
                     },
                 )?;
             }
-            let d = fs::File::open(&tmp).map_err(io_err(&tmp))?;
-            rustix::fs::syncfs(&d).map_err(|e| Error::Io {
-                path: tmp.clone(),
-                source: e.into(),
-            })?;
-            match fs::rename(&tmp, &dst) {
-                Ok(()) => sync_dir(&self.root.join("snapshots")),
-                // Another process made it first: theirs is as good as ours.
-                Err(_) if dst.is_dir() => {
-                    let _ = fs::remove_dir_all(&tmp);
-                    Ok(())
-                }
-                Err(e) => Err(Error::Io {
-                    path: dst.clone(),
-                    source: e,
-                }),
-            }
+            self.install_snapshot(&tmp, &dst, &layer.diff_id, &stats.diff_id)
         })();
         if res.is_err() {
             let _ = fs::remove_dir_all(&tmp);
@@ -89,9 +63,66 @@ impl Store {
         res.map(|()| dst)
     }
 
+    /// A fresh directory to unpack a snapshot into, on the snapshots' filesystem.
+    pub(crate) fn snapshot_tmp(&self) -> Result<PathBuf> {
+        let tmp = self
+            .tmp_dir()
+            .join(format!("snap-{}-{:x}", std::process::id(), unique()));
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(io_err(&tmp))?;
+        Ok(tmp)
+    }
+
+    /// Moves the unpacked `tmp` to `dst` once its stream hashed to the layer's diffID, made
+    /// durable first (a snapshot is either whole or absent). The caller removes `tmp` on error.
+    fn install_snapshot(&self, tmp: &Path, dst: &Path, diff_id: &str, actual: &str) -> Result<()> {
+        if actual != diff_id {
+            return Err(Error::DigestMismatch {
+                expected: diff_id.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let d = fs::File::open(tmp).map_err(io_err(tmp))?;
+        rustix::fs::syncfs(&d).map_err(|e| Error::Io {
+            path: tmp.to_path_buf(),
+            source: e.into(),
+        })?;
+        match fs::rename(tmp, dst) {
+            Ok(()) => sync_dir(&self.root.join("snapshots")),
+            // Another process made it first: theirs is as good as ours.
+            Err(_) if dst.is_dir() => {
+                let _ = fs::remove_dir_all(tmp);
+                Ok(())
+            }
+            Err(e) => Err(Error::Io {
+                path: dst.to_path_buf(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Installs a snapshot unpacked while its layer was imported (see `import_layer`): under the
+    /// snapshot's lock, unless one is there already. Removes `tmp` in every case.
+    pub(crate) fn adopt_snapshot(&self, tmp: &Path, diff_id: &str, actual: &str) -> Result<()> {
+        let res = (|| {
+            check_digest(diff_id)?;
+            let dst = self.snapshot_path(diff_id);
+            let _unpacking = self.lock_snapshot(&dst)?;
+            if dst.is_dir() {
+                let _ = fs::remove_dir_all(tmp);
+                return Ok(());
+            }
+            self.install_snapshot(tmp, &dst, diff_id, actual)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_dir_all(tmp);
+        }
+        res
+    }
+
     /// Takes the exclusive lock of the snapshot at `dst`, released on drop. The lock files live
     /// in `locks/snapshots/`, not beside the snapshots, which `check` and `prune` read as layers.
-    fn lock_snapshot(&self, dst: &std::path::Path) -> Result<fs::File> {
+    fn lock_snapshot(&self, dst: &Path) -> Result<fs::File> {
         let dir = self.root.join("locks").join("snapshots");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut name = dst.file_name().unwrap_or_default().to_owned();
