@@ -7,18 +7,13 @@
 //! reason, when not root or when `scripts/dockerd start` exits 3 (dockerd cannot be installed or
 //! started here). The daemon is left running for the next tests (`scripts/dockerd stop` stops it).
 
-mod image_support;
+mod common;
 
-use image_support::*;
-use std::path::{Path, PathBuf};
+use common::*;
 use std::process::Command;
 
 /// Debian's client, the same version as the daemon (the one in /usr/local/bin may be newer).
 const DOCKER: &str = "/usr/bin/docker";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Starts the private dockerd; `None` (after printing why) when the test must be skipped.
 fn dockerd() -> Option<String> {

@@ -2,14 +2,15 @@
 //! store. Needs root (namespaces, overlayfs) — CI runs as root — and the `busybox-static` Debian
 //! package.
 
+mod common;
+
+use common::{busybox_rootfs_with, cairn_cmd};
 use serde_json::json;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -20,33 +21,25 @@ impl Fixture {
     /// and the config given.
     fn new(config: serde_json::Value) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let tree = tmp.path().join("tree");
-        fs::create_dir_all(tree.join("bin")).unwrap();
-        fs::copy("/bin/busybox", tree.join("bin/busybox")).expect("busybox-static");
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .filter(|a| *a != "busybox")
-        {
-            std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
-        }
-        fs::create_dir_all(tree.join("etc")).unwrap();
-        fs::write(
-            tree.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n",
-        )
-        .unwrap();
-        fs::write(
-            tree.join("etc/group"),
-            "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n",
-        )
-        .unwrap();
-        fs::create_dir_all(tree.join("app")).unwrap();
-        fs::write(tree.join("app/main.go"), "package main\n").unwrap();
-        fs::write(tree.join("app/go.mod"), "module app\n").unwrap();
-        fs::create_dir_all(tree.join("www")).unwrap();
-        fs::write(tree.join("www/index.html"), "hello from cairn\n").unwrap();
-        fs::create_dir_all(tree.join("tmp")).unwrap();
+        let tree = busybox_rootfs_with(
+            &tmp.path().join("tree"),
+            &["etc", "app", "www", "tmp"],
+            &[
+                (
+                    "etc/passwd",
+                    b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n",
+                    0o644,
+                ),
+                (
+                    "etc/group",
+                    b"root:x:0:\napp:x:1000:\nnogroup:x:65534:\n",
+                    0o644,
+                ),
+                ("app/main.go", b"package main\n", 0o644),
+                ("app/go.mod", b"module app\n", 0o644),
+                ("www/index.html", b"hello from cairn\n", 0o644),
+            ],
+        );
         let store = cairn_store::Store::open(&tmp.path().join("store")).unwrap();
         let layer = store
             .write_layer(
@@ -67,14 +60,15 @@ impl Fixture {
         self.tmp.path().join("store")
     }
 
+    /// `cairn --root ROOT args...` with nothing on stdin, not run yet.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = cairn_cmd(&self.root());
+        c.args(args).stdin(Stdio::null());
+        c
+    }
+
     fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.command(args).output().unwrap()
     }
 
     fn containers(&self) -> usize {
@@ -298,11 +292,8 @@ fn pids_with_arg(arg: &str) -> Vec<i32> {
 fn ctrl_c_kills_the_container_and_cleans_up() {
     let f = Fixture::new(json!({}));
     let marker = "4242.5";
-    let child = Command::new(BIN)
-        .arg("--root")
-        .arg(f.root())
-        .args(["run", "--rm", "busybox-test", "sleep", marker])
-        .stdin(Stdio::null())
+    let child = f
+        .command(&["run", "--rm", "busybox-test", "sleep", marker])
         .spawn()
         .unwrap();
     wait_for("the container", 10, || !pids_with_arg(marker).is_empty());
@@ -325,11 +316,8 @@ fn ctrl_c_kills_the_container_and_cleans_up() {
 fn kill_9_of_cairn_leaves_no_process_and_the_container_is_collected() {
     let f = Fixture::new(json!({}));
     let marker = "4243.5";
-    let mut child = Command::new(BIN)
-        .arg("--root")
-        .arg(f.root())
-        .args(["run", "--rm", "busybox-test", "sleep", marker])
-        .stdin(Stdio::null())
+    let mut child = f
+        .command(&["run", "--rm", "busybox-test", "sleep", marker])
         .spawn()
         .unwrap();
     wait_for("the container", 10, || !pids_with_arg(marker).is_empty());
@@ -350,10 +338,8 @@ fn kill_9_of_cairn_leaves_no_process_and_the_container_is_collected() {
 #[test]
 fn stop_of_a_foreground_container_is_graceful() {
     let f = Fixture::new(json!({}));
-    let child = Command::new(BIN)
-        .arg("--root")
-        .arg(f.root())
-        .args([
+    let child = f
+        .command(&[
             "run",
             "--rm",
             "--name",
@@ -363,7 +349,6 @@ fn stop_of_a_foreground_container_is_graceful() {
             "-c",
             "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
         ])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
