@@ -421,7 +421,8 @@ impl Store {
             let mut tee = crate::tee::TeeReader::new(&mut reader, tx);
             let desc = self.layer_blob("import", |w| {
                 let out = transcode(&mut tee, w)?;
-                tee.finish().map_err(|e| Error::Other(format!("reading the import: {e}")))?;
+                tee.finish()
+                    .map_err(|e| Error::Other(format!("reading the import: {e}")))?;
                 Ok(out)
             });
             (desc, unpacker.join())

@@ -96,7 +96,6 @@ pub use cairn_layer::{Digest, LayerDescriptor};
 pub use oci_spec;
 
 pub mod archive;
-mod tee;
 mod blobs;
 mod cache_mounts;
 mod db;
@@ -105,6 +104,7 @@ mod images;
 mod layout;
 pub mod reference;
 mod snapshots;
+mod tee;
 
 pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
 pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};

@@ -13,7 +13,10 @@ pub(crate) struct TeeReader<R> {
 
 impl<R: Read> TeeReader<R> {
     pub(crate) fn new(inner: R, tx: SyncSender<Vec<u8>>) -> Self {
-        TeeReader { inner, tx: Some(tx) }
+        TeeReader {
+            inner,
+            tx: Some(tx),
+        }
     }
 
     /// Sends the rest of the input to the other reader (the importer may stop before the end:
