@@ -151,7 +151,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         .iter()
         .map(|s| build_cache::parse_cache_from(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let build_args = parse_build_args(&args.build_args)?;
+    let build_args = crate::cmd::outline::build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
     let secrets = args
         .secrets
@@ -438,25 +438,6 @@ fn looks_like_archive(data: &[u8]) -> bool {
     magic.iter().any(|m| data.starts_with(m)) || data.get(257..262).is_some_and(|m| m == b"ustar")
 }
 
-/// `K=V` as given, `K` alone from the environment (skipped when unset, as docker does).
-fn parse_build_args(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in items {
-        match item.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            Some(_) => bail!("invalid --build-arg {item:?}: empty name"),
-            None => {
-                if let Ok(v) = std::env::var(item) {
-                    out.insert(item.clone(), v);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// docker's `--secret id=ID[,src=FILE|,env=VAR]` (`source=`, `type=file|env` accepted too); with
 /// neither `src` nor `env`, the environment variable named ID.
 fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretValue)> {
@@ -555,7 +536,7 @@ mod tests {
     #[test]
     fn build_args_from_flags_and_environment() {
         std::env::set_var("CAIRN_TEST_ARG", "from-env");
-        let a = parse_build_args(&[
+        let a = crate::cmd::outline::build_args(&[
             "A=1".into(),
             "B=".into(),
             "CAIRN_TEST_ARG".into(),
@@ -569,7 +550,7 @@ mod tests {
             Some("from-env")
         );
         assert!(!a.contains_key("CAIRN_TEST_UNSET_ARG"));
-        assert!(parse_build_args(&["=x".into()]).is_err());
+        assert!(crate::cmd::outline::build_args(&["=x".into()]).is_err());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `cairn check` and `cairn compare`: the multi-stage checklist and the stage size comparison,
 //! from what the build really made (crate `cairn-check`).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -69,24 +68,6 @@ pub struct CompareArgs {
     /// Build context
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: String,
-}
-
-fn parse_build_args(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in items {
-        match item.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            Some(_) => bail!("invalid --build-arg {item:?}: empty name"),
-            None => {
-                if let Ok(v) = std::env::var(item) {
-                    out.insert(item.clone(), v);
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The Dockerfile's path: `-f` as given (relative to the working directory, as docker), else
@@ -175,7 +156,7 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
     let context = PathBuf::from(&a.context);
     let df_path = dockerfile_path(a.file.as_deref(), &context);
     let text = read_dockerfile(&df_path)?;
-    let build_args = parse_build_args(&a.build_args)?;
+    let build_args = crate::cmd::outline::build_args(&a.build_args)?;
     let building = !a.no_build && a.image.is_none();
     if building {
         // Mounts made by RUN die with the process; must happen before any thread exists.
@@ -301,7 +282,7 @@ pub fn compare(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
     let context = PathBuf::from(&a.context);
     let df_path = dockerfile_path(a.file.as_deref(), &context);
     let text = read_dockerfile(&df_path)?;
-    let build_args = parse_build_args(&a.build_args)?;
+    let build_args = crate::cmd::outline::build_args(&a.build_args)?;
     cairn_sandbox::enter_private_mount_namespace().context("entering a private mount namespace")?;
     let store = super::open_store(g)?;
     let ctx = BuildContext::open(&context, on_disk(&df_path))
