@@ -5,7 +5,8 @@
 //! - `layer_bench tree DIR`: `write_layer(DiffSource::Tree(DIR), Gzip)` to a discarding writer.
 //! - `layer_bench unpack BLOB DIR`: `unpack_layer(BLOB, DIR, OverlayLower)` (a snapshot).
 //!
-//! Each prints `MODE BYTES SECONDS MB/s` (MB = 10^6 bytes; BYTES = uncompressed bytes).
+//! Each prints `MODE BYTES SECONDS MB/s` (MB = 10^6 bytes; BYTES = uncompressed bytes); `tree`
+//! adds the compressed size of the layer.
 
 use cairn_layer::hash::HashingWriter;
 use cairn_layer::{write_layer_with_stats, Compression, DiffSource, WriteOptions};
@@ -20,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: layer_bench floor FILE | tree DIR | unpack BLOB DIR".into()),
     };
     let start = Instant::now();
+    let mut compressed = None;
     let bytes = match mode {
         "floor" => {
             let mut f = std::fs::File::open(path)?;
@@ -42,12 +44,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             n
         }
         "tree" => {
-            let (_, stats) = write_layer_with_stats(
+            let (desc, stats) = write_layer_with_stats(
                 DiffSource::Tree(path.as_ref()),
                 Compression::Gzip,
                 &WriteOptions::default(),
                 HashingWriter::new(std::io::sink()),
             )?;
+            compressed = Some(desc.size);
             stats.tar_size
         }
         "unpack" => {
@@ -60,6 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown mode {other}").into()),
     };
     let secs = start.elapsed().as_secs_f64();
-    println!("{mode} {bytes} {secs:.3} {:.1}", bytes as f64 / 1e6 / secs);
+    match compressed {
+        Some(c) => println!(
+            "{mode} {bytes} {secs:.3} {:.1} {c}",
+            bytes as f64 / 1e6 / secs
+        ),
+        None => println!("{mode} {bytes} {secs:.3} {:.1}", bytes as f64 / 1e6 / secs),
+    }
     Ok(())
 }

@@ -66,7 +66,7 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>, Err
 
 /// A compressing writer for one of the layer compressions.
 pub(crate) enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParGzWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -74,11 +74,9 @@ pub(crate) enum Compressor<W: Write> {
 impl<W: Write> Compressor<W> {
     pub(crate) fn new(c: Compression, w: W) -> io::Result<Self> {
         Ok(match c {
-            // GzBuilder leaves mtime 0 and no file name in the gzip header, so the bytes depend
-            // only on the input: required for reproducible digests.
-            Compression::Gzip => {
-                Compressor::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::default()))
-            }
+            // Parallel deflate in fixed-size chunks; the bytes depend only on the input (not on
+            // the thread count or the write calls): required for reproducible digests.
+            Compression::Gzip => Compressor::Gzip(crate::pgzip::ParGzWriter::new(w)),
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
             Compression::None => Compressor::None(w),
         })

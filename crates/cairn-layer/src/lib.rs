@@ -32,6 +32,7 @@ use std::path::Path;
 
 pub mod compress;
 pub mod hash;
+mod pgzip;
 mod transcode;
 mod unpack;
 mod write;
