@@ -1,6 +1,8 @@
-//! The container init: this same binary, re-exec'd as `<exe> __cairn-init` with the plan on fd 3
-//! and a message pipe on fd 4. Being a fresh exec it is single-threaded, so it may unshare, fork
-//! and allocate freely (what a fork of the multi-threaded cairn could not).
+//! The container init. A caller that is single-threaded when it starts a container simply forks
+//! it (`process::fork_init`): the child is as free to unshare, fork and allocate as a fresh exec.
+//! A multi-threaded caller (a build with worker threads, a health check from its thread) cannot
+//! do that safely, so there the init is this same binary, re-exec'd as `<exe> __cairn-init` with
+//! the plan on fd 3 and a message pipe on fd 4.
 //!
 //! A (this process) unshares the namespaces and forks B, PID 1 of the new PID namespace, which
 //! builds the mounts, pivots, and forks C, which becomes the user and execs the command. A and B
@@ -75,6 +77,13 @@ fn init_main() -> i32 {
             )
         }
     };
+    run_init(&plan, msg)
+}
+
+/// A's work, from the plan on: in the re-exec'd init above, or straight after the fork in a
+/// single-threaded caller (see `process::fork_init`). Expects the message pipe on fd 4 (`msg`)
+/// and, with a tty, the console socket on fd 5.
+pub(crate) fn run_init(plan: &ContainerPlan, mut msg: File) -> i32 {
     if plan.tty {
         // SAFETY: fd 5 is ours when the plan asks for a tty; only its flags change.
         unsafe { libc::fcntl(CONSOLE_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -89,7 +98,7 @@ fn init_main() -> i32 {
     }
 
     if let Some(pid) = plan.join {
-        return join_and_exec(pid, &plan, msg, &mask);
+        return join_and_exec(pid, plan, msg, &mask);
     }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -116,7 +125,7 @@ fn init_main() -> i32 {
     // SAFETY: single-threaded (a fresh exec that spawned no thread).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let code = pid1(&plan, msg, &mask);
+            let code = pid1(plan, msg, &mask);
             // SAFETY: _exit skips atexit handlers that belong to A.
             unsafe { libc::_exit(code) }
         }
@@ -245,6 +254,10 @@ fn pid1(plan: &ContainerPlan, mut msg: File, mask: &SigSet) -> i32 {
 /// C: becomes the process of the spec. Returns only on failure.
 fn exec_process(plan: &ContainerPlan, msg: &mut File) -> i32 {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // The Rust runtime of cairn ignores SIGPIPE, and an ignored signal stays ignored across
+    // execve: the command gets the default disposition, as under docker.
+    // SAFETY: plain sigaction to SIG_DFL in a single-threaded process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let _ = nix::unistd::setsid();
     if plan.tty {
         if let Err(e) = attach_console(plan.uid) {

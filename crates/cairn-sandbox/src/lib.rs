@@ -30,6 +30,8 @@
 //! kill_all_running()                               // from a signal handler thread: SIGKILL every
 //!                                                  // container this process started
 //! kill_containers_on_termination() / forward_termination_signals()  // SIGINT/TERM/HUP policy
+//! kill_containers_on_termination_without_thread() // same policy, signals taken by `run` itself
+//!                                                  // (keeps a one-thread caller one-threaded)
 //! termination_signal() -> Option<i32>
 //! user::resolve(rootfs: &Path, spec: &str /* name|uid[:group|gid] */) -> Result<ResolvedUser{uid, gid, groups, home}>
 //! ```
@@ -38,8 +40,10 @@
 //!
 //! `run` is called in the (possibly multi-threaded) cairn process. It resolves the user, creates
 //! the mount points that are missing in the rootfs (and removes them afterwards, so no trace of
-//! them reaches a layer), then spawns `/proc/self/exe __cairn-init` with the plan on fd 3. That
-//! fresh, single-threaded process ("A") unshares the mount, PID, UTS, IPC (and, for
+//! them reaches a layer), then starts the init, "A": a plain fork when the calling process has a
+//! single thread (`cairn run`: no exec of the big binary), otherwise `/proc/self/exe
+//! __cairn-init` with the plan on fd 3 (a fork of a multi-threaded process could deadlock on a
+//! lock another thread held). Either way A is a single-threaded process, which unshares the mount, PID, UTS, IPC (and, for
 //! `Network::None`, network) namespaces and forks "B", PID 1 of the new PID namespace: B builds
 //! the mounts, pivots into the rootfs and forks "C", which switches user, drops capabilities and
 //! execs the command. B reaps zombies and exits with C's status; A waits for B and exits with it.
@@ -91,8 +95,9 @@ pub use caps_set::DEFAULT_CAPABILITIES;
 pub use error::{Error, Result};
 pub use init::{maybe_run_init, INIT_ARG};
 pub use process::{
-    exec_in, forward_termination_signals, kill_all_running, kill_containers_on_termination, run,
-    run_with, signal_all_running, termination_signal, RunHooks,
+    exec_in, forward_termination_signals, kill_all_running, kill_containers_on_termination,
+    kill_containers_on_termination_without_thread, run, run_with, signal_all_running,
+    termination_signal, RunHooks,
 };
 pub use rootfs::{Rootfs, SnapshotterKind};
 pub use setup::{ContainerPlan, PlannedMount, PlannedMountKind};

@@ -8,11 +8,11 @@ use crate::stubs::{StubKind, Stubs};
 use crate::user;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 /// Host PIDs of the init processes (A) of the runs in flight, for [`kill_all_running`].
@@ -37,13 +37,11 @@ pub fn signal_all_running(signal: i32) {
 }
 
 static TERMINATION: AtomicI32 = AtomicI32::new(0);
+/// Set by [`kill_containers_on_termination_without_thread`]: the signals are blocked and `run`
+/// takes them itself (a signalfd in its poll loop).
+static INLINE_SIGNALS: AtomicBool = AtomicBool::new(false);
 
-/// Makes SIGINT, SIGTERM and SIGHUP kill every running container (see [`kill_all_running`])
-/// and SIGWINCH resize their terminals
-/// instead of killing cairn outright, so that each `run` returns and its caller can unmount and
-/// clean up; [`termination_signal`] then says which signal came. Blocks the signals in the calling
-/// thread, so call it before any other thread is spawned (threads inherit the mask).
-pub fn kill_containers_on_termination() -> Result<()> {
+fn termination_set() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     for s in [
@@ -54,18 +52,68 @@ pub fn kill_containers_on_termination() -> Result<()> {
     ] {
         set.add(s);
     }
+    set
+}
+
+/// What SIGINT/SIGTERM/SIGHUP/SIGWINCH do under [`kill_containers_on_termination`].
+fn on_termination_signal(sig: i32) {
+    if sig == libc::SIGWINCH {
+        resize_consoles();
+    } else {
+        TERMINATION.store(sig, Ordering::SeqCst);
+        kill_all_running();
+    }
+}
+
+/// [`kill_containers_on_termination`] without its signal thread, for a caller that runs one
+/// container at a time from one thread (`cairn run`): the signals are blocked in the calling
+/// thread and `run` waits for them together with the container's output, and
+/// [`termination_signal`] collects any that came outside a run. A process that stays
+/// single-threaded this way gets its container init forked instead of re-exec'd (faster start).
+/// Threads spawned later inherit the blocked mask; none of them may wait for these signals.
+pub fn kill_containers_on_termination_without_thread() -> Result<()> {
+    termination_set()
+        .thread_block()
+        .map_err(|e| Error::io("blocking signals", e.into()))?;
+    INLINE_SIGNALS.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// With [`kill_containers_on_termination_without_thread`]: handles the termination signals that
+/// are pending, without waiting.
+fn take_pending_signals() {
+    if !INLINE_SIGNALS.load(Ordering::SeqCst) {
+        return;
+    }
+    let set = termination_set();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: sigtimedwait on a valid set, no siginfo wanted.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) };
+        if sig <= 0 {
+            break;
+        }
+        on_termination_signal(sig);
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP kill every running container (see [`kill_all_running`])
+/// and SIGWINCH resize their terminals
+/// instead of killing cairn outright, so that each `run` returns and its caller can unmount and
+/// clean up; [`termination_signal`] then says which signal came. Blocks the signals in the calling
+/// thread, so call it before any other thread is spawned (threads inherit the mask).
+pub fn kill_containers_on_termination() -> Result<()> {
+    let set = termination_set();
     set.thread_block()
         .map_err(|e| Error::io("blocking signals", e.into()))?;
     std::thread::Builder::new()
         .name("cairn-signals".into())
         .spawn(move || loop {
-            match set.wait() {
-                Ok(Signal::SIGWINCH) => resize_consoles(),
-                Ok(sig) => {
-                    TERMINATION.store(sig as i32, Ordering::SeqCst);
-                    kill_all_running();
-                }
-                Err(_) => {}
+            if let Ok(sig) = set.wait() {
+                on_termination_signal(sig as i32);
             }
         })
         .map_err(|e| Error::io("starting the signal thread", e))?;
@@ -75,6 +123,7 @@ pub fn kill_containers_on_termination() -> Result<()> {
 /// The signal that asked this process to terminate, once [`kill_containers_on_termination`]
 /// caught one.
 pub fn termination_signal() -> Option<i32> {
+    take_pending_signals();
     match TERMINATION.load(Ordering::SeqCst) {
         0 => None,
         s => Some(s),
@@ -317,21 +366,78 @@ impl Drop for Registered {
     }
 }
 
+/// How the init was started.
+enum Init {
+    /// This binary re-exec'd (`<exe> __cairn-init`).
+    Exec(std::process::Child),
+    /// A fork of this (single-threaded) process.
+    Forked(i32),
+}
+
+impl Init {
+    fn pid(&self) -> i32 {
+        match self {
+            Init::Exec(c) => c.id() as i32,
+            Init::Forked(pid) => *pid,
+        }
+    }
+
+    /// The exit code, or None and the signal that killed it.
+    fn wait(self) -> Result<(Option<i32>, i32)> {
+        match self {
+            Init::Exec(mut c) => {
+                let status = c.wait().ctx(|| "waiting for the container init".into())?;
+                Ok((status.code(), status.signal().unwrap_or(0)))
+            }
+            Init::Forked(pid) => loop {
+                use nix::sys::wait::{waitpid, WaitStatus};
+                match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok((Some(code), 0)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok((None, sig as i32)),
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(Error::io("waiting for the container init", e.into())),
+                }
+            },
+        }
+    }
+}
+
+/// Whether this process has a single thread, so that a fork of it may do anything (allocate,
+/// take locks) until it execs: no other thread can have held a lock at the fork.
+fn single_threaded() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // Field 20 (num_threads); the fields after the `(comm)` start with field 3.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(17))
+        .and_then(|n| n.parse::<u32>().ok())
+        == Some(1)
+}
+
+/// Where the init's stdin comes from.
+enum InitStdin {
+    Null,
+    Inherit,
+    Fd(OwnedFd),
+}
+
+/// The descriptors the init starts with: stdin/stdout/stderr, the message pipe (fd 4) and, with a
+/// tty, the console socket (fd 5).
+struct InitFds {
+    stdin: InitStdin,
+    out: OwnedFd,
+    err: OwnedFd,
+    msg: OwnedFd,
+    console: Option<OwnedFd>,
+}
+
 fn spawn_and_wait(
     plan: &ContainerPlan,
     stdin: bool,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
     hooks: &mut RunHooks<'_>,
 ) -> Result<i32> {
-    let json =
-        serde_json::to_vec(plan).map_err(|e| Error::Setup(format!("encoding the plan: {e}")))?;
-    let plan_fd = rustix::fs::memfd_create("cairn-plan", rustix::fs::MemfdFlags::CLOEXEC)
-        .map_err(|e| Error::io("memfd_create", e.into()))?;
-    let mut plan_file = File::from(plan_fd);
-    plan_file
-        .write_all(&json)
-        .ctx(|| "writing the plan".into())?;
-    plan_file.rewind().ctx(|| "rewinding the plan".into())?;
     let (msg_r, msg_w) = cloexec_pipe()?;
     // With a tty, the process opens its terminal in the container's own devpts (so `tty` names
     // it and programs find it under /dev/pts) and sends us the master side over this socket.
@@ -347,24 +453,118 @@ fn spawn_and_wait(
     } else {
         (None, None)
     };
+    let (out_r, out_w) = cloexec_pipe()?;
+    let (err_r, err_w) = cloexec_pipe()?;
+    let mut stdin_source = hooks.stdin.take();
+    let init_stdin = match (stdin && !plan.tty, stdin_source.take()) {
+        (true, Some(fd)) => InitStdin::Fd(fd),
+        (true, None) => InitStdin::Inherit,
+        (false, fd) => {
+            stdin_source = fd;
+            InitStdin::Null
+        }
+    };
+    let fds = InitFds {
+        stdin: init_stdin,
+        out: out_w,
+        err: err_w,
+        msg: msg_w,
+        console: console_w,
+    };
+    // CAIRN_INIT_EXE names a binary to exec: honour it (tests point it at impostors).
+    let child = if std::env::var_os("CAIRN_INIT_EXE").is_none() && single_threaded() {
+        fork_init(plan, fds)?
+    } else {
+        exec_init(plan, fds)?
+    };
+    let registered = Registered(child.pid());
+    if let Ok(mut v) = RUNNING.lock() {
+        v.push(registered.0);
+    }
+    // A signal that came between spawn and registration found nothing to kill.
+    if termination_signal().is_some() {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(registered.0, libc::SIGKILL) };
+    }
+
+    let mut msgs = String::new();
+    let mut io = Pump {
+        out: Some(out_r),
+        err: Some(err_r),
+        msg: Some(msg_r),
+        console: console_r,
+        master: None,
+        signals: inline_signalfd(),
+        stdin: if stdin && plan.tty {
+            Some(stdin_source)
+        } else {
+            None
+        },
+        registered_console: None,
+    };
+    io.run(on_output, &mut msgs, hooks);
+    drop(io);
+    let forked = matches!(child, Init::Forked(_));
+    let (exit_code, signal) = child.wait()?;
+    drop(registered);
+    let code = exit_code.unwrap_or(128 + signal);
+
+    for line in msgs.lines() {
+        if let Some(rest) = line.strip_prefix("error ") {
+            let (c, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let c: i32 = c.parse().unwrap_or(SETUP_FAILED);
+            return Err(if c == 126 || c == 127 {
+                Error::Exec {
+                    message: text.to_string(),
+                    code: c,
+                }
+            } else {
+                Error::Setup(text.to_string())
+            });
+        }
+    }
+    // An init that exits on its own without a word is not ours: a binary whose main() does not
+    // call maybe_run_init() (a libtest test binary) took `__cairn-init` for something else.
+    if !forked && exit_code.is_some() && !msgs.lines().any(|l| l.starts_with("pid ")) {
+        return Err(Error::Setup(format!(
+            "the container init ({}) did not start: call cairn_sandbox::maybe_run_init() first in \
+             main(), or point CAIRN_INIT_EXE at a cairn binary",
+            init_exe().display()
+        )));
+    }
+    if forked && exit_code == Some(SETUP_FAILED) && !msgs.lines().any(|l| l.starts_with("pid ")) {
+        return Err(Error::Setup(
+            "the container init failed before it started".into(),
+        ));
+    }
+    Ok(code)
+}
+
+/// Starts the init as `<exe> __cairn-init` with the plan on fd 3: a fresh single-threaded process
+/// whatever the caller's threads are doing.
+fn exec_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
+    let json =
+        serde_json::to_vec(plan).map_err(|e| Error::Setup(format!("encoding the plan: {e}")))?;
+    let plan_fd = rustix::fs::memfd_create("cairn-plan", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| Error::io("memfd_create", e.into()))?;
+    let mut plan_file = File::from(plan_fd);
+    plan_file
+        .write_all(&json)
+        .ctx(|| "writing the plan".into())?;
+    plan_file.rewind().ctx(|| "rewinding the plan".into())?;
 
     let mut cmd = Command::new(init_exe());
     cmd.arg(INIT_ARG).env_clear();
-    let (out_r, out_w) = cloexec_pipe()?;
-    let (err_r, err_w) = cloexec_pipe()?;
-    cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
-    let mut stdin_source = hooks.stdin.take();
-    match (stdin && !plan.tty, stdin_source.take()) {
-        (true, Some(fd)) => cmd.stdin(Stdio::from(fd)),
-        (true, None) => cmd.stdin(Stdio::inherit()),
-        (false, fd) => {
-            stdin_source = fd;
-            cmd.stdin(Stdio::null())
-        }
+    cmd.stdout(Stdio::from(fds.out))
+        .stderr(Stdio::from(fds.err));
+    match fds.stdin {
+        InitStdin::Fd(fd) => cmd.stdin(Stdio::from(fd)),
+        InitStdin::Inherit => cmd.stdin(Stdio::inherit()),
+        InitStdin::Null => cmd.stdin(Stdio::null()),
     };
     let plan_raw = plan_file.as_raw_fd();
-    let msg_raw = msg_w.as_raw_fd();
-    let console_raw = console_w.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+    let msg_raw = fds.msg.as_raw_fd();
+    let console_raw = fds.console.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
     // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl, setpgid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -396,70 +596,147 @@ fn spawn_and_wait(
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .ctx(|| format!("starting the container init {}", init_exe().display()))?;
-    drop(cmd);
-    drop(msg_w);
-    drop(console_w);
-    drop(plan_file);
-    let registered = Registered(child.id() as i32);
-    if let Ok(mut v) = RUNNING.lock() {
-        v.push(registered.0);
-    }
-    // A signal that came between spawn and registration found nothing to kill.
-    if termination_signal().is_some() {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(registered.0, libc::SIGKILL) };
-    }
+    Ok(Init::Exec(child))
+}
 
-    let mut msgs = String::new();
-    let mut io = Pump {
-        out: Some(out_r),
-        err: Some(err_r),
-        msg: Some(msg_r),
-        console: console_r,
-        master: None,
-        stdin: if stdin && plan.tty {
-            Some(stdin_source)
-        } else {
-            None
-        },
-        registered_console: None,
+/// Starts the init as a fork of this process, which must be single-threaded: no execve of this
+/// (large) binary, no dynamic loading, no plan to encode and decode. The child sets up the same
+/// descriptors as [`exec_init`] gives the re-exec'd init, closes every other one (as the exec
+/// would have, they are all close-on-exec) and runs [`crate::init::run_init`].
+fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
+    let null = match fds.stdin {
+        InitStdin::Null => Some(
+            rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| Error::io("opening /dev/null", e.into()))?,
+        ),
+        _ => None,
     };
-    io.run(on_output, &mut msgs, hooks);
-    let status = child
-        .wait()
-        .ctx(|| "waiting for the container init".into())?;
-    drop(registered);
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-
-    for line in msgs.lines() {
-        if let Some(rest) = line.strip_prefix("error ") {
-            let (c, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            let c: i32 = c.parse().unwrap_or(SETUP_FAILED);
-            return Err(if c == 126 || c == 127 {
-                Error::Exec {
-                    message: text.to_string(),
-                    code: c,
+    let stdin_raw = match (&fds.stdin, &null) {
+        (InitStdin::Fd(fd), _) => fd.as_raw_fd(),
+        (InitStdin::Null, Some(fd)) => fd.as_raw_fd(),
+        _ => -1,
+    };
+    let out_raw = fds.out.as_raw_fd();
+    let err_raw = fds.err.as_raw_fd();
+    let msg_raw = fds.msg.as_raw_fd();
+    let console_raw = fds.console.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+    let parent = std::process::id() as i32;
+    // SAFETY: the caller checked that this process has a single thread, so the child is a
+    // complete copy of it and may run ordinary code; it never returns from this block.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::io(
+            "forking the container init",
+            std::io::Error::last_os_error(),
+        )),
+        0 => unsafe {
+            // SAFETY (whole block): the child, alone in its process, arranging its own fds.
+            let moved = |fd: i32| {
+                if fd < 0 {
+                    -1
+                } else {
+                    libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10)
                 }
+            };
+            let (i, o, e, m, c) = (
+                moved(stdin_raw),
+                moved(out_raw),
+                moved(err_raw),
+                moved(msg_raw),
+                moved(console_raw),
+            );
+            let ok = (stdin_raw < 0 || (i >= 0 && libc::dup2(i, 0) == 0))
+                && o >= 0
+                && libc::dup2(o, 1) == 1
+                && e >= 0
+                && libc::dup2(e, 2) == 2
+                && m >= 0
+                && libc::dup2(m, MSG_FD) == MSG_FD
+                && (console_raw < 0 || (c >= 0 && libc::dup2(c, CONSOLE_FD) == CONSOLE_FD));
+            if !ok {
+                libc::_exit(SETUP_FAILED);
+            }
+            libc::close(PLAN_FD);
+            let first_free = if console_raw >= 0 {
+                CONSOLE_FD + 1
             } else {
-                Error::Setup(text.to_string())
+                CONSOLE_FD
+            };
+            close_from(first_free);
+            // The init dies with the thread that started it: no orphaned container survives
+            // cairn (and if cairn is already gone, it stops here).
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+                || libc::getppid() != parent
+            {
+                libc::_exit(SETUP_FAILED);
+            }
+            // Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
+            libc::setpgid(0, 0);
+            let msg = File::from_raw_fd(MSG_FD);
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::init::run_init(plan, msg)
+            }))
+            .unwrap_or_else(|_| {
+                let line = b"error 125 the container init panicked\n";
+                libc::write(MSG_FD, line.as_ptr().cast(), line.len());
+                SETUP_FAILED
             });
+            libc::_exit(code)
+        },
+        pid => {
+            drop(fds);
+            drop(null);
+            Ok(Init::Forked(pid))
         }
     }
-    // An init that exits on its own without a word is not ours: a binary whose main() does not
-    // call maybe_run_init() (a libtest test binary) took `__cairn-init` for something else.
-    if status.code().is_some() && !msgs.lines().any(|l| l.starts_with("pid ")) {
-        return Err(Error::Setup(format!(
-            "the container init ({}) did not start: call cairn_sandbox::maybe_run_init() first in \
-             main(), or point CAIRN_INIT_EXE at a cairn binary",
-            init_exe().display()
-        )));
+}
+
+/// Closes every descriptor from `first` up.
+///
+/// # Safety
+/// The caller owns every such descriptor (the forked init, before it runs anything).
+unsafe fn close_from(first: i32) {
+    if libc::syscall(
+        libc::SYS_close_range,
+        first as libc::c_uint,
+        libc::c_uint::MAX,
+        0,
+    ) == 0
+    {
+        return;
     }
-    Ok(code)
+    let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
+        n if n > 0 => n.min(65536) as i32,
+        _ => 1024,
+    };
+    for fd in first..max {
+        libc::close(fd);
+    }
+}
+
+/// With [`kill_containers_on_termination_without_thread`]: a signalfd for the termination
+/// signals, which [`Pump::run`] waits on with the container's output.
+fn inline_signalfd() -> Option<OwnedFd> {
+    if !INLINE_SIGNALS.load(Ordering::SeqCst) {
+        return None;
+    }
+    let set = termination_set();
+    // SAFETY: signalfd(2) with a valid set; the new descriptor is ours.
+    let fd = unsafe { libc::signalfd(-1, set.as_ref(), libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    // SAFETY: a fresh descriptor owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The streams of a run: the init's stdout/stderr pipes, its message pipe, and with a tty the
@@ -470,6 +747,8 @@ struct Pump {
     msg: Option<OwnedFd>,
     console: Option<OwnedFd>,
     master: Option<OwnedFd>,
+    /// See [`inline_signalfd`]: not a stream, it does not keep the pump going.
+    signals: Option<OwnedFd>,
     /// With a tty and `-i`: where keystrokes come from (None inside = this process's stdin).
     stdin: Option<Option<OwnedFd>>,
     /// The copy of the master in [`CONSOLES`], dropped from there with the pump.
@@ -497,10 +776,16 @@ impl Pump {
         let mut buf = vec![0u8; 65536];
         let mut msg_seen = 0;
         loop {
-            let slots: [&Option<OwnedFd>; 5] =
-                [&self.out, &self.err, &self.msg, &self.console, &self.master];
-            let open: Vec<usize> = (0..5).filter(|i| slots[*i].is_some()).collect();
-            if open.is_empty() {
+            let slots: [&Option<OwnedFd>; 6] = [
+                &self.out,
+                &self.err,
+                &self.msg,
+                &self.console,
+                &self.master,
+                &self.signals,
+            ];
+            let open: Vec<usize> = (0..6).filter(|i| slots[*i].is_some()).collect();
+            if open.iter().all(|i| *i == 5) {
                 break;
             }
             let mut pfds: Vec<PollFd<'_>> = open
@@ -522,6 +807,10 @@ impl Pump {
             for i in ready {
                 if i == 3 {
                     self.receive_master();
+                    continue;
+                }
+                if i == 5 {
+                    self.take_signals();
                     continue;
                 }
                 let slot = match i {
@@ -555,6 +844,24 @@ impl Pump {
                     }
                 }
                 msg_seen += end + 1;
+            }
+        }
+    }
+
+    fn take_signals(&mut self) {
+        let Some(fd) = self.signals.as_ref() else {
+            return;
+        };
+        // struct signalfd_siginfo: 128 bytes, ssi_signo first.
+        let mut info = [0u8; 128];
+        loop {
+            match rustix::io::read(fd, &mut info) {
+                Ok(128) => {
+                    let sig = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                    on_termination_signal(sig as i32);
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) | Err(_) => break,
             }
         }
     }

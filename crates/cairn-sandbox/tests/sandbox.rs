@@ -729,8 +729,13 @@ fn exec_joins_a_running_container() {
 
 /// Child mode of this binary for the kill tests: prepare, run `sleep <marker>`, print what to
 /// check, clean up on SIGTERM.
-fn kill_child(image: &str, scratch: &str, marker: &str) -> ! {
-    cairn_sandbox::kill_containers_on_termination().unwrap();
+fn kill_child(image: &str, scratch: &str, marker: &str, threadless: bool) -> ! {
+    if threadless {
+        // `cairn run`'s way: no signal thread, so the init is forked, not re-exec'd.
+        cairn_sandbox::kill_containers_on_termination_without_thread().unwrap();
+    } else {
+        cairn_sandbox::kill_containers_on_termination().unwrap();
+    }
     let r = Rootfs::prepare(
         &[PathBuf::from(image)],
         Path::new(scratch),
@@ -771,16 +776,21 @@ fn mnt_ns(pid: i32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
-fn killing_cairn_leaves_nothing(signal: i32) {
+fn killing_cairn_leaves_nothing(signal: i32, threadless: bool) {
     use std::io::BufRead;
     let e = env();
-    let marker = format!("{}.{signal}", 900 + std::process::id() % 99);
+    let marker = format!(
+        "{}.{signal}{}",
+        900 + std::process::id() % 99,
+        u8::from(threadless)
+    );
     let mut child = Command::new("/proc/self/exe")
         .args([
             "__kill-child",
             e.image.to_str().unwrap(),
             e.scratch.to_str().unwrap(),
             &marker,
+            if threadless { "threadless" } else { "thread" },
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -856,7 +866,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("__kill-child") {
         cairn_sandbox::enter_private_mount_namespace().unwrap();
-        kill_child(&args[2], &args[3], &args[4]);
+        kill_child(&args[2], &args[3], &args[4], args[5] == "threadless");
     }
     cairn_sandbox::enter_private_mount_namespace().expect("these tests need root");
     let filter: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
@@ -900,10 +910,16 @@ fn main() {
             exec_joins_a_running_container,
         ),
         ("kill_9_leaves_no_process_or_mount", || {
-            killing_cairn_leaves_nothing(libc::SIGKILL)
+            killing_cairn_leaves_nothing(libc::SIGKILL, false)
         }),
         ("sigterm_kills_container_and_cleans_up", || {
-            killing_cairn_leaves_nothing(libc::SIGTERM)
+            killing_cairn_leaves_nothing(libc::SIGTERM, false)
+        }),
+        ("kill_9_of_a_threadless_cairn_leaves_nothing", || {
+            killing_cairn_leaves_nothing(libc::SIGKILL, true)
+        }),
+        ("sigterm_without_signal_thread_kills_and_cleans_up", || {
+            killing_cairn_leaves_nothing(libc::SIGTERM, true)
         }),
     ];
     let mut failed = Vec::new();

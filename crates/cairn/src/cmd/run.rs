@@ -432,8 +432,10 @@ pub fn run(a: RunArgs, g: &Global) -> Result<i32> {
     // Before the store (or anything) can start a thread: the namespace needs a single thread,
     // and threads started later inherit the blocked SIGINT/SIGTERM (else one of them would take
     // the signal and die with the whole process, skipping the clean-up).
+    // Without a signal thread: `run` takes the signals itself, so this process stays
+    // single-threaded and the container init is forked rather than re-exec'd.
     cairn_sandbox::enter_private_mount_namespace()?;
-    cairn_sandbox::kill_containers_on_termination()?;
+    cairn_sandbox::kill_containers_on_termination_without_thread()?;
     let network = match a.network.as_str() {
         "host" => Network::Host,
         "none" => Network::None,
