@@ -81,7 +81,7 @@ pub struct BuildCacheUsage {
 impl Store {
     /// Counts the build cache records and sizes the blobs they keep.
     pub fn build_cache_usage(&self) -> Result<BuildCacheUsage> {
-        use redb::{ReadableDatabase as _, ReadableTable as _};
+        use redb::ReadableTable as _;
         let mut blobs = std::collections::BTreeSet::new();
         let mut entries = 0usize;
         {

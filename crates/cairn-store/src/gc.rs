@@ -4,7 +4,7 @@ use crate::blobs::check_digest;
 use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, TAGS};
 use crate::images::LayerInfo;
 use crate::{io_err, Digest, Error, Result, Store};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::BufReader;
@@ -251,7 +251,7 @@ impl Store {
                 .unwrap_or(false)
         };
 
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             let mut images = w.open_table(IMAGES).map_err(dbe)?;
             let tags = w.open_table(TAGS).map_err(dbe)?;
@@ -335,7 +335,7 @@ impl Store {
             }
         }
         if !dead.is_empty() {
-            let w = self.db.begin_write().map_err(dbe)?;
+            let w = self.db.begin_write()?;
             {
                 let mut layers = w.open_table(LAYERS).map_err(dbe)?;
                 for d in &dead {

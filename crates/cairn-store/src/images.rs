@@ -7,7 +7,7 @@ use crate::reference::{self, Reference};
 use crate::{canonical_json, Digest, Error, LayerDescriptor, Result, Store};
 use cairn_layer::{Compression, DiffSource, WriteOptions};
 use oci_spec::image::ImageConfiguration;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -132,7 +132,7 @@ impl Store {
     }
 
     pub(crate) fn record_layer(&self, digest: &Digest, info: &LayerInfo) -> Result<()> {
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(LAYERS).map_err(dbe)?;
             let v = serde_json::to_vec(info).map_err(|e| Error::Other(e.to_string()))?;
@@ -357,7 +357,7 @@ impl Store {
             size,
             created: created.clone(),
         };
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             let mut images = w.open_table(IMAGES).map_err(dbe)?;
             let v = serde_json::to_vec(&meta).map_err(|e| Error::Other(e.to_string()))?;
@@ -458,7 +458,7 @@ impl Store {
         };
         // Without the tag: `name:tag@digest` and `name@digest` are the same repository digest.
         let key = format!("{}@{digest}", r.repository());
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             if w.open_table(IMAGES)
                 .map_err(dbe)?
@@ -665,7 +665,7 @@ impl Store {
                 reason: "a tag cannot contain a digest".into(),
             });
         }
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(TAGS).map_err(dbe)?;
             t.insert(r.to_string().as_str(), rec.id.as_str())
@@ -678,7 +678,7 @@ impl Store {
     /// Removes a tag; returns the ID it pointed to, or None if there was no such tag.
     pub fn untag(&self, reference: &str) -> Result<Option<Digest>> {
         let name = reference::normalize(reference)?;
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         let old = {
             let mut t = w.open_table(TAGS).map_err(dbe)?;
             let old = t
@@ -696,7 +696,7 @@ impl Store {
 
     /// Removes an image record and every tag pointing at it. Its blobs stay until `prune`.
     pub fn delete_image(&self, id: &str) -> Result<()> {
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             let mut images = w.open_table(IMAGES).map_err(dbe)?;
             images.remove(id).map_err(dbe)?;
@@ -732,7 +732,7 @@ impl Store {
     pub fn cache_put(&self, key: &str, value: &[u8], blobs: &[Digest]) -> Result<()> {
         self.mark_in_use()?;
         let b = serde_json::to_vec(blobs).map_err(|e| Error::Other(e.to_string()))?;
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         {
             w.open_table(CACHE)
                 .map_err(dbe)?

@@ -3,7 +3,7 @@
 use crate::db::{dbe, IMAGES, TAGS};
 use crate::images::ImageMeta;
 use crate::{canonical_json, reference, write_atomic, Result, Store};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde_json::json;
 
 /// Media type of the manifests cairn writes.
@@ -96,7 +96,7 @@ impl Store {
         if self.index_is_current()? {
             return Ok(false);
         }
-        let w = self.db.begin_write().map_err(dbe)?;
+        let w = self.db.begin_write()?;
         self.write_index(&w)?;
         w.commit().map_err(dbe)?;
         Ok(true)

@@ -187,7 +187,7 @@ pub fn default_root() -> PathBuf {
 /// An open store rooted at a directory. Cheap to open; share one per process.
 pub struct Store {
     root: PathBuf,
-    db: redb::Database,
+    db: db::Db,
     /// The shared flock on `ROOT/lock`, taken on the first write: tells `prune` that this
     /// process may hold blobs that nothing references yet.
     in_use: Mutex<Option<fs::File>>,
@@ -222,7 +222,7 @@ impl Store {
                 )));
             }
         }
-        let db = db::open(&db_path)?;
+        let db = db::Db::open(&db_path)?;
         let store = Store {
             root: root.to_path_buf(),
             db,

@@ -319,15 +319,23 @@ fn check_finds_corruption_and_stale_index() {
 #[test]
 fn two_handles_share_one_store() {
     let (t, store, l) = setup();
+    // Both open the database read-only (it exists) and become writers on their first write;
+    // `reader` never writes.
     let other = Store::open(store.root()).unwrap();
+    let reader = Store::open(store.root()).unwrap();
     store
         .commit_image(&config("a"), std::slice::from_ref(&l), &["one".into()])
         .unwrap();
+    assert!(reader.resolve("one").unwrap().is_some());
     other
         .commit_image(&config("b"), std::slice::from_ref(&l), &["two".into()])
         .unwrap();
     assert_eq!(store.list_images().unwrap().len(), 2);
     assert!(other.resolve("one").unwrap().is_some());
+    assert!(reader.resolve("two").unwrap().is_some());
+    drop(store);
+    drop(other);
+    assert_eq!(reader.list_images().unwrap().len(), 2);
     drop(t);
 }
 

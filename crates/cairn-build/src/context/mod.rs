@@ -140,7 +140,7 @@ impl BuildContext {
     /// Adds a persisted content-hash memo kept in `cache_dir` (created if needed): digests of
     /// unchanged files (same size, mtime, ctime, inode) are then not recomputed across builds.
     pub fn with_hash_cache(mut self, cache_dir: &Path) -> BuildContext {
-        self.memo = hashes::HashMemo::load(cache_dir);
+        self.memo = hashes::HashMemo::load(cache_dir, &self.root);
         self.memo_dir = Some(cache_dir.to_path_buf());
         self
     }
@@ -148,7 +148,7 @@ impl BuildContext {
     /// Persists the memo given to [`BuildContext::with_hash_cache`]; a no-op without one.
     pub fn save_hash_cache(&self) -> Result<()> {
         match &self.memo_dir {
-            Some(d) => self.memo.save(d).map_err(|source| ContextError::Io {
+            Some(d) => self.memo.save(d, &self.root).map_err(|source| ContextError::Io {
                 path: d.clone(),
                 source,
             }),

@@ -242,14 +242,16 @@ impl<'a> Selector<'a> {
         include: Option<&Pattern>,
         out: &mut Vec<Entry>,
     ) -> io::Result<()> {
-        let mut names: Vec<OsString> = fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name()))
+        // `DirEntry::metadata` is an `fstatat` relative to the open directory: unlike
+        // `symlink_metadata(dir.join(name))` it does not resolve the whole path again for every
+        // file, which was half the time of a no-op build over a large context.
+        let mut children: Vec<(OsString, fs::Metadata)> = fs::read_dir(dir)?
+            .map(|e| e.and_then(|e| Ok((e.file_name(), e.metadata()?))))
             .collect::<io::Result<_>>()?;
-        names.sort();
-        for name in names {
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, meta) in children {
             let path = dir.join(&name);
             let rel = rel.join(&name);
-            let meta = fs::symlink_metadata(&path)?;
             let rel_str = rel.to_string_lossy();
             let hidden = self.ignored(&path) || self.exclude.is_excluded(&rel_str);
             let (matched, descend_include) = match include {
@@ -335,11 +337,11 @@ impl<'a> Selector<'a> {
         depth: usize,
         out: &mut Vec<PathBuf>,
     ) -> io::Result<()> {
-        let mut names: Vec<OsString> = fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name()))
+        let mut children: Vec<(OsString, fs::FileType)> = fs::read_dir(dir)?
+            .map(|e| e.and_then(|e| Ok((e.file_name(), e.file_type()?))))
             .collect::<io::Result<_>>()?;
-        names.sort();
-        for name in names {
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, file_type) in children {
             let path = dir.join(&name);
             let rel = rel.join(&name);
             let rel_str = rel.to_string_lossy();
@@ -352,7 +354,7 @@ impl<'a> Selector<'a> {
             }
             if (!hidden || self.may_reinclude(&path, &rel_str))
                 && rel.components().count() < depth
-                && fs::symlink_metadata(&path)?.is_dir()
+                && file_type.is_dir()
             {
                 self.glob_walk(&path, &rel, pat, depth, out)?;
             }
