@@ -81,46 +81,18 @@ fn init_main() -> i32 {
 }
 
 /// A's work, from the plan on: in the re-exec'd init above, or straight after the fork in a
-/// single-threaded caller (see `process::fork_init`). Expects the message pipe on fd 4 (`msg`)
-/// and, with a tty, the console socket on fd 5.
+/// single-threaded caller that joins a running container (see `process::fork_init`). Expects
+/// the message pipe on fd 4 (`msg`) and, with a tty, the console socket on fd 5.
 pub(crate) fn run_init(plan: &ContainerPlan, mut msg: File) -> i32 {
-    if plan.tty {
-        // SAFETY: fd 5 is ours when the plan asks for a tty; only its flags change.
-        unsafe { libc::fcntl(CONSOLE_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    let _ = nix::fcntl::fcntl(
-        &msg,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    let mask = forwarded_signals();
-    if let Err(e) = mask.thread_block() {
-        return fail(&mut msg, SETUP_FAILED, &format!("blocking signals: {e}"));
-    }
-
+    let mask = match prologue(plan, &mut msg) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     if let Some(pid) = plan.join {
         return join_and_exec(pid, plan, msg, &mask);
     }
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if plan.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    if let Err(e) = nix::sched::unshare(flags) {
-        return fail(&mut msg, SETUP_FAILED, &format!("creating namespaces: {e}"));
-    }
-    if let Err(e) = nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    ) {
-        return fail(&mut msg, SETUP_FAILED, &format!("making / private: {e}"));
-    }
-    if let Err(e) = setup::setup_network(&LinuxSyscall, plan.network) {
-        return fail(&mut msg, SETUP_FAILED, &e);
+    if let Err(code) = enter_namespaces(plan, &mut msg, true) {
+        return code;
     }
     // SAFETY: single-threaded (a fresh exec that spawned no thread).
     match unsafe { fork() } {
@@ -136,6 +108,71 @@ pub(crate) fn run_init(plan: &ContainerPlan, mut msg: File) -> i32 {
         }
         Err(e) => fail(&mut msg, SETUP_FAILED, &format!("fork: {e}")),
     }
+}
+
+/// B without an A: the child of a single-threaded caller that made the PID namespace itself
+/// (`unshare(CLONE_NEWPID)` before its fork, see `process::fork_init`), so this process already
+/// is PID 1 of the container and the caller waits for it and signals it directly. Same fds as
+/// [`run_init`].
+pub(crate) fn run_pid1(plan: &ContainerPlan, mut msg: File) -> i32 {
+    let mask = match prologue(plan, &mut msg) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    if let Err(code) = enter_namespaces(plan, &mut msg, false) {
+        return code;
+    }
+    pid1(plan, msg, &mask)
+}
+
+/// Close-on-exec for the descriptors meant for the caller only, and every asynchronous signal
+/// blocked (they are taken with `sigwait` by [`supervise`]).
+fn prologue(plan: &ContainerPlan, msg: &mut File) -> Result<SigSet, i32> {
+    if plan.tty {
+        // SAFETY: fd 5 is ours when the plan asks for a tty; only its flags change.
+        unsafe { libc::fcntl(CONSOLE_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let _ = nix::fcntl::fcntl(
+        &*msg,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let mask = forwarded_signals();
+    if let Err(e) = mask.thread_block() {
+        return Err(fail(msg, SETUP_FAILED, &format!("blocking signals: {e}")));
+    }
+    Ok(mask)
+}
+
+/// Unshares the container's namespaces (the PID one only with `pid`: it takes effect for the
+/// children), makes every mount private and sets up the network.
+fn enter_namespaces(plan: &ContainerPlan, msg: &mut File, pid: bool) -> Result<(), i32> {
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if pid {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    if plan.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = nix::sched::unshare(flags) {
+        return Err(fail(
+            msg,
+            SETUP_FAILED,
+            &format!("creating namespaces: {e}"),
+        ));
+    }
+    if let Err(e) = nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    ) {
+        return Err(fail(msg, SETUP_FAILED, &format!("making / private: {e}")));
+    }
+    if let Err(e) = setup::setup_network(&LinuxSyscall, plan.network) {
+        return Err(fail(msg, SETUP_FAILED, &e));
+    }
+    Ok(())
 }
 
 /// An exec into a running container: join its namespaces (the PID one takes effect for children,

@@ -370,15 +370,16 @@ impl Drop for Registered {
 enum Init {
     /// This binary re-exec'd (`<exe> __cairn-init`).
     Exec(std::process::Child),
-    /// A fork of this (single-threaded) process.
-    Forked(i32),
+    /// A fork of this (single-threaded) process; `pid1`: it is the container's PID 1 itself
+    /// (there is no A), see [`fork_init`].
+    Forked { pid: i32, pid1: bool },
 }
 
 impl Init {
     fn pid(&self) -> i32 {
         match self {
             Init::Exec(c) => c.id() as i32,
-            Init::Forked(pid) => *pid,
+            Init::Forked { pid, .. } => *pid,
         }
     }
 
@@ -389,7 +390,7 @@ impl Init {
                 let status = c.wait().ctx(|| "waiting for the container init".into())?;
                 Ok((status.code(), status.signal().unwrap_or(0)))
             }
-            Init::Forked(pid) => loop {
+            Init::Forked { pid, .. } => loop {
                 use nix::sys::wait::{waitpid, WaitStatus};
                 match waitpid(nix::unistd::Pid::from_raw(pid), None) {
                     Ok(WaitStatus::Exited(_, code)) => return Ok((Some(code), 0)),
@@ -488,6 +489,13 @@ fn spawn_and_wait(
     }
 
     let mut msgs = String::new();
+    if let Init::Forked { pid, pid1: true } = child {
+        // PID 1 exists already, and it is ours: no A to tell us its pid.
+        msgs = format!("pid {pid}\n");
+        if let Some(cb) = hooks.on_start.as_mut() {
+            cb(pid as u32);
+        }
+    }
     let mut io = Pump {
         out: Some(out_r),
         err: Some(err_r),
@@ -502,9 +510,10 @@ fn spawn_and_wait(
         },
         registered_console: None,
     };
-    io.run(on_output, &mut msgs, hooks);
+    let seen = msgs.len();
+    io.run(on_output, &mut msgs, seen, hooks);
     drop(io);
-    let forked = matches!(child, Init::Forked(_));
+    let forked = matches!(child, Init::Forked { .. });
     let (exit_code, signal) = child.wait()?;
     drop(registered);
     let code = exit_code.unwrap_or(128 + signal);
@@ -604,9 +613,30 @@ fn exec_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
 
 /// Starts the init as a fork of this process, which must be single-threaded: no execve of this
 /// (large) binary, no dynamic loading, no plan to encode and decode. The child sets up the same
-/// descriptors as [`exec_init`] gives the re-exec'd init, closes every other one (as the exec
-/// would have, they are all close-on-exec) and runs [`crate::init::run_init`].
+/// descriptors as [`exec_init`] gives the re-exec'd init and closes every other one (as the exec
+/// would have, they are all close-on-exec).
+///
+/// For a new container there is no A either: this process makes the PID namespace
+/// (`unshare(CLONE_NEWPID)` applies to the children only, and is undone here right after the
+/// fork), so the child is PID 1 and runs [`crate::init::run_pid1`]; one process less to start,
+/// and one exit less to wait for at the end. A join (`exec_in`) forks an A as usual.
 fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
+    let pid1 = plan.join.is_none();
+    let own_pid_ns = if pid1 {
+        let ns = File::open("/proc/self/ns/pid").ctx(|| "opening /proc/self/ns/pid".into())?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Error::io("creating the PID namespace", e.into()))?;
+        Some(ns)
+    } else {
+        None
+    };
+    let restore_pid_ns = || -> Result<()> {
+        match &own_pid_ns {
+            Some(ns) => nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| Error::io("returning to this process's PID namespace", e.into())),
+            None => Ok(()),
+        }
+    };
     let null = match fds.stdin {
         InitStdin::Null => Some(
             rustix::fs::open(
@@ -627,14 +657,14 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
     let err_raw = fds.err.as_raw_fd();
     let msg_raw = fds.msg.as_raw_fd();
     let console_raw = fds.console.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
-    let parent = std::process::id() as i32;
     // SAFETY: the caller checked that this process has a single thread, so the child is a
     // complete copy of it and may run ordinary code; it never returns from this block.
     match unsafe { libc::fork() } {
-        -1 => Err(Error::io(
-            "forking the container init",
-            std::io::Error::last_os_error(),
-        )),
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            restore_pid_ns()?;
+            Err(Error::io("forking the container init", e))
+        }
         0 => unsafe {
             // SAFETY (whole block): the child, alone in its process, arranging its own fds.
             let moved = |fd: i32| {
@@ -670,7 +700,13 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
             };
             close_from(first_free);
             // The init dies with the thread that started it: no orphaned container survives
-            // cairn (and if cairn is already gone, it stops here).
+            // cairn. If cairn is already gone, it stops here: nobody reads the message pipe
+            // any more (getppid() cannot tell, it is 0 in a new PID namespace).
+            let mut pfd = libc::pollfd {
+                fd: MSG_FD,
+                events: 0,
+                revents: 0,
+            };
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -678,7 +714,7 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
                 0,
                 0,
             ) < 0
-                || libc::getppid() != parent
+                || libc::poll(&mut pfd, 1, 0) != 0
             {
                 libc::_exit(SETUP_FAILED);
             }
@@ -686,7 +722,11 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
             libc::setpgid(0, 0);
             let msg = File::from_raw_fd(MSG_FD);
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::init::run_init(plan, msg)
+                if pid1 {
+                    crate::init::run_pid1(plan, msg)
+                } else {
+                    crate::init::run_init(plan, msg)
+                }
             }))
             .unwrap_or_else(|_| {
                 let line = b"error 125 the container init panicked\n";
@@ -698,7 +738,15 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
         pid => {
             drop(fds);
             drop(null);
-            Ok(Init::Forked(pid))
+            if let Err(e) = restore_pid_ns() {
+                // SAFETY: plain kill(2) of our own child, then reaping it.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
+            }
+            Ok(Init::Forked { pid, pid1 })
         }
     }
 }
@@ -770,11 +818,11 @@ impl Pump {
         &mut self,
         on_output: &mut dyn FnMut(OutputStream, &[u8]),
         msgs: &mut String,
+        mut msg_seen: usize,
         hooks: &mut RunHooks<'_>,
     ) {
         use rustix::event::{poll, PollFd, PollFlags};
         let mut buf = vec![0u8; 65536];
-        let mut msg_seen = 0;
         loop {
             let slots: [&Option<OwnedFd>; 6] = [
                 &self.out,

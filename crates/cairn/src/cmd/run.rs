@@ -219,6 +219,20 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// A file that does not exist yet, in a container dir made a moment ago: written in place, no
+/// temp file and rename (two fewer metadata operations on each `cairn run`). A concurrent reader
+/// that sees it half-written finds invalid JSON and skips the container, as it skips one
+/// without state.json.
+fn write_new_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(v)?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(&bytes))
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+}
+
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, &serde_json::to_vec_pretty(v)?)
 }
@@ -534,8 +548,8 @@ pub fn run(a: RunArgs, g: &Global) -> Result<i32> {
     };
     let dir = containers_dir(g).join(&id);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_json(&dir.join("config.json"), &cfg)?;
-    write_json(
+    write_new_json(&dir.join("config.json"), &cfg)?;
+    write_new_json(
         &dir.join("state.json"),
         &ContainerState {
             status: "created".into(),
