@@ -104,6 +104,9 @@ impl IgnoreRules {
     /// rule matches when it matches the path or one of its parent directories, and the last
     /// matching rule wins.
     pub fn is_excluded(&self, rel: &str) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
         let rel = go_clean(rel);
         let parents: Vec<&str> = match rel.rfind('/') {
             Some(i) => rel[..i].split('/').collect(),
