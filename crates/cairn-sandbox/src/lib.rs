@@ -17,6 +17,8 @@
 //!                 kind: SnapshotterKind) -> Result<Rootfs>
 //! Rootfs::prepare_with_mounts(lowers, scratch, kind, &[MountSpec]) -> Result<Rootfs>
 //!                                                  // + mount points kept out of the upper dir
+//! Rootfs::prepare_in(lowers, dir, kind, &[MountSpec]) -> Result<Rootfs>
+//!                                                  // in `dir` itself (its upper/work/init/...)
 //! rootfs.path() -> &Path                           // the merged root
 //! rootfs.diff_source() -> cairn_layer::DiffSource  // OverlayUpper(upper) or Compare{lower, upper}
 //! drop(rootfs)                                     // unmounts and removes its temp dirs

@@ -112,6 +112,37 @@ impl Rootfs {
         kind: SnapshotterKind,
         mounts: &[MountSpec],
     ) -> Result<Rootfs> {
+        let dir = tempfile::Builder::new()
+            .prefix("rootfs-")
+            .tempdir_in(scratch)
+            .ctx(|| format!("creating a rootfs dir in {}", scratch.display()))?
+            .keep();
+        let mut owned = own_entries(&dir);
+        owned.push(dir.clone());
+        Rootfs::prepare_at(lowers, dir, owned, kind, mounts)
+    }
+
+    /// [`Rootfs::prepare_with_mounts`] straight in `dir`, a directory made for this one root
+    /// (a container's own directory): its entries `upper`, `work`, `init`, `merged`, `base` and
+    /// `flat` are this rootfs's, made here and removed by the drop, and nothing else in `dir` is
+    /// touched. Saves making and removing a temp dir of its own (two metadata operations on
+    /// disk for every `cairn run`).
+    pub fn prepare_in(
+        lowers: &[PathBuf],
+        dir: &Path,
+        kind: SnapshotterKind,
+        mounts: &[MountSpec],
+    ) -> Result<Rootfs> {
+        Rootfs::prepare_at(lowers, dir.to_path_buf(), own_entries(dir), kind, mounts)
+    }
+
+    fn prepare_at(
+        lowers: &[PathBuf],
+        dir: PathBuf,
+        owned: Vec<PathBuf>,
+        kind: SnapshotterKind,
+        mounts: &[MountSpec],
+    ) -> Result<Rootfs> {
         let extra: Vec<(String, bool)> = mounts
             .iter()
             .map(|m| {
@@ -122,14 +153,9 @@ impl Rootfs {
                 (m.target.clone(), is_dir)
             })
             .collect();
-        let dir = tempfile::Builder::new()
-            .prefix("rootfs-")
-            .tempdir_in(scratch)
-            .ctx(|| format!("creating a rootfs dir in {}", scratch.display()))?
-            .keep();
         let mut rootfs = Rootfs {
             kind,
-            owned: vec![dir.clone()],
+            owned,
             merged: dir.join("merged"),
             upper: dir.join("upper"),
             base: None,
@@ -152,7 +178,7 @@ impl Rootfs {
     ) -> Result<()> {
         let work = dir.join("work");
         let init = dir.join("init");
-        for d in [&self.merged, &self.upper, &work, &init] {
+        for d in [&self.upper, &work, &init] {
             fs::DirBuilder::new()
                 .mode(0o755)
                 .create(d)
@@ -161,6 +187,9 @@ impl Rootfs {
         let top_first: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
         // The init layer lives in a tmpfs: made and dropped at every run, it costs no disk I/O
         // (creating and unlinking its entries on a busy disk cost more than the run itself).
+        // The overlay's mount point is in it too (`init/merged`, next to the layer
+        // `init/layer`): one directory less to make and remove on disk, and one lazy unmount
+        // of `init` takes both mounts away.
         nix::mount::mount(
             Some("tmpfs"),
             &init,
@@ -170,15 +199,23 @@ impl Rootfs {
         )
         .map_err(|e| Error::io(format!("mounting a tmpfs on {}", init.display()), e.into()))?;
         self.init_mount = Some(init.clone());
-        build_init_layer(&init, &top_first, extra)
-            .ctx(|| format!("creating the init layer {}", init.display()))?;
+        let layer = init.join("layer");
+        self.merged = init.join("merged");
+        for d in [&layer, &self.merged] {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(d)
+                .ctx(|| format!("creating {}", d.display()))?;
+        }
+        build_init_layer(&layer, &top_first, extra)
+            .ctx(|| format!("creating the init layer {}", layer.display()))?;
         // The merged root shows the upper dir's own attributes: give it the image's.
         if let Some(top) = top_first.first() {
             let m = fs::symlink_metadata(top).ctx(|| format!("reading {}", top.display()))?;
             copy::copy_metadata(top, &m, &self.upper)
                 .ctx(|| format!("setting up {}", self.upper.display()))?;
         }
-        let mut layers: Vec<&Path> = vec![init.as_path()];
+        let mut layers: Vec<&Path> = vec![layer.as_path()];
         // Past overlayfs's stack limit, the bottom layers are merged into one copied tree
         // (whiteouts applied) that stands in for them as the lowest lowerdir.
         let flat = dir.join("flat");
@@ -271,17 +308,20 @@ impl Rootfs {
 
     fn release(&mut self) -> Result<()> {
         unregister(&self.merged);
-        if self.mounted.swap(false, Ordering::SeqCst) {
-            nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-                Error::io(format!("unmounting {}", self.merged.display()), e.into())
-            })?;
-        }
-        if let Some(init) = self.init_mount.take() {
-            nix::mount::umount2(&init, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| Error::io(format!("unmounting {}", init.display()), e.into()))?;
+        let mounted = self.mounted.swap(false, Ordering::SeqCst);
+        match self.init_mount.take() {
+            // The overlay is mounted inside the init tmpfs (`init/merged`): one lazy unmount of
+            // the tmpfs detaches both.
+            Some(init) => nix::mount::umount2(&init, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| Error::io(format!("unmounting {}", init.display()), e.into()))?,
+            None if mounted => nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| {
+                    Error::io(format!("unmounting {}", self.merged.display()), e.into())
+                })?,
+            None => {}
         }
         for d in std::mem::take(&mut self.owned) {
-            match fs::remove_dir_all(&d) {
+            match remove_tree(&d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(format!("removing {}", d.display()), e)),
@@ -296,6 +336,49 @@ impl Drop for Rootfs {
         if let Err(e) = self.release() {
             eprintln!("cairn: warning: cleaning up a rootfs: {e}");
         }
+    }
+}
+
+/// The entries of its directory a [`Rootfs`] makes (and removes).
+fn own_entries(dir: &Path) -> Vec<PathBuf> {
+    ["upper", "work", "init", "merged", "base", "flat"]
+        .iter()
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+/// `remove_dir_all`, with a fast path for what a run usually leaves: an empty upper dir or mount
+/// point, an overlay work dir holding only what overlayfs made in it (`work/`,
+/// `incompat/volatile/dirty`). Those go by name, one syscall each (rmdir is the expensive part on
+/// ext4, the directory walk doubles it); anything else falls back to the walk. Only the work dir
+/// gets names tried inside it: the container cannot write there, while a name in the upper dir
+/// could be its symlink.
+fn remove_tree(d: &Path) -> io::Result<()> {
+    if d.file_name() == Some(OsStr::new("work")) {
+        for (rel, dir) in [
+            ("incompat/volatile/dirty", false),
+            ("incompat/volatile", true),
+            ("incompat", true),
+            ("work", true),
+        ] {
+            let p = d.join(rel);
+            let r = if dir {
+                fs::remove_dir(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Not the expected shape: the walk below handles it.
+                Err(_) => break,
+            }
+        }
+    }
+    match fs::remove_dir(d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+        Err(_) => fs::remove_dir_all(d),
     }
 }
 
@@ -614,6 +697,33 @@ fn mount_overlay_fsconfig(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remove_tree_takes_overlay_work_dirs_by_name_and_never_follows_the_upper_dirs_links() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("c");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("volatile")).unwrap();
+        std::fs::write(outside.join("volatile/dirty"), b"keep").unwrap();
+        std::fs::create_dir_all(dir.join("work/work")).unwrap();
+        std::fs::create_dir_all(dir.join("work/incompat/volatile")).unwrap();
+        std::fs::write(dir.join("work/incompat/volatile/dirty"), b"").unwrap();
+        std::fs::create_dir_all(dir.join("upper/d")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("upper/incompat")).unwrap();
+        std::fs::create_dir_all(dir.join("work2/work/x")).unwrap();
+        super::remove_tree(&dir.join("work")).unwrap();
+        super::remove_tree(&dir.join("upper")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("work2/incompat")).unwrap();
+        super::remove_tree(&dir.join("work2")).unwrap();
+        assert!(
+            matches!(super::remove_tree(&dir.join("upper")), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read(outside.join("volatile/dirty")).unwrap(),
+            b"keep"
+        );
+    }
+
     #[test]
     fn repeated_layers_keep_their_top_position() {
         let p = |s: &str| std::path::PathBuf::from(s);

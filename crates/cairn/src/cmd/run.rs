@@ -635,7 +635,8 @@ fn keep(
     } else {
         SnapshotterKind::Overlay
     };
-    let rootfs = Rootfs::prepare_with_mounts(&cfg.lowers, dir, kind, &cfg.spec.mounts)
+    // The container's own dir holds the rootfs's dirs directly (no temp dir of its own).
+    let rootfs = Rootfs::prepare_in(&cfg.lowers, dir, kind, &cfg.spec.mounts)
         .map_err(|e| RunError::Other(e.into()))?;
     let _raw = (cfg.spec.tty && cfg.spec.stdin)
         .then(cairn_sandbox::tty::RawTerminal::stdin)
@@ -690,7 +691,7 @@ fn finish(
     result: &Result<i32, RunError>,
 ) {
     if cfg.auto_remove {
-        let _ = fs::remove_dir_all(dir);
+        remove_container_dir(dir);
         return;
     }
     if let Ok(mut s) = state.lock() {
@@ -711,6 +712,16 @@ fn finish(
             Err(RunError::Other(e)) => Some(format!("{e:#}")),
         };
         let _ = write_json(&dir.join("state.json"), &*s);
+    }
+}
+
+/// Removes a container's dir: by name what a --rm run leaves there (config.json, state.json),
+/// then the dir, walking it only when something else is left.
+fn remove_container_dir(dir: &Path) {
+    let _ = fs::remove_file(dir.join("config.json"));
+    let _ = fs::remove_file(dir.join("state.json"));
+    if fs::remove_dir(dir).is_err() {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
