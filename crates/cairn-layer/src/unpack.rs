@@ -21,8 +21,10 @@ use std::path::{Component, Path, PathBuf};
 pub struct UnpackStats {
     /// Entries read from the archive (PAX headers excluded).
     pub entries: u64,
-    /// Regular file bytes plus symlink target lengths (hardlinks count once): the layer size
-    /// docker reports.
+    /// Regular file bytes plus symlink target lengths (hardlinks count once): the size docker
+    /// reports for a layer it loaded, pulled or imported (overlay2's directory walk of the
+    /// unpacked layer: lstat sizes, a symlink's being its target's length). Layers a build wrote
+    /// count their regular files only ([`crate::WriteStats::content_size`]).
     pub bytes: u64,
     /// Entries skipped because this process lacks the privilege (device nodes when not root).
     pub skipped: u64,

@@ -38,8 +38,12 @@ pub fn write_layer<W: Write>(
 pub struct WriteStats {
     /// Size of the uncompressed tar.
     pub tar_size: u64,
-    /// Regular file bytes (each hardlinked file once) plus symlink target lengths: the layer size
-    /// docker reports.
+    /// Regular file bytes, each hardlinked file once: the sum of the entries' tar header sizes
+    /// (symlinks, hardlinks, directories and devices count 0). That is the size docker (20.10,
+    /// overlay2) records for a layer BuildKit built: moby's `ChecksumForGraphID` adds up the
+    /// tar-split entries' sizes of the layer's diff. Layers docker loads, pulls or imports are
+    /// measured by a directory walk instead, which also counts symlink target lengths; cairn
+    /// measures those on the way in ([`crate::UnpackStats::bytes`]).
     pub content_size: u64,
     /// Number of archive entries.
     pub entries: u64,
@@ -346,8 +350,8 @@ impl<W: Write> TarWriter<W> {
         if ft.is_dir() {
             self.header(spec(tar::EntryType::Directory, None, 0, xattrs))
         } else if ft.is_symlink() {
+            // Counts 0 in content_size: see WriteStats.
             let target = fs::read_link(abs).map_err(|e| Error::io(abs, e))?;
-            self.stats.content_size += target.as_os_str().len() as u64;
             self.header(spec(
                 tar::EntryType::Symlink,
                 Some(target.as_os_str().as_bytes()),

@@ -33,7 +33,10 @@ pub(crate) struct ImageMeta {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LayerInfo {
     pub diff_id: Digest,
-    /// Regular file bytes + symlink lengths (docker's layer size).
+    /// docker's size of the layer, which depends on where the layer came from as it does in
+    /// docker: regular file bytes only for a layer a build wrote (BuildKit's layers, see
+    /// `cairn_layer::WriteStats::content_size`), regular file bytes + symlink target lengths for
+    /// one imported, loaded or pulled (`cairn_layer::UnpackStats::bytes`). Hardlinks count once.
     pub content_size: u64,
     pub tar_size: u64,
 }

@@ -395,3 +395,53 @@ fn a_config_oci_spec_rejects_still_lists() {
     let raw = store.config_json(&img).unwrap();
     assert_eq!(raw["config"]["Healthcheck"]["Test"][0], "NONE");
 }
+
+/// The size of a layer is docker's, which depends on where the layer came from (tutorial 7.1:
+/// `COPY --from=builder /usr/share/zoneinfo ...` was 4,216 bytes larger than BuildKit's image,
+/// the target lengths of the 365 symlinks in zoneinfo). A layer a build writes counts its
+/// regular files only, hardlinks once: moby sums the tar entries' sizes of a BuildKit layer. The
+/// same layer imported (docker load/pull/import) also counts symlink target lengths: overlay2
+/// measures an applied layer by an lstat walk.
+#[test]
+fn layer_sizes_follow_docker_per_origin() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let zi = src.join("usr/share/zoneinfo");
+    tree(&zi, &[("Africa/Nairobi", "0123456789")]);
+    std::os::unix::fs::symlink("Nairobi", zi.join("Africa/Asmera")).unwrap();
+    std::os::unix::fs::symlink("../Africa/Nairobi", zi.join("Africa/Asmara")).unwrap();
+    fs::create_dir_all(zi.join("posix/Africa")).unwrap();
+    fs::hard_link(zi.join("Africa/Nairobi"), zi.join("posix/Africa/Nairobi")).unwrap();
+    fs::write(zi.join("empty"), "").unwrap();
+
+    let built = Store::open(&t.path().join("built")).unwrap();
+    let l = built
+        .write_layer(
+            DiffSource::Tree(&src),
+            Compression::Gzip,
+            &WriteOptions {
+                clamp_mtime: Some(0),
+            },
+        )
+        .unwrap();
+    assert_eq!(built.layer_size(&l).unwrap(), 10, "a built layer: regular files only");
+    let img = built
+        .commit_image(&config("sh"), std::slice::from_ref(&l), &["zi:built".into()])
+        .unwrap();
+    assert_eq!(img.size, 10);
+
+    // The same blob imported into another store: as `docker load` measures it.
+    let mut blob = Vec::new();
+    built.copy_blob(&l.digest, &mut blob).unwrap();
+    let imported = Store::open(&t.path().join("imported")).unwrap();
+    let li = imported
+        .import_layer(&blob[..], Compression::Gzip)
+        .unwrap();
+    assert_eq!(li.diff_id, l.diff_id);
+    let symlinks = ("Nairobi".len() + "../Africa/Nairobi".len()) as u64;
+    assert_eq!(imported.layer_size(&li).unwrap(), 10 + symlinks);
+    let img = imported
+        .commit_image(&config("sh"), std::slice::from_ref(&li), &["zi:loaded".into()])
+        .unwrap();
+    assert_eq!(img.size, 10 + symlinks);
+}
