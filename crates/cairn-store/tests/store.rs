@@ -424,9 +424,17 @@ fn layer_sizes_follow_docker_per_origin() {
             },
         )
         .unwrap();
-    assert_eq!(built.layer_size(&l).unwrap(), 10, "a built layer: regular files only");
+    assert_eq!(
+        built.layer_size(&l).unwrap(),
+        10,
+        "a built layer: regular files only"
+    );
     let img = built
-        .commit_image(&config("sh"), std::slice::from_ref(&l), &["zi:built".into()])
+        .commit_image(
+            &config("sh"),
+            std::slice::from_ref(&l),
+            &["zi:built".into()],
+        )
         .unwrap();
     assert_eq!(img.size, 10);
 
@@ -434,14 +442,16 @@ fn layer_sizes_follow_docker_per_origin() {
     let mut blob = Vec::new();
     built.copy_blob(&l.digest, &mut blob).unwrap();
     let imported = Store::open(&t.path().join("imported")).unwrap();
-    let li = imported
-        .import_layer(&blob[..], Compression::Gzip)
-        .unwrap();
+    let li = imported.import_layer(&blob[..], Compression::Gzip).unwrap();
     assert_eq!(li.diff_id, l.diff_id);
     let symlinks = ("Nairobi".len() + "../Africa/Nairobi".len()) as u64;
     assert_eq!(imported.layer_size(&li).unwrap(), 10 + symlinks);
     let img = imported
-        .commit_image(&config("sh"), std::slice::from_ref(&li), &["zi:loaded".into()])
+        .commit_image(
+            &config("sh"),
+            std::slice::from_ref(&li),
+            &["zi:loaded".into()],
+        )
         .unwrap();
     assert_eq!(img.size, 10 + symlinks);
 }
