@@ -51,16 +51,21 @@ fn setup() -> (tempfile::TempDir, Store, cairn_layer::LayerDescriptor) {
         &[("etc/os-release", "ID=test\n"), ("bin/app", "binary")],
     );
     let store = Store::open(&t.path().join("root")).unwrap();
-    let l = store
+    let l = tree_layer(&store, &src);
+    (t, store, l)
+}
+
+/// The layer of the directory `src`, as a build writes it (gzip, mtimes clamped to 0).
+fn tree_layer(store: &Store, src: &Path) -> cairn_layer::LayerDescriptor {
+    store
         .write_layer(
-            DiffSource::Tree(&src),
+            DiffSource::Tree(src),
             Compression::Gzip,
             &WriteOptions {
                 clamp_mtime: Some(0),
             },
         )
-        .unwrap();
-    (t, store, l)
+        .unwrap()
 }
 
 #[test]
@@ -415,15 +420,7 @@ fn layer_sizes_follow_docker_per_origin() {
     fs::write(zi.join("empty"), "").unwrap();
 
     let built = Store::open(&t.path().join("built")).unwrap();
-    let l = built
-        .write_layer(
-            DiffSource::Tree(&src),
-            Compression::Gzip,
-            &WriteOptions {
-                clamp_mtime: Some(0),
-            },
-        )
-        .unwrap();
+    let l = tree_layer(&built, &src);
     assert_eq!(
         built.layer_size(&l).unwrap(),
         10,
