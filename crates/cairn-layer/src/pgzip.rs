@@ -212,14 +212,14 @@ impl<W: Write> ParGzWriter<W> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let job = Job {
+            seq,
+            input,
+            dict,
+            last,
+        };
         if self.pool.is_none() && (self.workers <= 1 || last) {
-            let done = compress_job(Job {
-                seq,
-                input,
-                dict,
-                last,
-            });
-            return self.accept(seq, done);
+            return self.accept(seq, compress_job(job));
         }
         if self.pool.is_none() {
             self.pool = start_pool(self.workers);
@@ -227,21 +227,9 @@ impl<W: Write> ParGzWriter<W> {
         let Some(pool) = &self.pool else {
             // No thread could be started: compress here (same bytes).
             self.workers = 1;
-            let done = compress_job(Job {
-                seq,
-                input,
-                dict,
-                last,
-            });
-            return self.accept(seq, done);
+            return self.accept(seq, compress_job(job));
         };
         let limit = (pool.handles.len() * IN_FLIGHT_PER_WORKER) as u64;
-        let job = Job {
-            seq,
-            input,
-            dict,
-            last,
-        };
         let sent = pool.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
         if !sent {
             return Err(io::Error::other("gzip worker threads are gone"));
