@@ -148,10 +148,13 @@ impl BuildContext {
     /// Persists the memo given to [`BuildContext::with_hash_cache`]; a no-op without one.
     pub fn save_hash_cache(&self) -> Result<()> {
         match &self.memo_dir {
-            Some(d) => self.memo.save(d, &self.root).map_err(|source| ContextError::Io {
-                path: d.clone(),
-                source,
-            }),
+            Some(d) => self
+                .memo
+                .save(d, &self.root)
+                .map_err(|source| ContextError::Io {
+                    path: d.clone(),
+                    source,
+                }),
             None => Ok(()),
         }
     }
