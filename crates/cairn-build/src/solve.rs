@@ -801,8 +801,34 @@ impl<'a> Solver<'a> {
             _ => return Ok(None),
         }
         let layer = self.commit_layer(&rootfs, build_time)?;
-        rootfs.cleanup()?;
+        match &layer {
+            Some(desc) => self.keep_as_snapshot(rootfs, desc)?,
+            None => rootfs.cleanup()?,
+        }
         Ok(layer)
+    }
+
+    /// Hands the upper dir the layer `desc` was written from to the store as that layer's
+    /// snapshot, so that the next step does not unpack the blob it just wrote. Best effort: on
+    /// any failure the snapshot is simply made from the blob when needed.
+    fn keep_as_snapshot(&self, rootfs: Rootfs, desc: &LayerDescriptor) -> Result<()> {
+        if self.store.snapshot_path(&desc.diff_id).is_dir() {
+            return Ok(rootfs.cleanup()?);
+        }
+        let tree = self.scratch.join(format!(
+            "upper-{}-{}",
+            std::process::id(),
+            UPPER_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        if rootfs.into_upper(&tree)? {
+            if let Err(e) = self.store.adopt_upper_as_snapshot(&tree, &desc.diff_id) {
+                eprintln!(
+                    "cairn: warning: keeping the snapshot of {}: {e}",
+                    desc.diff_id
+                );
+            }
+        }
+        Ok(())
     }
 
     fn prepare(&self, layers: &[LayerDescriptor]) -> Result<Rootfs> {
@@ -1033,6 +1059,9 @@ impl<'a> Solver<'a> {
             .map_err(|e| self.step_error(step, e.to_string()))
     }
 }
+
+/// Names the upper dirs handed to the store within this process.
+static UPPER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The stages (Dockerfile indices) a step reads: `COPY --from`, `RUN --mount from=`.
 fn stages_read(step: &Step) -> Vec<usize> {

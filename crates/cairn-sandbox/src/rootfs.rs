@@ -306,7 +306,31 @@ impl Rootfs {
         self.release()
     }
 
+    /// Unmounts the root and moves its upper dir (the change a layer was just written from) to
+    /// `to`, on the same filesystem, instead of removing it; everything else is removed. `false`
+    /// (and everything removed) when there is no upper dir to hand over: the native snapshotter.
+    pub fn into_upper(mut self, to: &Path) -> Result<bool> {
+        if self.kind != SnapshotterKind::Overlay || self.base.is_some() {
+            self.release()?;
+            return Ok(false);
+        }
+        self.unmount()?;
+        fs::rename(&self.upper, to).map_err(|e| {
+            Error::io(
+                format!("moving {} to {}", self.upper.display(), to.display()),
+                e,
+            )
+        })?;
+        self.remove_owned()?;
+        Ok(true)
+    }
+
     fn release(&mut self) -> Result<()> {
+        self.unmount()?;
+        self.remove_owned()
+    }
+
+    fn unmount(&mut self) -> Result<()> {
         unregister(&self.merged);
         let mounted = self.mounted.swap(false, Ordering::SeqCst);
         match self.init_mount.take() {
@@ -320,6 +344,10 @@ impl Rootfs {
                 })?,
             None => {}
         }
+        Ok(())
+    }
+
+    fn remove_owned(&mut self) -> Result<()> {
         for d in std::mem::take(&mut self.owned) {
             match remove_tree(&d) {
                 Ok(()) => {}

@@ -120,6 +120,24 @@ impl Store {
         res
     }
 
+    /// Makes the snapshot of the layer with diffID `diff_id` from `tree`, a directory on the
+    /// store's filesystem that holds exactly what unpacking the layer would give: the overlay
+    /// upper dir the layer was just written from. A build's next step then mounts it at once
+    /// instead of decompressing and recreating every file of the layer (BuildKit keeps its
+    /// snapshots the same way). What the layer writer leaves out of the tar is taken out of the
+    /// tree first (overlay's bookkeeping xattrs, sockets), so the snapshot equals the layer, but
+    /// for mtimes newer than the clamp, which the next steps see unclamped, as in BuildKit.
+    /// `tree` is consumed: moved into place, or removed when a snapshot is there already.
+    pub fn adopt_upper_as_snapshot(&self, tree: &Path, diff_id: &str) -> Result<()> {
+        self.mark_in_use()?;
+        if let Err(e) = strip_unarchived(tree) {
+            let _ = fs::remove_dir_all(tree);
+            return Err(e);
+        }
+        fs::set_permissions(tree, fs::Permissions::from_mode(0o755)).map_err(io_err(tree))?;
+        self.adopt_snapshot(tree, diff_id, diff_id)
+    }
+
     /// Takes the exclusive lock of the snapshot at `dst`, released on drop. The lock files live
     /// in `locks/snapshots/`, not beside the snapshots, which `check` and `prune` read as layers.
     fn lock_snapshot(&self, dst: &Path) -> Result<fs::File> {
@@ -158,4 +176,55 @@ impl Store {
     pub fn snapshots_for(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
         image.layers.iter().map(|l| self.snapshot(l)).collect()
     }
+}
+
+/// Removes from the upper dir `dir` what a layer tar does not carry: overlayfs's own xattrs
+/// (`trusted.overlay.*`/`user.overlay.*` but the opaque marker, which the tar carries as a
+/// whiteout) and sockets.
+fn strip_unarchived(dir: &Path) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        strip_overlay_xattrs(&d)?;
+        for e in fs::read_dir(&d).map_err(io_err(&d))? {
+            let e = e.map_err(io_err(&d))?;
+            let p = e.path();
+            let ft = e.file_type().map_err(io_err(&p))?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+                fs::remove_file(&p).map_err(io_err(&p))?;
+            } else {
+                strip_overlay_xattrs(&p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strip_overlay_xattrs(p: &Path) -> Result<()> {
+    let io = |e: rustix::io::Errno| Error::Io {
+        path: p.to_path_buf(),
+        source: e.into(),
+    };
+    let mut names = vec![0u8; 1024];
+    let n = match rustix::fs::llistxattr(p, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::RANGE) => {
+            names = vec![0u8; 64 * 1024];
+            rustix::fs::llistxattr(p, &mut names[..]).map_err(io)?
+        }
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let internal = name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.");
+        if internal && !name.ends_with(b".overlay.opaque") {
+            let cname = std::ffi::CString::new(name).map_err(|_| Error::Io {
+                path: p.to_path_buf(),
+                source: std::io::Error::other("xattr name with a NUL"),
+            })?;
+            rustix::fs::lremovexattr(p, &cname).map_err(io)?;
+        }
+    }
+    Ok(())
 }

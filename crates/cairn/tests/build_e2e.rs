@@ -882,3 +882,79 @@ fn a_stage_read_from_shows_no_mount_points() {
     assert_eq!(fs::read_to_string(dest.join("ro")).unwrap(), "f\n");
     assert_eq!(fs::read_to_string(dest.join("rw")).unwrap(), "f\n");
 }
+
+/// The upper dir a step's layer was written from becomes that layer's snapshot (no unpack of
+/// the blob just written): it must hold what unpacking the layer gives, whiteouts and opaque
+/// directories included, and the next steps must see the change exactly.
+#[test]
+fn a_steps_upper_dir_becomes_its_snapshot() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Cairn::with_busybox();
+    env.write("f", "hello\n");
+    env.write(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN mkdir -p /a/b && echo 1 > /a/b/f && echo 2 > /a/b/g && rm /etc/passwd && ln -s /a/b/f /lnk\n\
+         RUN cat /a/b/f && test ! -e /etc/passwd && rm -rf /a/b && mkdir /a/b && echo 3 > /a/b/h\n\
+         RUN test ! -e /a/b/f && test ! -e /a/b/g && cat /a/b/h > /seen && readlink /lnk >> /seen\n\
+         COPY f /f\n\
+         RUN cat /f /seen > /all\n",
+    );
+    let before: BTreeSet<_> = snapshot_names(&env);
+    env.ok_build(&["-t", "promo"]);
+    let made: Vec<String> = snapshot_names(&env).difference(&before).cloned().collect();
+    assert_eq!(
+        made.len(),
+        5,
+        "one snapshot per layer the build wrote: {made:?}"
+    );
+    let listing = |name: &str| {
+        let dir = env.root.join("snapshots").join(name);
+        let out = Command::new("find")
+            .args([".", "-printf", "%p %y %m %U %G %s %l\\n"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        let mut text = lines.join("\n");
+        for l in &lines {
+            let mut parts = l.split(' ');
+            let (p, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            if kind == "f" {
+                text.push_str(&format!("\n{p}: {:?}", fs::read(dir.join(p)).unwrap()));
+            }
+        }
+        text
+    };
+    let kept: Vec<String> = made.iter().map(|n| listing(n)).collect();
+    for n in &made {
+        fs::remove_dir_all(env.root.join("snapshots").join(n)).unwrap();
+    }
+    // Running the image unpacks them again from the blobs.
+    let out = env.cairn(&["run", "--rm", "promo", "cat", "/all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(common::stdout(&out), "hello\n3\n/a/b/f\n");
+    for (n, k) in made.iter().zip(&kept) {
+        assert_eq!(
+            &listing(n),
+            k,
+            "snapshot {n} differs from its unpacked layer"
+        );
+    }
+}
+
+fn snapshot_names(env: &Cairn) -> BTreeSet<String> {
+    fs::read_dir(env.root.join("snapshots"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
