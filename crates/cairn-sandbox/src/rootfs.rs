@@ -679,7 +679,13 @@ fn mount_overlay(
             Some(data),
         )
     };
-    mount(&format!("{data},volatile"))
+    let upper_opts: String = SELF_CONTAINED_UPPER
+        .iter()
+        .map(|(k, v)| format!(",{k}={v}"))
+        .collect();
+    // Each option the kernel may not know (volatile: 5.10, metacopy: 4.19) is dropped in turn.
+    mount(&format!("{data}{upper_opts},volatile"))
+        .or_else(|_| mount(&format!("{data}{upper_opts}")))
         .or_else(|_| mount(&data))
         .map_err(|e| {
             Error::io(
@@ -688,6 +694,15 @@ fn mount_overlay(
             )
         })
 }
+
+/// Overlay features that would make the upper dir depend on the lower layers (a metadata-only
+/// copy-up, a directory rename recorded as a redirect, inode index entries), forced off whatever
+/// the kernel's defaults: the upper dir is read as a layer diff and kept as a snapshot on its own.
+const SELF_CONTAINED_UPPER: [(&str, &str); 3] = [
+    ("metacopy", "off"),
+    ("redirect_dir", "off"),
+    ("index", "off"),
+];
 
 fn mount_overlay_fsconfig(
     layers_top_first: &[&Path],
@@ -705,6 +720,9 @@ fn mount_overlay_fsconfig(
     }
     fsconfig_set_string(&fs_fd, "upperdir", upper)?;
     fsconfig_set_string(&fs_fd, "workdir", work)?;
+    for (key, value) in SELF_CONTAINED_UPPER {
+        fsconfig_set_string(&fs_fd, key, value)?;
+    }
     // See VOLATILE: a kernel without it (< 5.10) has no "lowerdir+" either.
     rustix::mount::fsconfig_set_flag(&fs_fd, "volatile")?;
     fsconfig_create(&fs_fd)?;
