@@ -136,12 +136,7 @@ impl Store {
         let h = cairn_layer::hash::sha256_digest(id.as_bytes());
         let name = &h["sha256:".len()..][..32];
         let lock_path = base.join(format!("{name}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let file = crate::open_lock_file(&lock_path)?;
         let op = match lock {
             CacheLock::Shared => FlockOperation::LockShared,
             CacheLock::Exclusive => FlockOperation::LockExclusive,
@@ -219,12 +214,7 @@ impl Store {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let lock_path = base.join(format!("{name}.lock"));
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(io_err(&lock_path))?;
+            let file = crate::open_lock_file(&lock_path)?;
             if !try_exclusive(&file) {
                 rep.busy += 1;
                 continue;

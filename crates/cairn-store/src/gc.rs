@@ -232,12 +232,7 @@ impl Store {
             *g = None;
         }
         let lock_path = self.root.join("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let lock = crate::open_lock_file(&lock_path)?;
         let exclusive =
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
         rep.spared_recent = !exclusive;

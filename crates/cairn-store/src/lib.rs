@@ -255,19 +255,10 @@ impl Store {
             .lock()
             .map_err(|_| Error::Other("store lock poisoned".into()))?;
         if g.is_none() {
-            let p = self.root.join("lock");
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&p)
-                .map_err(io_err(&p))?;
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared).map_err(|e| {
-                Error::Io {
-                    path: p.clone(),
-                    source: e.into(),
-                }
-            })?;
+            let f = locked_file(
+                &self.root.join("lock"),
+                rustix::fs::FlockOperation::LockShared,
+            )?;
             *g = Some(f);
         }
         Ok(())
@@ -287,6 +278,27 @@ impl Store {
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
+/// Opens the lock file `p`, creating it if needed and never truncating it (its content does not
+/// matter; the `flock` on it does).
+pub(crate) fn open_lock_file(p: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .map_err(io_err(p))
+}
+
+/// [`open_lock_file`], then `op` on it, waiting for it; the lock goes with the returned file.
+pub(crate) fn locked_file(p: &Path, op: rustix::fs::FlockOperation) -> Result<fs::File> {
+    let f = open_lock_file(p)?;
+    rustix::fs::flock(&f, op).map_err(|e| Error::Io {
+        path: p.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(f)
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(

@@ -145,20 +145,7 @@ impl Store {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut name = dst.file_name().unwrap_or_default().to_owned();
         name.push(".lock");
-        let p = dir.join(name);
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err(&p))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-            Error::Io {
-                path: p.clone(),
-                source: e.into(),
-            }
-        })?;
-        Ok(f)
+        crate::locked_file(&dir.join(name), rustix::fs::FlockOperation::LockExclusive)
     }
 
     /// Unpacks the snapshots of `image` now, as docker does when an image is loaded, so that the
