@@ -85,7 +85,7 @@ impl Store {
         let mut blobs = std::collections::BTreeSet::new();
         let mut entries = 0usize;
         {
-            let r = self.db.begin_read().map_err(crate::db::dbe)?;
+            let r = self.db.begin_read()?;
             let t = match r.open_table(crate::db::CACHE_BLOBS) {
                 Ok(t) => t,
                 // A store that never cached a step has no table yet.

@@ -84,11 +84,11 @@ impl Db {
     }
 
     /// A read transaction: a consistent snapshot that sees every commit made before it began.
-    pub(crate) fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::Error> {
+    /// Once this process has a writer, reads go through it.
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
         match (self.writer.get(), &self.reader) {
-            (Some(w), _) => Ok(w.begin_read()?),
-            (None, Some(r)) => Ok(r.begin_read()?),
-            (None, None) => Err(redb::Error::DatabaseAlreadyOpen),
+            (None, Some(r)) => r.begin_read().map_err(dbe),
+            _ => self.writer()?.begin_read().map_err(dbe),
         }
     }
 

@@ -207,7 +207,7 @@ impl Store {
 
     /// Each build cache entry's key and the blobs it needs (none where the list does not parse).
     fn cache_blob_lists(&self) -> Result<Vec<(String, Vec<Digest>)>> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let mut out = Vec::new();
         for row in r
             .open_table(CACHE_BLOBS)
@@ -308,7 +308,7 @@ impl Store {
         // Snapshots stay while some live layer blob has their diffID.
         let mut live_diffs = HashSet::new();
         {
-            let r = self.db.begin_read().map_err(dbe)?;
+            let r = self.db.begin_read()?;
             let layers = r.open_table(LAYERS).map_err(dbe)?;
             for d in &live {
                 if let Some(v) = layers.get(d.as_str()).map_err(dbe)? {

@@ -145,7 +145,7 @@ impl Store {
     }
 
     pub(crate) fn layer_info(&self, digest: &Digest) -> Result<Option<LayerInfo>> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let t = r.open_table(LAYERS).map_err(dbe)?;
         let v = t.get(digest.as_str()).map_err(dbe)?;
         Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
@@ -482,7 +482,7 @@ impl Store {
     /// Every entry of the build cache index, sorted by key: what exporting the whole cache
     /// sends.
     pub fn cache_entries(&self) -> Result<Vec<CacheEntry>> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let values = r.open_table(CACHE).map_err(dbe)?;
         let blobs = r.open_table(CACHE_BLOBS).map_err(dbe)?;
         let mut out = Vec::new();
@@ -511,7 +511,7 @@ impl Store {
 
     /// The keys of `table` (name → image ID) whose value is `id`, in key order.
     fn keys_naming(&self, table: TableDefinition<&str, &str>, id: &str) -> Result<Vec<String>> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let t = r.open_table(table).map_err(dbe)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(dbe)? {
@@ -579,7 +579,7 @@ impl Store {
     pub(crate) fn read_all(
         &self,
     ) -> Result<(BTreeMap<String, ImageMeta>, BTreeMap<String, String>)> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let images = r.open_table(IMAGES).map_err(dbe)?;
         let mut metas = BTreeMap::new();
         for row in images.iter().map_err(dbe)? {
@@ -628,7 +628,7 @@ impl Store {
                     return found(id);
                 }
                 let key = format!("{}@{d}", r.repository());
-                let rd = self.db.begin_read().map_err(dbe)?;
+                let rd = self.db.begin_read()?;
                 let t = rd.open_table(REPO_DIGESTS).map_err(dbe)?;
                 if let Some(id) = t.get(key.as_str()).map_err(dbe)? {
                     return found(id.value());
@@ -724,7 +724,7 @@ impl Store {
 
     /// The build cache value stored under `key`, if any.
     pub fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let t = r.open_table(CACHE).map_err(dbe)?;
         let v = t.get(key).map_err(dbe)?.map(|v| v.value().to_vec());
         Ok(v)

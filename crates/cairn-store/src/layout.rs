@@ -83,7 +83,7 @@ impl Store {
 
     /// Whether `index.json` is what the database says it should be.
     pub(crate) fn index_is_current(&self) -> Result<bool> {
-        let r = self.db.begin_read().map_err(dbe)?;
+        let r = self.db.begin_read()?;
         let bytes = index_bytes(
             &r.open_table(IMAGES).map_err(dbe)?,
             &r.open_table(TAGS).map_err(dbe)?,

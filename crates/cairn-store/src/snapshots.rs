@@ -129,12 +129,17 @@ impl Store {
     /// for mtimes newer than the clamp, which the next steps see unclamped, as in BuildKit.
     /// `tree` is consumed: moved into place, or removed when a snapshot is there already.
     pub fn adopt_upper_as_snapshot(&self, tree: &Path, diff_id: &str) -> Result<()> {
-        self.mark_in_use()?;
-        if let Err(e) = strip_unarchived(tree) {
+        let prepared = self
+            .mark_in_use()
+            .and_then(|()| strip_unarchived(tree))
+            .and_then(|()| {
+                fs::set_permissions(tree, fs::Permissions::from_mode(0o755)).map_err(io_err(tree))
+            });
+        if let Err(e) = prepared {
             let _ = fs::remove_dir_all(tree);
             return Err(e);
         }
-        fs::set_permissions(tree, fs::Permissions::from_mode(0o755)).map_err(io_err(tree))?;
+        // From here on, `adopt_snapshot` removes `tree` whatever happens.
         self.adopt_snapshot(tree, diff_id, diff_id)
     }
 
