@@ -577,31 +577,15 @@ fn exec_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
     // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl, setpgid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // Move them out of the way first: any may already be 3, 4 or 5.
-            let p = libc::fcntl(plan_raw, libc::F_DUPFD_CLOEXEC, 10);
-            let m = libc::fcntl(msg_raw, libc::F_DUPFD_CLOEXEC, 10);
-            if p < 0 || m < 0 || libc::dup2(p, PLAN_FD) < 0 || libc::dup2(m, MSG_FD) < 0 {
+            let mut fds = [
+                (plan_raw, PLAN_FD),
+                (msg_raw, MSG_FD),
+                (console_raw, CONSOLE_FD),
+            ];
+            if !place_fds(&mut fds) || !die_with_parent() {
                 return Err(std::io::Error::last_os_error());
             }
-            if console_raw >= 0 {
-                let c = libc::fcntl(console_raw, libc::F_DUPFD_CLOEXEC, 10);
-                if c < 0 || libc::dup2(c, CONSOLE_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // The init dies with the thread that started it: no orphaned container survives cairn.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
-            libc::setpgid(0, 0);
+            leave_process_group();
             Ok(())
         });
     }
@@ -667,29 +651,14 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
         }
         0 => unsafe {
             // SAFETY (whole block): the child, alone in its process, arranging its own fds.
-            let moved = |fd: i32| {
-                if fd < 0 {
-                    -1
-                } else {
-                    libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10)
-                }
-            };
-            let (i, o, e, m, c) = (
-                moved(stdin_raw),
-                moved(out_raw),
-                moved(err_raw),
-                moved(msg_raw),
-                moved(console_raw),
-            );
-            let ok = (stdin_raw < 0 || (i >= 0 && libc::dup2(i, 0) == 0))
-                && o >= 0
-                && libc::dup2(o, 1) == 1
-                && e >= 0
-                && libc::dup2(e, 2) == 2
-                && m >= 0
-                && libc::dup2(m, MSG_FD) == MSG_FD
-                && (console_raw < 0 || (c >= 0 && libc::dup2(c, CONSOLE_FD) == CONSOLE_FD));
-            if !ok {
+            let mut fds = [
+                (stdin_raw, 0),
+                (out_raw, 1),
+                (err_raw, 2),
+                (msg_raw, MSG_FD),
+                (console_raw, CONSOLE_FD),
+            ];
+            if !place_fds(&mut fds) {
                 libc::_exit(SETUP_FAILED);
             }
             libc::close(PLAN_FD);
@@ -707,19 +676,10 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
                 events: 0,
                 revents: 0,
             };
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) < 0
-                || libc::poll(&mut pfd, 1, 0) != 0
-            {
+            if !die_with_parent() || libc::poll(&mut pfd, 1, 0) != 0 {
                 libc::_exit(SETUP_FAILED);
             }
-            // Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
-            libc::setpgid(0, 0);
+            leave_process_group();
             let msg = File::from_raw_fd(MSG_FD);
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if pid1 {
@@ -749,6 +709,48 @@ fn fork_init(plan: &ContainerPlan, fds: InitFds) -> Result<Init> {
             Ok(Init::Forked { pid, pid1 })
         }
     }
+}
+
+/// In a child about to become the init: puts each `(source, target)` descriptor at `target`,
+/// skipping negative sources. All sources are first copied above 10, as any may itself be one of
+/// the targets. False, with errno set, on failure. Async-signal-safe (no allocation).
+///
+/// # Safety
+/// The caller is that child and owns every descriptor named.
+unsafe fn place_fds(fds: &mut [(i32, i32)]) -> bool {
+    for (src, _) in fds.iter_mut() {
+        if *src >= 0 {
+            *src = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10);
+            if *src < 0 {
+                return false;
+            }
+        }
+    }
+    fds.iter()
+        .all(|&(src, target)| src < 0 || libc::dup2(src, target) == target)
+}
+
+/// The init dies with the thread that started it: no orphaned container survives cairn. False,
+/// with errno set, on failure. Async-signal-safe.
+///
+/// # Safety
+/// Called in the child about to become the init.
+unsafe fn die_with_parent() -> bool {
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    ) == 0
+}
+
+/// Ctrl-C on cairn's terminal is cairn's to handle (kill the container), not the init's.
+///
+/// # Safety
+/// Called in the child about to become the init.
+unsafe fn leave_process_group() {
+    libc::setpgid(0, 0);
 }
 
 /// Closes every descriptor from `first` up.
