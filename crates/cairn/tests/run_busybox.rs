@@ -71,10 +71,17 @@ impl Fixture {
         self.command(args).output().unwrap()
     }
 
+    /// Container dirs, not counting the spares that `--rm` runs recycle.
     fn containers(&self) -> usize {
         fs::read_dir(self.root().join("containers"))
-            .map(|d| d.count())
+            .map(|d| d.flatten().filter(|e| e.file_name() != ".spares").count())
             .unwrap_or(0)
+    }
+
+    fn spares(&self) -> Vec<std::path::PathBuf> {
+        fs::read_dir(self.root().join("containers/.spares"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -130,6 +137,46 @@ fn run_rm_lists_files_and_returns_exit_codes() {
     assert!(ps.contains("Exited (0)"), "{ps}");
     let (_, logs, _) = text(&f.cairn(&["logs", "kept"]));
     assert_eq!(logs, "kept-output\n");
+}
+
+#[test]
+fn rm_runs_recycle_only_container_dirs_that_nothing_was_written_to() {
+    let f = Fixture::new(json!({"Cmd": ["sh"]}));
+    let run = |script: &str| text(&f.cairn(&["run", "--rm", "busybox-test", "sh", "-c", script]));
+    assert_eq!(run("true").0, 0);
+    let spares = f.spares();
+    assert_eq!(spares.len(), 1, "an untouched root is kept as a spare");
+    let mut left: Vec<String> = fs::read_dir(&spares[0])
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["init", "upper", "work"]);
+    assert_eq!(fs::read_dir(spares[0].join("upper")).unwrap().count(), 0);
+    assert!(
+        !spares[0].join("work/work/incompat").exists(),
+        "the volatile marker, which overlayfs would refuse, is gone"
+    );
+    // The next run takes the spare and puts it back; a run that writes is not recycled, and
+    // what it wrote is seen by no later container.
+    assert_eq!(run("true").0, 0);
+    assert_eq!(f.spares().len(), 1);
+    assert_eq!(run("echo secret > /app/left-behind").0, 0);
+    let (code, out, err) = run("ls /app; cat /app/left-behind 2>&1; exit 3");
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        !out.contains("left-behind") || out.contains("No such file"),
+        "{out}"
+    );
+    assert!(!out.contains("secret"), "{out}");
+    assert_eq!(f.containers(), 0);
+    // A spare is as good as a new dir for every run that follows, written to or not.
+    for _ in 0..3 {
+        let (code, out, _) = run("cat /app/go.mod");
+        assert_eq!((code, out.as_str()), (0, "module app\n"));
+    }
+    assert!(f.spares().len() <= 4);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! run, written once), `state.json` (status, pids, exit code, health; rewritten atomically),
 //! `log.json` (docker's json-file format: one `{"log","stream","time"}` object per chunk) and,
 //! while it runs, the rootfs dirs. A detached container is kept by a supervisor: this binary
-//! re-exec'd as `cairn run --supervise <id> <image>` in its own process group.
+//! re-exec'd as `cairn run --supervise <id> <image>` in its own process group. The directory of
+//! a `--rm` container that changed nothing is recycled (`containers/.spares/`) for the next one.
 
 use crate::Global;
 use anyhow::{anyhow, bail, Context, Result};
@@ -237,6 +238,15 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, &serde_json::to_vec_pretty(v)?)
 }
 
+/// A container's state.json: replaced atomically, or written in place the first time.
+fn write_state(dir: &Path, s: &ContainerState) -> Result<()> {
+    let path = dir.join("state.json");
+    match write_new_json(&path, s) {
+        Err(_) if path.exists() => write_json(&path, s),
+        r => r,
+    }
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
@@ -268,6 +278,9 @@ fn generate_name(existing: &[ContainerConfig]) -> Result<String> {
     Ok(format!("cairn_{}", random_hex(4)?))
 }
 
+/// How long a container may stay without state.json before it counts as abandoned.
+const ABANDONED_AFTER_SECS: f64 = 600.0;
+
 fn list_containers(g: &Global) -> Result<Vec<(ContainerConfig, ContainerState)>> {
     let dir = containers_dir(g);
     let mut out = Vec::new();
@@ -276,10 +289,15 @@ fn list_containers(g: &Global) -> Result<Vec<(ContainerConfig, ContainerState)>>
     };
     for e in entries.flatten() {
         let p = e.path();
-        let (Ok(c), Ok(s)) = (
-            read_json::<ContainerConfig>(&p.join("config.json")),
-            read_json::<ContainerState>(&p.join("state.json")),
-        ) else {
+        let Ok(c) = read_json::<ContainerConfig>(&p.join("config.json")) else {
+            continue;
+        };
+        let Ok(s) = read_json::<ContainerState>(&p.join("state.json")) else {
+            // A foreground container gets its state when it starts, a moment after its config;
+            // one still without a state long after was left by a cairn killed in between.
+            if now() - c.created > ABANDONED_AFTER_SECS {
+                let _ = fs::remove_dir_all(&p);
+            }
             continue;
         };
         let was_alive = s.status != "exited";
@@ -547,21 +565,23 @@ pub fn run(a: RunArgs, g: &Global) -> Result<i32> {
         healthcheck: healthcheck(config),
     };
     let dir = containers_dir(g).join(&id);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    make_container_dir(&dir)?;
     write_new_json(&dir.join("config.json"), &cfg)?;
-    write_new_json(
-        &dir.join("state.json"),
-        &ContainerState {
-            status: "created".into(),
-            // Until the supervisor takes over (-d), this process keeps the container: if it dies
-            // first, the container reads as exited.
-            supervisor_pid: Some(std::process::id() as i32),
-            ..Default::default()
-        },
-    )?;
     if a.detach {
+        write_new_json(
+            &dir.join("state.json"),
+            &ContainerState {
+                status: "created".into(),
+                // Until the supervisor takes over, this process keeps the container: if it dies
+                // first, the container reads as exited.
+                supervisor_pid: Some(std::process::id() as i32),
+                ..Default::default()
+            },
+        )?;
         return start_detached(&cfg, &dir, g);
     }
+    // A foreground container gets its state.json when it starts (one file write less on the
+    // way to starting it); until then `ps` does not list it.
     run_foreground(&cfg, &dir)
 }
 
@@ -583,7 +603,7 @@ fn run_foreground(cfg: &ContainerConfig, dir: &Path) -> Result<i32> {
                 .context("opening the container log")?,
         )
     };
-    let result = keep(cfg, dir, &state, &mut |stream, bytes| {
+    let (result, reusable) = keep(cfg, dir, &state, &mut |stream, bytes| {
         if let Some(log) = log.as_mut() {
             let _ = writeln!(log, "{}", log_line(stream, bytes));
         }
@@ -599,7 +619,7 @@ fn run_foreground(cfg: &ContainerConfig, dir: &Path) -> Result<i32> {
             }
         };
     });
-    finish(cfg, dir, &state, &result);
+    finish(cfg, dir, &state, &result, reusable);
     let code = match result {
         Ok(code) => code,
         Err(RunError::Exec { message, code }) => {
@@ -623,21 +643,24 @@ enum RunError {
 }
 
 /// Prepares the rootfs and runs the container to its end, keeping `state` (and state.json) up to
-/// date and running the health check.
+/// date and running the health check. Also says whether the container's directory can be
+/// recycled for the next `--rm` container (see [`retire_container_dir`]).
 fn keep(
     cfg: &ContainerConfig,
     dir: &Path,
     state: &Mutex<ContainerState>,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
-) -> Result<i32, RunError> {
+) -> (Result<i32, RunError>, bool) {
     let kind = if cfg.native {
         SnapshotterKind::Native
     } else {
         SnapshotterKind::Overlay
     };
     // The container's own dir holds the rootfs's dirs directly (no temp dir of its own).
-    let rootfs = Rootfs::prepare_in(&cfg.lowers, dir, kind, &cfg.spec.mounts)
-        .map_err(|e| RunError::Other(e.into()))?;
+    let rootfs = match Rootfs::prepare_in(&cfg.lowers, dir, kind, &cfg.spec.mounts) {
+        Ok(r) => r,
+        Err(e) => return (Err(RunError::Other(e.into())), false),
+    };
     let _raw = (cfg.spec.tty && cfg.spec.stdin)
         .then(cairn_sandbox::tty::RawTerminal::stdin)
         .flatten();
@@ -655,7 +678,7 @@ fn keep(
                         ..Default::default()
                     });
                 }
-                let _ = write_json(&dir.join("state.json"), &*s);
+                let _ = write_state(dir, &s);
             }
             if let Some(hc) = cfg.healthcheck.clone() {
                 let stop = stop_health.clone();
@@ -674,14 +697,21 @@ fn keep(
         let _ = t.join();
     }
     drop(_raw);
-    if let Err(e) = rootfs.cleanup() {
+    let released = if cfg.auto_remove {
+        rootfs.release_for_reuse()
+    } else {
+        rootfs.cleanup().map(|()| false)
+    };
+    let reusable = released.unwrap_or_else(|e| {
         eprintln!("cairn: warning: {e}");
-    }
-    match result {
+        false
+    });
+    let result = match result {
         Ok(code) => Ok(code),
         Err(cairn_sandbox::Error::Exec { message, code }) => Err(RunError::Exec { message, code }),
         Err(e) => Err(RunError::Other(e.into())),
-    }
+    };
+    (result, reusable)
 }
 
 fn finish(
@@ -689,9 +719,10 @@ fn finish(
     dir: &Path,
     state: &Mutex<ContainerState>,
     result: &Result<i32, RunError>,
+    reusable: bool,
 ) {
     if cfg.auto_remove {
-        remove_container_dir(dir);
+        retire_container_dir(dir, reusable);
         return;
     }
     if let Ok(mut s) = state.lock() {
@@ -715,11 +746,49 @@ fn finish(
     }
 }
 
-/// Removes a container's dir: by name what a --rm run leaves there (config.json, state.json),
-/// then the dir, walking it only when something else is left.
-fn remove_container_dir(dir: &Path) {
+/// How many recycled container dirs `containers/.spares` keeps: one per concurrent `--rm` run
+/// that may want one, a few at most (each is three empty directories).
+const MAX_SPARES: usize = 4;
+
+fn spares_dir(containers: &Path) -> PathBuf {
+    containers.join(".spares")
+}
+
+/// Makes the directory of a new container: a spare one renamed into place when there is one (a
+/// rename costs a fraction of making and later removing the directories in it).
+fn make_container_dir(dir: &Path) -> Result<()> {
+    if let Some(containers) = dir.parent() {
+        if let Ok(spares) = fs::read_dir(spares_dir(containers)) {
+            // Another run may take the same spare first: its rename then fails, try the next.
+            for spare in spares.flatten() {
+                if fs::rename(spare.path(), dir).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Removes what a --rm container leaves in its dir (config.json, state.json, by name), then
+/// either keeps the dir as a spare for the next container, when its rootfs said it can serve
+/// again (`Rootfs::release_for_reuse`) and there are not enough spares yet, or removes it,
+/// walking it only when something else is left.
+fn retire_container_dir(dir: &Path, reusable: bool) {
     let _ = fs::remove_file(dir.join("config.json"));
     let _ = fs::remove_file(dir.join("state.json"));
+    if reusable {
+        if let (Some(containers), Some(name)) = (dir.parent(), dir.file_name()) {
+            let spares = spares_dir(containers);
+            let count = fs::read_dir(&spares).map(|d| d.count()).unwrap_or(0);
+            if count < MAX_SPARES
+                && (count > 0 || fs::create_dir_all(&spares).is_ok())
+                && fs::rename(dir, spares.join(name)).is_ok()
+            {
+                return;
+            }
+        }
+    }
     if fs::remove_dir(dir).is_err() {
         let _ = fs::remove_dir_all(dir);
     }
@@ -886,10 +955,10 @@ fn supervise(id: &str, g: &Global) -> Result<i32> {
         .append(true)
         .open(dir.join("log.json"))
         .context("opening the container log")?;
-    let result = keep(&cfg, &dir, &state, &mut |stream, bytes| {
+    let (result, reusable) = keep(&cfg, &dir, &state, &mut |stream, bytes| {
         let _ = writeln!(log, "{}", log_line(stream, bytes));
     });
-    finish(&cfg, &dir, &state, &result);
+    finish(&cfg, &dir, &state, &result, reusable);
     Ok(0)
 }
 
