@@ -72,7 +72,11 @@ impl EntryHasher<'_> {
                 SourceRoot::Dir(_) => sha256_file(path),
             }
             .map_err(io_err(self.cmd, path))?;
-            f.field(h.as_bytes());
+            // Hex, as the first format of this key had it (changing it would only miss once).
+            let mut hex = [0u8; 64];
+            hex::encode_to_slice(h, &mut hex)
+                .map_err(|e| io_err(self.cmd, path)(std::io::Error::other(e)))?;
+            f.field(&hex);
         } else if ft.is_symlink() {
             let t = fs::read_link(path).map_err(io_err(self.cmd, path))?;
             f.field(t.as_os_str().as_encoded_bytes());

@@ -85,6 +85,8 @@ impl<'a> Selector<'a> {
 
     fn ignored(&self, host: &Path) -> bool {
         match self.src {
+            // Most contexts have no .dockerignore: no path work for each of their files.
+            SourceRoot::Context(c) if c.rules().is_empty() => false,
             SourceRoot::Context(c) => match host.strip_prefix(c.root()) {
                 Ok(rel) => c.is_ignored(rel),
                 Err(_) => false,
@@ -417,8 +419,9 @@ fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
     // Asked once: the answer reads cgroup files.
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // A directory of 1,000 files is stat'ed on two cores, not one.
     let threads = cpus.min(entries.len() / PARALLEL_STAT_MIN);
-    if threads <= 1 {
+    if threads <= 1 || entries.len() < PARALLEL_STAT_MIN {
         return stat(&entries);
     }
     let chunk = entries.len().div_ceil(threads);
