@@ -436,9 +436,22 @@ fn is_pristine_dir(d: &Path) -> bool {
 /// What a volatile overlay mount leaves in its work dir (`work/incompat/volatile/dirty`):
 /// overlayfs refuses to mount over a work dir that still holds it. NotFound is fine.
 fn remove_volatile_marker(work: &Path) -> io::Result<()> {
-    for (rel, dir) in VOLATILE_MARKER {
-        let p = work.join(rel);
-        let r = if dir {
+    remove_named(work, &VOLATILE_MARKER)
+}
+
+/// The marker of a volatile mount inside an overlay work dir, innermost first.
+const VOLATILE_MARKER: [(&str, bool); 3] = [
+    ("work/incompat/volatile/dirty", false),
+    ("work/incompat/volatile", true),
+    ("work/incompat", true),
+];
+
+/// Removes the entries `(path relative to dir, is a directory)` in order, one syscall each;
+/// a missing one is fine, the first other error stops.
+fn remove_named(dir: &Path, entries: &[(&str, bool)]) -> io::Result<()> {
+    for &(rel, is_dir) in entries {
+        let p = dir.join(rel);
+        let r = if is_dir {
             fs::remove_dir(&p)
         } else {
             fs::remove_file(&p)
@@ -452,35 +465,17 @@ fn remove_volatile_marker(work: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The marker of a volatile mount inside an overlay work dir, innermost first.
-const VOLATILE_MARKER: [(&str, bool); 3] = [
-    ("work/incompat/volatile/dirty", false),
-    ("work/incompat/volatile", true),
-    ("work/incompat", true),
-];
-
 /// `remove_dir_all`, with a fast path for what a run usually leaves: an empty upper dir or mount
 /// point, an overlay work dir holding only what overlayfs made in it (`work/`,
-/// `work/incompat/volatile/dirty`). Those go by name, one syscall each (rmdir is the expensive part on
-/// ext4, the directory walk doubles it); anything else falls back to the walk. Only the work dir
+/// `work/incompat/volatile/dirty`). Those go by name, one syscall each (rmdir is the expensive
+/// part on ext4, the directory walk doubles it); anything else falls back to the walk. Only the work dir
 /// gets names tried inside it: the container cannot write there, while a name in the upper dir
 /// could be its symlink.
 fn remove_tree(d: &Path) -> io::Result<()> {
     if d.file_name() == Some(OsStr::new("work")) {
-        for (rel, dir) in VOLATILE_MARKER.into_iter().chain([("work", true)]) {
-            let p = d.join(rel);
-            let r = if dir {
-                fs::remove_dir(&p)
-            } else {
-                fs::remove_file(&p)
-            };
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                // Not the expected shape: the walk below handles it.
-                Err(_) => break,
-            }
-        }
+        let [dirty, volatile, incompat] = VOLATILE_MARKER;
+        // Not the expected shape (an error): the walk below handles it.
+        let _ = remove_named(d, &[dirty, volatile, incompat, ("work", true)]);
     }
     match fs::remove_dir(d) {
         Ok(()) => Ok(()),
