@@ -197,7 +197,7 @@ pub fn export_rootfs_tar(store: &Store, layers: &[LayerDescriptor], file: &Path)
         cairn_layer::write_layer(
             DiffSource::Tree(&rootfs),
             Compression::None,
-            &WriteOptions { clamp_mtime: None },
+            &WriteOptions::default(),
             w,
         )
         .map_err(|e| Error::Other(format!("writing {}: {e}", file.display())))?;

@@ -852,6 +852,7 @@ impl<'a> Solver<'a> {
             Compression::Gzip,
             &WriteOptions {
                 clamp_mtime: Some(build_time),
+                ..Default::default()
             },
         )?;
         if desc.diff_id == empty_tar_diff_id() {

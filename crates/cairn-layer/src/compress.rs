@@ -73,19 +73,39 @@ pub(crate) enum Compressor<W: Write> {
 
 impl<W: Write> Compressor<W> {
     pub(crate) fn new(c: Compression, w: W) -> io::Result<Self> {
+        Self::with_cache(c, w, None)
+    }
+
+    /// [`Compressor::new`]; gzip looks chunks up in `cache` first (same output bytes).
+    pub(crate) fn with_cache(
+        c: Compression,
+        w: W,
+        cache: Option<std::sync::Arc<dyn crate::ChunkCache>>,
+    ) -> io::Result<Self> {
         Ok(match c {
             // Parallel deflate in fixed-size chunks; the bytes depend only on the input (not on
             // the thread count or the write calls): required for reproducible digests.
-            Compression::Gzip => Compressor::Gzip(crate::pgzip::ParGzWriter::new(w)),
+            Compression::Gzip => {
+                let gz = crate::pgzip::ParGzWriter::new(w);
+                Compressor::Gzip(match cache {
+                    Some(cache) => gz.with_cache(cache),
+                    None => gz,
+                })
+            }
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
             Compression::None => Compressor::None(w),
         })
     }
     pub(crate) fn finish(self) -> io::Result<W> {
+        Ok(self.finish_with_records()?.0)
+    }
+
+    /// [`Compressor::finish`], with where gzip's chunks are and how many came from the cache.
+    pub(crate) fn finish_with_records(self) -> io::Result<(W, Vec<crate::ChunkRecord>, u64)> {
         match self {
-            Compressor::Gzip(e) => e.finish(),
-            Compressor::Zstd(e) => e.finish(),
-            Compressor::None(w) => Ok(w),
+            Compressor::Gzip(e) => e.finish_with_records(),
+            Compressor::Zstd(e) => Ok((e.finish()?, Vec::new(), 0)),
+            Compressor::None(w) => Ok((w, Vec::new(), 0)),
         }
     }
 }

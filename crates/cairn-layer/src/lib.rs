@@ -20,7 +20,7 @@
 //! use cairn_layer::{write_layer, unpack_layer, Compression, DiffSource, UnpackMode, WriteOptions};
 //! let mut blob = Vec::new();
 //! let desc = write_layer(DiffSource::Tree("rootfs".as_ref()), Compression::Gzip,
-//!                        &WriteOptions { clamp_mtime: Some(0) }, &mut blob)?;
+//!                        &WriteOptions { clamp_mtime: Some(0), ..Default::default() }, &mut blob)?;
 //! let stats = unpack_layer(&blob[..], "out".as_ref(), UnpackMode::Apply)?;
 //! assert_eq!(stats.diff_id, desc.diff_id);
 //! # Ok(()) }
@@ -97,10 +97,44 @@ pub enum UnpackMode {
 }
 
 /// Options of [`write_layer`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct WriteOptions {
     /// Clamp every mtime to at most this (SOURCE_DATE_EPOCH); None keeps mtimes.
     pub clamp_mtime: Option<i64>,
+    /// gzip only: compressed chunks of earlier layers to reuse (see [`ChunkCache`]); with it,
+    /// [`WriteStats::gzip_chunks`] says where this layer's chunks are.
+    pub chunk_cache: Option<std::sync::Arc<dyn ChunkCache>>,
+}
+
+impl std::fmt::Debug for WriteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteOptions")
+            .field("clamp_mtime", &self.clamp_mtime)
+            .field("chunk_cache", &self.chunk_cache.is_some())
+            .finish()
+    }
+}
+
+/// The key of one compressed chunk of a gzip layer: a sha256 of what its bytes are a function
+/// of (the chunking format, the preceding 32 KiB and the chunk's own input).
+pub type ChunkKey = [u8; 32];
+
+/// Where one chunk of a gzip blob written by [`write_layer`] is: `len` bytes at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// What the chunk compresses (see [`ChunkKey`]).
+    pub key: ChunkKey,
+    /// Byte offset in the blob.
+    pub offset: u64,
+    /// Compressed length.
+    pub len: u64,
+}
+
+/// Compressed chunks of earlier gzip layers, by key. A hit is checked (inflated and compared
+/// with the input) before it is used, so a stale or wrong answer costs time, not correctness.
+pub trait ChunkCache: Send + Sync {
+    /// The compressed bytes of the chunk `key`, if known.
+    fn get(&self, key: &ChunkKey) -> Option<Vec<u8>>;
 }
 
 /// Errors of the codec.

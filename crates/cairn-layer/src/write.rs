@@ -34,7 +34,7 @@ pub fn write_layer<W: Write>(
 }
 
 /// Sizes measured while a layer was written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteStats {
     /// Size of the uncompressed tar.
     pub tar_size: u64,
@@ -47,6 +47,10 @@ pub struct WriteStats {
     pub content_size: u64,
     /// Number of archive entries.
     pub entries: u64,
+    /// gzip with a [`crate::ChunkCache`]: where each compressed chunk is in the blob.
+    pub gzip_chunks: Vec<crate::ChunkRecord>,
+    /// gzip with a cache: how many chunks were taken from it rather than compressed.
+    pub reused_chunks: u64,
 }
 
 /// [`write_layer`], also returning the sizes measured on the way.
@@ -57,8 +61,8 @@ pub fn write_layer_with_stats<W: Write>(
     out: W,
 ) -> Result<(LayerDescriptor, WriteStats), Error> {
     let compressed = HashingWriter::new(out);
-    let compressor =
-        Compressor::new(compression, compressed).map_err(|e| Error::io("<compressor>", e))?;
+    let compressor = Compressor::with_cache(compression, compressed, opts.chunk_cache.clone())
+        .map_err(|e| Error::io("<compressor>", e))?;
     let mut tar = TarWriter {
         out: HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, compressor)),
         opts: opts.clone(),
@@ -80,9 +84,11 @@ pub fn write_layer_with_stats<W: Write>(
     let compressor = buffered
         .into_inner()
         .map_err(|e| Error::io("<tar>", e.into_error()))?;
-    let compressed = compressor
-        .finish()
+    let (compressed, gzip_chunks, reused_chunks) = compressor
+        .finish_with_records()
         .map_err(|e| Error::io("<compressor>", e))?;
+    stats.gzip_chunks = gzip_chunks;
+    stats.reused_chunks = reused_chunks;
     let (mut out, digest, size) = compressed.finish();
     out.flush().map_err(|e| Error::io("<output>", e))?;
     Ok((

@@ -128,6 +128,7 @@ fn clamp_mtime_caps_every_entry() {
         Compression::None,
         &WriteOptions {
             clamp_mtime: Some(100),
+            ..Default::default()
         },
         &mut out,
     )

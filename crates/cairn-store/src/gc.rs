@@ -302,6 +302,10 @@ impl Store {
             if check_digest(&d).is_ok() && !live.contains(&d) && old_enough(&e.path()) {
                 rep.reclaimed += e.metadata().map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(e.path()).map_err(io_err(e.path()))?;
+                crate::chunks::ChunkIndex::remove_file_of(
+                    &self.root,
+                    &e.file_name().to_string_lossy(),
+                );
                 dead.push(d);
             }
         }

@@ -98,17 +98,36 @@ fn parse_config(v: Value) -> ImageConfiguration {
 
 impl Store {
     /// Writes a layer from `source` into the store and records its sizes. The blob is committed
-    /// (fsynced, renamed into place) when this returns.
+    /// (fsynced, renamed into place) when this returns. A gzip layer reuses the compressed
+    /// chunks of the layers written before it where their input is the same (same bytes as
+    /// compressing them again; see `cairn_layer::ChunkCache`), unless `opts` brings its own
+    /// cache.
     pub fn write_layer(
         &self,
         source: DiffSource<'_>,
         compression: Compression,
         opts: &WriteOptions,
     ) -> Result<LayerDescriptor> {
-        self.layer_blob("layer", |w| {
-            let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, opts, w)?;
+        let mut opts = opts.clone();
+        let index = (compression == Compression::Gzip && opts.chunk_cache.is_none()).then(|| {
+            let index = self
+                .chunks
+                .get_or_init(|| std::sync::Arc::new(crate::chunks::ChunkIndex::load(&self.root)))
+                .clone();
+            opts.chunk_cache = Some(index.clone());
+            index
+        });
+        let mut records = Vec::new();
+        let desc = self.layer_blob("layer", |w| {
+            let (desc, stats) = cairn_layer::write_layer_with_stats(source, compression, &opts, w)?;
+            records = stats.gzip_chunks;
             Ok((desc, stats.content_size, stats.tar_size))
-        })
+        })?;
+        if let Some(index) = index {
+            // Only a cache: a failure to record costs a later layer time, nothing else.
+            let _ = index.add(&desc.digest, &records);
+        }
+        Ok(desc)
     }
 
     /// Writes a layer blob with `write` (which gives back the descriptor, the content size and

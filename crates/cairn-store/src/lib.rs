@@ -98,6 +98,7 @@ pub use oci_spec;
 pub mod archive;
 mod blobs;
 mod cache_mounts;
+mod chunks;
 mod db;
 mod gc;
 mod images;
@@ -191,6 +192,8 @@ pub struct Store {
     /// The shared flock on `ROOT/lock`, taken on the first write: tells `prune` that this
     /// process may hold blobs that nothing references yet.
     in_use: Mutex<Option<fs::File>>,
+    /// Where the chunks of the gzip layers written here are, loaded at the first layer write.
+    chunks: std::sync::OnceLock<std::sync::Arc<chunks::ChunkIndex>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,6 +230,7 @@ impl Store {
             root: root.to_path_buf(),
             db,
             in_use: Mutex::new(None),
+            chunks: std::sync::OnceLock::new(),
         };
         if !root.join("oci-layout").exists() {
             write_atomic(

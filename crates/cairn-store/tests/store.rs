@@ -63,6 +63,7 @@ fn tree_layer(store: &Store, src: &Path) -> cairn_layer::LayerDescriptor {
             Compression::Gzip,
             &WriteOptions {
                 clamp_mtime: Some(0),
+                ..Default::default()
             },
         )
         .unwrap()
@@ -236,6 +237,77 @@ fn concurrent_snapshot_requests_share_one_unpack() {
     );
 }
 
+/// A text-like file of `len` bytes that compresses like source code, seeded.
+fn text(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    let mut s = String::with_capacity(len + 64);
+    while s.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!("line {} of {:x}\n", x % 1000, x));
+    }
+    s.truncate(len);
+    s
+}
+
+#[test]
+fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
+    struct NoCache;
+    impl cairn_layer::ChunkCache for NoCache {
+        fn get(&self, _: &cairn_layer::ChunkKey) -> Option<Vec<u8>> {
+            None
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let big = text(5 << 20, 9);
+    tree(&src, &[("a/big.txt", &big), ("z/small.txt", "v1\n")]);
+    let store = Store::open(&t.path().join("root")).unwrap();
+    let first = tree_layer(&store, &src);
+    let index = t.path().join("root/gzip-chunks").join(&first.digest[7..]);
+    assert_eq!(fs::metadata(&index).unwrap().len() % 48, 0);
+    assert!(fs::metadata(&index).unwrap().len() >= 5 * 48);
+    // The small file changes: the big file's chunks come from the first blob.
+    fs::write(src.join("z/small.txt"), "v2, longer\n").unwrap();
+    let fresh = || {
+        let mut blob = Vec::new();
+        let desc = cairn_layer::write_layer(
+            DiffSource::Tree(&src),
+            Compression::Gzip,
+            &WriteOptions {
+                clamp_mtime: Some(0),
+                chunk_cache: Some(std::sync::Arc::new(NoCache)),
+            },
+            &mut blob,
+        )
+        .unwrap();
+        (desc, blob)
+    };
+    let (want, want_blob) = fresh();
+    let second = tree_layer(&store, &src);
+    assert_eq!(second, want);
+    assert_eq!(
+        fs::read(store.blob_path(&second.digest)).unwrap(),
+        want_blob
+    );
+    // An index that lies (every record pointing at the wrong bytes) costs time, not the blob.
+    let mut lies = fs::read(&index).unwrap();
+    for r in lies.chunks_exact_mut(48) {
+        r[32..40].copy_from_slice(&11u64.to_le_bytes());
+    }
+    fs::write(&index, &lies).unwrap();
+    fs::write(src.join("z/small.txt"), "v3\n").unwrap();
+    let (want, want_blob) = fresh();
+    let store2 = Store::open(&t.path().join("root")).unwrap();
+    let third = tree_layer(&store2, &src);
+    assert_eq!(third, want);
+    assert_eq!(
+        fs::read(store2.blob_path(&third.digest)).unwrap(),
+        want_blob
+    );
+}
+
 #[test]
 fn cache_entries_and_prune() {
     let (t, store, l) = setup();
@@ -277,6 +349,13 @@ fn cache_entries_and_prune() {
     assert!(rep.blobs.contains(&l.digest) && rep.blobs.contains(&img.id));
     assert_eq!(rep.snapshots, 1);
     assert!(!store.has_blob(&l.digest));
+    assert!(
+        !t.path()
+            .join("root/gzip-chunks")
+            .join(&l.digest[7..])
+            .exists(),
+        "a pruned blob's chunk index goes with it"
+    );
     assert!(store.has_blob(&l2.digest), "kept by the cache entry");
     // A cache entry whose blob is gone is dropped.
     fs::remove_file(store.blob_path(&l2.digest)).unwrap();

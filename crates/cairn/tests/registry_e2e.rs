@@ -165,6 +165,7 @@ fn make_image(store: &Store, tag: &str, arch: &str, extra: &[(&str, Vec<u8>)]) -
     std::os::unix::fs::symlink("busybox", base.join("bin/sh")).unwrap();
     let opts = cairn_layer::WriteOptions {
         clamp_mtime: Some(0),
+        ..Default::default()
     };
     let mut layers = vec![store
         .write_layer(
