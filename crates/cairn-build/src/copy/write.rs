@@ -130,12 +130,12 @@ impl<'a> Writer<'a> {
 
     /// Copies one non-directory `src` (lstat `meta`) to `target`.
     pub fn node(&mut self, src: &Path, meta: &fs::Metadata, target: &Path) -> Result<()> {
-        self.clear(target)?;
         let ft = meta.file_type();
         if ft.is_file() {
             if meta.nlink() > 1 {
                 let key = (meta.dev(), meta.ino());
                 if let Some(first) = self.links.get(&key) {
+                    self.clear(target)?;
                     fs::hard_link(first, target).map_err(self.dest_err(target))?;
                     self.stats.hardlinks += 1;
                     return Ok(());
@@ -143,11 +143,23 @@ impl<'a> Writer<'a> {
                 self.links.insert(key, target.to_path_buf());
             }
             let from = File::open(src).map_err(io_err(self.cmd, src))?;
-            self.stats.bytes += create_new(target)
+            // Created first, cleared only if something is there (O_EXCL sees a symlink too): a
+            // copy into a new directory does not look every target up beforehand.
+            let to = match create_new(target) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.clear(target)?;
+                    create_new(target)
+                }
+                r => r,
+            };
+            self.stats.bytes += to
                 .and_then(|to| copy_file_content(from, &to))
                 .map_err(self.dest_err(target))?;
             self.stats.files += 1;
-        } else if ft.is_symlink() {
+            return self.finish(target, Some(src), meta);
+        }
+        self.clear(target)?;
+        if ft.is_symlink() {
             let link = fs::read_link(src).map_err(io_err(self.cmd, src))?;
             std::os::unix::fs::symlink(&link, target).map_err(self.dest_err(target))?;
             self.stats.symlinks += 1;
