@@ -307,11 +307,9 @@ impl Rootfs {
     /// `to`, on the same filesystem, instead of removing it; everything else is removed. `false`
     /// (and everything removed) when there is no upper dir to hand over: the native snapshotter.
     pub fn into_upper(mut self, to: &Path) -> Result<bool> {
-        if self.kind != SnapshotterKind::Overlay || self.base.is_some() {
-            self.release()?;
+        if !self.unmount_keeping_dirs()? {
             return Ok(false);
         }
-        self.unmount()?;
         fs::rename(&self.upper, to).map_err(|e| {
             Error::io(
                 format!("moving {} to {}", self.upper.display(), to.display()),
@@ -331,11 +329,9 @@ impl Rootfs {
     /// A `cairn run --rm` that recycles its container directory this way saves making and
     /// removing four directories on disk, which cost more than the rest of its start.
     pub fn release_for_reuse(mut self) -> Result<bool> {
-        if self.kind != SnapshotterKind::Overlay || self.base.is_some() {
-            self.release()?;
+        if !self.unmount_keeping_dirs()? {
             return Ok(false);
         }
-        self.unmount()?;
         let work = self.upper.with_file_name("work");
         let reusable = is_pristine_dir(&self.upper) && remove_volatile_marker(&work).is_ok();
         if !reusable {
@@ -347,6 +343,17 @@ impl Rootfs {
         let keep = [self.upper.clone(), work, self.upper.with_file_name("init")];
         self.owned.retain(|d| !keep.contains(d));
         self.remove_owned()?;
+        Ok(true)
+    }
+
+    /// Unmounts an overlay root, leaving its directories for the caller to keep (`true`); any
+    /// other root (native) is released entirely (`false`).
+    fn unmount_keeping_dirs(&mut self) -> Result<bool> {
+        if self.kind != SnapshotterKind::Overlay || self.base.is_some() {
+            self.release()?;
+            return Ok(false);
+        }
+        self.unmount()?;
         Ok(true)
     }
 
@@ -468,9 +475,9 @@ fn remove_named(dir: &Path, entries: &[(&str, bool)]) -> io::Result<()> {
 /// `remove_dir_all`, with a fast path for what a run usually leaves: an empty upper dir or mount
 /// point, an overlay work dir holding only what overlayfs made in it (`work/`,
 /// `work/incompat/volatile/dirty`). Those go by name, one syscall each (rmdir is the expensive
-/// part on ext4, the directory walk doubles it); anything else falls back to the walk. Only the work dir
-/// gets names tried inside it: the container cannot write there, while a name in the upper dir
-/// could be its symlink.
+/// part on ext4, the directory walk doubles it); anything else falls back to the walk. Only the
+/// work dir gets names tried inside it: the container cannot write there, while a name in the
+/// upper dir could be its symlink.
 fn remove_tree(d: &Path) -> io::Result<()> {
     if d.file_name() == Some(OsStr::new("work")) {
         let [dirty, volatile, incompat] = VOLATILE_MARKER;

@@ -18,6 +18,9 @@ use std::sync::{Arc, RwLock};
 
 const RECORD: usize = 48;
 
+/// The index files' directory in the store root.
+const DIR: &str = "gzip-chunks";
+
 /// key → (hex of the blob digest, offset, length).
 type Locations = HashMap<ChunkKey, (Arc<str>, u64, u64)>;
 
@@ -32,7 +35,7 @@ pub(crate) struct ChunkIndex {
 impl ChunkIndex {
     /// Reads every index file under `root/gzip-chunks`.
     pub(crate) fn load(root: &Path) -> ChunkIndex {
-        let dir = root.join("gzip-chunks");
+        let dir = root.join(DIR);
         let mut map = HashMap::new();
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -82,7 +85,7 @@ impl ChunkIndex {
 
     /// Forgets the chunks of the blob `hex` (prune removed it).
     pub(crate) fn remove_file_of(root: &Path, hex: &str) {
-        let _ = fs::remove_file(root.join("gzip-chunks").join(hex));
+        let _ = fs::remove_file(root.join(DIR).join(hex));
     }
 }
 

@@ -281,7 +281,6 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
 /// Opens the lock file `p`, creating it if needed and never truncating it (its content does not
 /// matter; the `flock` on it does).
 pub(crate) fn open_lock_file(p: &Path) -> Result<fs::File> {
@@ -303,6 +302,7 @@ pub(crate) fn locked_file(p: &Path, op: rustix::fs::FlockOperation) -> Result<fs
     Ok(f)
 }
 
+/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(

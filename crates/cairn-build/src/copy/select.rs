@@ -419,9 +419,8 @@ fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
     // Asked once: the answer reads cgroup files.
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // A directory of 1,000 files is stat'ed on two cores, not one.
     let threads = cpus.min(entries.len() / PARALLEL_STAT_MIN);
-    if threads <= 1 || entries.len() < PARALLEL_STAT_MIN {
+    if threads <= 1 {
         return stat(&entries);
     }
     let chunk = entries.len().div_ceil(threads);
