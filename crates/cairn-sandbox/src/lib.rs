@@ -17,8 +17,9 @@
 //!                 kind: SnapshotterKind) -> Result<Rootfs>
 //! Rootfs::prepare_with_mounts(lowers, scratch, kind, &[MountSpec]) -> Result<Rootfs>
 //!                                                  // + mount points kept out of the upper dir
-//! Rootfs::prepare_in(lowers, dir, kind, &[MountSpec]) -> Result<Rootfs>
-//!                                                  // in `dir` itself (its upper/work/init/...)
+//! Rootfs::prepare_in(lowers, dir, kind, &[MountSpec], UpperDir::Disk|Memory) -> Result<Rootfs>
+//!                                                  // in `dir` itself (its upper/work/init/...);
+//!                                                  // Memory: upper and work in the init tmpfs
 //! rootfs.path() -> &Path                           // the merged root
 //! rootfs.diff_source() -> cairn_layer::DiffSource  // OverlayUpper(upper) or Compare{lower, upper}
 //! drop(rootfs)                                     // unmounts and removes its temp dirs
@@ -101,7 +102,7 @@ pub use process::{
     kill_containers_on_termination_without_thread, run, run_with, signal_all_running,
     termination_signal, RunHooks,
 };
-pub use rootfs::{Rootfs, SnapshotterKind};
+pub use rootfs::{Rootfs, SnapshotterKind, UpperDir};
 pub use setup::{ContainerPlan, PlannedMount, PlannedMountKind};
 pub use spec::{MountKind, MountSpec, Network, OutputStream, ProcessSpec, DEFAULT_PATH};
 

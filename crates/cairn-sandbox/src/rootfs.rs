@@ -73,6 +73,20 @@ impl SnapshotterKind {
     }
 }
 
+/// Where an overlay root keeps its upper and work dirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperDir {
+    /// On disk, next to the root: the change outlives the mount (a build step's layer, a
+    /// container kept after it exits).
+    Disk,
+    /// In the tmpfs of the root's init layer, gone with the mount: for a change that is thrown
+    /// away (`cairn run --rm`). Making and removing the overlay's work dirs on disk is most of
+    /// what a short run costs beyond the process itself; in memory it costs nothing. What the
+    /// container writes takes memory (the tmpfs is bounded by the kernel's default, half the
+    /// RAM).
+    Memory,
+}
+
 /// A prepared root filesystem. Dropping it unmounts it and removes the directories it made.
 #[derive(Debug)]
 pub struct Rootfs {
@@ -86,6 +100,8 @@ pub struct Rootfs {
     mounted: AtomicBool,
     /// The tmpfs holding the init layer (overlay only).
     init_mount: Option<PathBuf>,
+    /// Where the upper and work dirs are (overlay only).
+    placement: UpperDir,
 }
 
 /// Entries every container mounts over; the overlay snapshotter puts them in an "init" layer
@@ -119,7 +135,7 @@ impl Rootfs {
             .keep();
         let mut owned = own_entries(&dir);
         owned.push(dir.clone());
-        Rootfs::prepare_at(lowers, dir, owned, kind, mounts)
+        Rootfs::prepare_at(lowers, dir, owned, kind, mounts, UpperDir::Disk)
     }
 
     /// [`Rootfs::prepare_with_mounts`] straight in `dir`, a directory made for this one root
@@ -127,13 +143,25 @@ impl Rootfs {
     /// `flat` are this rootfs's, made here and removed by the drop, and nothing else in `dir` is
     /// touched. Saves making and removing a temp dir of its own (two metadata operations on
     /// disk for every `cairn run`).
+    ///
+    /// With [`UpperDir::Memory`] (overlay only; a native root is a copy on disk either way), the
+    /// upper and work dirs are made in the init layer's tmpfs and nothing but the `init` mount
+    /// point is made in `dir`.
     pub fn prepare_in(
         lowers: &[PathBuf],
         dir: &Path,
         kind: SnapshotterKind,
         mounts: &[MountSpec],
+        upper: UpperDir,
     ) -> Result<Rootfs> {
-        Rootfs::prepare_at(lowers, dir.to_path_buf(), own_entries(dir), kind, mounts)
+        Rootfs::prepare_at(
+            lowers,
+            dir.to_path_buf(),
+            own_entries(dir),
+            kind,
+            mounts,
+            upper,
+        )
     }
 
     fn prepare_at(
@@ -142,6 +170,7 @@ impl Rootfs {
         owned: Vec<PathBuf>,
         kind: SnapshotterKind,
         mounts: &[MountSpec],
+        upper: UpperDir,
     ) -> Result<Rootfs> {
         let extra: Vec<(String, bool)> = mounts
             .iter()
@@ -161,10 +190,11 @@ impl Rootfs {
             base: None,
             mounted: AtomicBool::new(false),
             init_mount: None,
+            placement: upper,
         };
         let lowers = topmost_occurrences(lowers);
         match kind {
-            SnapshotterKind::Overlay => rootfs.prepare_overlay(&lowers, &dir, &extra)?,
+            SnapshotterKind::Overlay => rootfs.prepare_overlay(&lowers, &dir, &extra, upper)?,
             SnapshotterKind::Native => rootfs.prepare_native(&lowers, &dir)?,
         }
         Ok(rootfs)
@@ -175,10 +205,15 @@ impl Rootfs {
         lowers: &[PathBuf],
         dir: &Path,
         extra: &[(String, bool)],
+        upper: UpperDir,
     ) -> Result<()> {
-        let work = dir.join("work");
         let init = dir.join("init");
-        for d in [&self.upper, &work, &init] {
+        let mut work = dir.join("work");
+        let on_disk: &[&PathBuf] = match upper {
+            UpperDir::Disk => &[&self.upper, &work, &init],
+            UpperDir::Memory => &[&init],
+        };
+        for d in on_disk {
             make_or_reuse_dir(d).ctx(|| format!("creating {}", d.display()))?;
         }
         let top_first: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
@@ -186,19 +221,31 @@ impl Rootfs {
         // (creating and unlinking its entries on a busy disk cost more than the run itself).
         // The overlay's mount point is in it too (`init/merged`, next to the layer
         // `init/layer`): one directory less to make and remove on disk, and one lazy unmount
-        // of `init` takes both mounts away.
-        nix::mount::mount(
-            Some("tmpfs"),
-            &init,
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some("mode=755,size=1m"),
-        )
-        .map_err(|e| Error::io(format!("mounting a tmpfs on {}", init.display()), e.into()))?;
+        // of `init` takes both mounts away. An upper dir in memory lives there as well, on a
+        // tmpfs of the kernel's default size and, like the disk it replaces, without
+        // nosuid/nodev.
+        let (flags, options) = match upper {
+            UpperDir::Disk => (
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                "mode=755,size=1m",
+            ),
+            UpperDir::Memory => (nix::mount::MsFlags::empty(), "mode=755"),
+        };
+        nix::mount::mount(Some("tmpfs"), &init, Some("tmpfs"), flags, Some(options))
+            .map_err(|e| Error::io(format!("mounting a tmpfs on {}", init.display()), e.into()))?;
         self.init_mount = Some(init.clone());
         let layer = init.join("layer");
         self.merged = init.join("merged");
-        for d in [&layer, &self.merged] {
+        let mut made = vec![&layer, &self.merged];
+        if upper == UpperDir::Memory {
+            self.upper = init.join("upper");
+            work = init.join("work");
+            made.extend([&self.upper, &work]);
+            // Nothing of the upper side is on disk to remove later.
+            let on_disk = [init.clone(), dir.join("flat")];
+            self.owned.retain(|d| on_disk.contains(d));
+        }
+        for d in made {
             fs::DirBuilder::new()
                 .mode(0o755)
                 .create(d)
@@ -307,6 +354,11 @@ impl Rootfs {
     /// `to`, on the same filesystem, instead of removing it; everything else is removed. `false`
     /// (and everything removed) when there is no upper dir to hand over: the native snapshotter.
     pub fn into_upper(mut self, to: &Path) -> Result<bool> {
+        if self.placement == UpperDir::Memory {
+            // Gone with the tmpfs at the unmount.
+            self.release()?;
+            return Ok(false);
+        }
         if !self.unmount_keeping_dirs()? {
             return Ok(false);
         }
@@ -328,9 +380,18 @@ impl Rootfs {
     ///
     /// A `cairn run --rm` that recycles its container directory this way saves making and
     /// removing four directories on disk, which cost more than the rest of its start.
+    ///
+    /// A root whose upper dir was in memory ([`UpperDir::Memory`]) left nothing on disk but the
+    /// `init` mount point: that is kept, whatever the process wrote.
     pub fn release_for_reuse(mut self) -> Result<bool> {
         if !self.unmount_keeping_dirs()? {
             return Ok(false);
+        }
+        if self.placement == UpperDir::Memory {
+            let init = self.upper.parent().map(Path::to_path_buf);
+            self.owned.retain(|d| Some(d) != init.as_ref());
+            self.remove_owned()?;
+            return Ok(true);
         }
         let work = self.upper.with_file_name("work");
         let reusable = is_pristine_dir(&self.upper) && remove_volatile_marker(&work).is_ok();

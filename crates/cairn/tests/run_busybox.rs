@@ -140,26 +140,27 @@ fn run_rm_lists_files_and_returns_exit_codes() {
 }
 
 #[test]
-fn rm_runs_recycle_only_container_dirs_that_nothing_was_written_to() {
+fn rm_runs_keep_their_change_in_memory_and_recycle_their_dirs() {
     let f = Fixture::new(json!({"Cmd": ["sh"]}));
     let run = |script: &str| text(&f.cairn(&["run", "--rm", "busybox-test", "sh", "-c", script]));
-    assert_eq!(run("true").0, 0);
+    // The overlay's upper and work dirs are in the container's init tmpfs, not on disk.
+    let (code, out, err) = run("grep ' / ' /proc/mounts; echo data > /app/written");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/init/upper,") && out.contains("/init/work"),
+        "{out}"
+    );
     let spares = f.spares();
-    assert_eq!(spares.len(), 1, "an untouched root is kept as a spare");
-    let mut left: Vec<String> = fs::read_dir(&spares[0])
+    assert_eq!(spares.len(), 1, "the dir of a --rm run is kept as a spare");
+    let left: Vec<String> = fs::read_dir(&spares[0])
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    left.sort();
-    assert_eq!(left, ["init", "upper", "work"]);
-    assert_eq!(fs::read_dir(spares[0].join("upper")).unwrap().count(), 0);
-    assert!(
-        !spares[0].join("work/work/incompat").exists(),
-        "the volatile marker, which overlayfs would refuse, is gone"
-    );
-    // The next run takes the spare and puts it back; a run that writes is not recycled, and
-    // what it wrote is seen by no later container.
+    assert_eq!(left, ["init"], "only the tmpfs mount point is on disk");
+    assert_eq!(fs::read_dir(spares[0].join("init")).unwrap().count(), 0);
+    // The next run takes the spare and puts it back; what a run wrote is seen by no later
+    // container.
     assert_eq!(run("true").0, 0);
     assert_eq!(f.spares().len(), 1);
     assert_eq!(run("echo secret > /app/left-behind").0, 0);
@@ -169,14 +170,33 @@ fn rm_runs_recycle_only_container_dirs_that_nothing_was_written_to() {
         !out.contains("left-behind") || out.contains("No such file"),
         "{out}"
     );
-    assert!(!out.contains("secret"), "{out}");
+    assert!(!out.contains("secret") && !out.contains("written"), "{out}");
     assert_eq!(f.containers(), 0);
-    // A spare is as good as a new dir for every run that follows, written to or not.
+    // A spare is as good as a new dir for every run that follows, and a spare left by an
+    // older cairn (empty upper and work dirs on disk) too.
+    let spare = &f.spares()[0];
+    fs::create_dir(spare.join("upper")).unwrap();
+    fs::create_dir_all(spare.join("work/work")).unwrap();
     for _ in 0..3 {
         let (code, out, _) = run("cat /app/go.mod");
         assert_eq!((code, out.as_str()), (0, "module app\n"));
     }
     assert!(f.spares().len() <= 4);
+    // A container that is kept keeps its change on disk.
+    let (code, out, err) = text(&f.cairn(&[
+        "run",
+        "--name",
+        "kept",
+        "busybox-test",
+        "sh",
+        "-c",
+        "grep ' / ' /proc/mounts",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/upper,") && !out.contains("/init/upper"),
+        "{out}"
+    );
 }
 
 #[test]

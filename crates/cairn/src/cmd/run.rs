@@ -4,13 +4,15 @@
 //! run, written once), `state.json` (status, pids, exit code, health; rewritten atomically),
 //! `log.json` (docker's json-file format: one `{"log","stream","time"}` object per chunk) and,
 //! while it runs, the rootfs dirs. A detached container is kept by a supervisor: this binary
-//! re-exec'd as `cairn run --supervise <id> <image>` in its own process group. The directory of
-//! a `--rm` container that changed nothing is recycled (`containers/.spares/`) for the next one.
+//! re-exec'd as `cairn run --supervise <id> <image>` in its own process group. A `--rm`
+//! container's overlay upper and work dirs are in its init tmpfs (`UpperDir::Memory`): nothing
+//! of its rootfs is made on disk but the mount point, and its directory is recycled
+//! (`containers/.spares/`) for the next one.
 
 use crate::Global;
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_sandbox::{
-    MountKind, MountSpec, Network, OutputStream, ProcessSpec, Rootfs, SnapshotterKind,
+    MountKind, MountSpec, Network, OutputStream, ProcessSpec, Rootfs, SnapshotterKind, UpperDir,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Automatically remove the container when it exits
+    /// Automatically remove the container when it exits (what it writes to its root
+    /// filesystem is held in memory, not on disk)
     #[arg(long)]
     pub rm: bool,
     /// Run the container in the background and print its ID
@@ -656,8 +659,14 @@ fn keep(
     } else {
         SnapshotterKind::Overlay
     };
-    // The container's own dir holds the rootfs's dirs directly (no temp dir of its own).
-    let rootfs = match Rootfs::prepare_in(&cfg.lowers, dir, kind, &cfg.spec.mounts) {
+    // The container's own dir holds the rootfs's dirs directly (no temp dir of its own). What a
+    // `--rm` container writes is thrown away at its end: its upper dir lives in memory.
+    let upper = if cfg.auto_remove {
+        UpperDir::Memory
+    } else {
+        UpperDir::Disk
+    };
+    let rootfs = match Rootfs::prepare_in(&cfg.lowers, dir, kind, &cfg.spec.mounts, upper) {
         Ok(r) => r,
         Err(e) => return (Err(RunError::Other(e.into())), false),
     };
