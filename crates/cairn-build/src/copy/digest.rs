@@ -140,7 +140,7 @@ pub(crate) fn digest(req: &CopyRequest, src: &SourceRoot, items: &[Item]) -> Res
                     eh.entry(
                         &mut f,
                         e.rel.as_os_str().as_encoded_bytes(),
-                        &e.path,
+                        &path.join(&e.rel),
                         &e.meta,
                     )?;
                 }

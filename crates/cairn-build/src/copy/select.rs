@@ -21,11 +21,11 @@ use crate::context::IgnoreRules;
 /// One file, directory, symlink or device below a directory source.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// Path relative to the directory source (never empty).
+    /// Path relative to the directory source (never empty); the host path is the source's
+    /// joined with it (not kept: a no-op build over 20,000 files spent more on the memory of
+    /// entries than on anything but the kernel's `lstat`s).
     pub rel: PathBuf,
-    /// Host path.
-    pub path: PathBuf,
-    /// `lstat` of `path`.
+    /// `lstat` of the host path.
     pub meta: fs::Metadata,
 }
 
@@ -271,7 +271,6 @@ impl<'a> Selector<'a> {
                 let mark = out.len();
                 out.push(Entry {
                     rel: rel.clone(),
-                    path: path.clone(),
                     meta,
                 });
                 self.walk(&path, &rel, descend_include, out)?;
@@ -280,7 +279,7 @@ impl<'a> Selector<'a> {
                     out.truncate(mark);
                 }
             } else if !hidden && matched {
-                out.push(Entry { rel, path, meta });
+                out.push(Entry { rel, meta });
             }
         }
         Ok(())

@@ -241,12 +241,13 @@ impl<'a> Writer<'a> {
             };
             let name = e.rel.file_name().unwrap_or(OsStr::new(""));
             let t = parent.join(name);
+            let path = src.join(&e.rel);
             if e.meta.is_dir() {
                 let t = self.subdir(&t)?;
-                self.finish(&t, Some(&e.path), &e.meta)?;
+                self.finish(&t, Some(&path), &e.meta)?;
                 placed.insert(&e.rel, t);
             } else {
-                self.node(&e.path, &e.meta, &t)?;
+                self.node(&path, &e.meta, &t)?;
             }
         }
         Ok(())
