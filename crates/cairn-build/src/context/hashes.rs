@@ -395,23 +395,25 @@ pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
 mod tests {
     use super::*;
 
+    /// Ages `f` so that the racy-clean guard lets the memo keep it.
+    fn age(f: &Path) {
+        let old = rustix::fs::Timespec {
+            tv_sec: 1000,
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: old,
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, f, &times, rustix::fs::AtFlags::empty()).unwrap();
+    }
+
     #[test]
     fn memo_roundtrip_and_invalidation() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("a");
         fs::write(&f, b"hello").unwrap();
-        // Age the file so that the racy-clean guard lets the memo keep it.
-        let old = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: 1000,
-                tv_nsec: 0,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: 1000,
-                tv_nsec: 0,
-            },
-        };
-        rustix::fs::utimensat(rustix::fs::CWD, &f, &old, rustix::fs::AtFlags::empty()).unwrap();
+        age(&f);
         let memo = HashMemo::default();
         let meta = fs::symlink_metadata(&f).unwrap();
         let h = memo.file_sha256(&f, &meta).unwrap();
@@ -450,20 +452,10 @@ mod tests {
     #[test]
     fn a_loaded_memo_answers_from_the_file_and_merges_what_changed() {
         let dir = tempfile::tempdir().unwrap();
-        let old = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: 1000,
-                tv_nsec: 0,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: 1000,
-                tv_nsec: 0,
-            },
-        };
         let files: Vec<PathBuf> = (0..50).map(|i| dir.path().join(format!("f{i}"))).collect();
         let write = |f: &Path, content: String| {
             fs::write(f, content).unwrap();
-            rustix::fs::utimensat(rustix::fs::CWD, f, &old, rustix::fs::AtFlags::empty()).unwrap();
+            age(f);
         };
         for (i, f) in files.iter().enumerate() {
             write(f, format!("content {i}"));
