@@ -443,6 +443,21 @@ struct RunExtras {
     held: mounts::Held,
 }
 
+/// What a step left: its layer (`None`: no change), or a layer whose snapshot is in the store
+/// and whose blob is still to be compressed ([`Solver::compress_deferred`]).
+enum Committed {
+    Layer(Option<LayerDescriptor>),
+    Deferred { diff_id: String, snapshot: PathBuf },
+}
+
+/// How a build step's layer is written: mtimes clamped to the build time.
+fn layer_options(build_time: i64) -> WriteOptions {
+    WriteOptions {
+        clamp_mtime: Some(build_time),
+        ..Default::default()
+    }
+}
+
 /// A stage's state while its steps are applied.
 struct StageState {
     cfg: ImageConfig,
@@ -583,52 +598,81 @@ impl<'a> Solver<'a> {
             .unwrap_or(0);
         let created = format_time(build_time);
 
-        for step in &stage.steps {
-            if let Some(signal) = cairn_sandbox::termination_signal() {
-                return Err(Error::Interrupted { signal });
-            }
-            if self.cancelled.load(Ordering::SeqCst) {
-                return Err(Error::Cancelled);
-            }
-            let applied = image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
-            let mut empty = true;
-            if applied.makes_layer {
-                // A step that reads another stage starts when that stage is done, so that its
-                // time is its own and the live view shows it only once it runs.
-                for index in stages_read(step) {
-                    self.stage_result(index)?;
+        std::thread::scope(|bg| -> Result<()> {
+            let mut deferred = Vec::new();
+            for step in &stage.steps {
+                if let Some(signal) = cairn_sandbox::termination_signal() {
+                    return Err(Error::Interrupted { signal });
                 }
-                let name = vertex_name(&display(step));
-                let v = self.reporter.start(name.clone());
-                // Digesting the inputs is part of the step (BuildKit's "calculate checksum"): a
-                // missing source fails this vertex.
-                let inputs = self.step_inputs(step, &st.cfg).inspect_err(|e| {
-                    self.reporter.failed(v, e.to_string());
-                })?;
-                st.key = st.key.child(&step.kind, &inputs);
-                let layer = self.layer_step(&name, step, &st, build_time, v)?;
-                lock(&self.used_keys).push((pos, st.key.clone()));
-                if let Some(l) = layer {
-                    st.layers.push(l);
-                    empty = false;
+                if self.cancelled.load(Ordering::SeqCst) {
+                    return Err(Error::Cancelled);
                 }
-            } else {
-                st.key = st.key.child(&step.kind, &self.step_inputs(step, &st.cfg)?);
+                let applied =
+                    image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
+                let mut empty = true;
+                if applied.makes_layer {
+                    // A step that reads another stage starts when that stage is done, so that its
+                    // time is its own and the live view shows it only once it runs.
+                    for index in stages_read(step) {
+                        self.stage_result(index)?;
+                    }
+                    let name = vertex_name(&display(step));
+                    let v = self.reporter.start(name.clone());
+                    // Digesting the inputs is part of the step (BuildKit's "calculate checksum"): a
+                    // missing source fails this vertex.
+                    let inputs = self.step_inputs(step, &st.cfg).inspect_err(|e| {
+                        self.reporter.failed(v, e.to_string());
+                    })?;
+                    st.key = st.key.child(&step.kind, &inputs);
+                    let committed = self.layer_step(&name, step, &st, build_time, v)?;
+                    lock(&self.used_keys).push((pos, st.key.clone()));
+                    match committed {
+                        Committed::Layer(Some(l)) => {
+                            st.layers.push(l);
+                            empty = false;
+                        }
+                        Committed::Layer(None) => {}
+                        Committed::Deferred { diff_id, snapshot } => {
+                            // Stands in until the blob is written: the next steps mount the
+                            // snapshot, which is found by diffID.
+                            st.layers.push(LayerDescriptor {
+                                digest: diff_id.clone(),
+                                diff_id: diff_id.clone(),
+                                size: 0,
+                                media_type: String::new(),
+                            });
+                            let key = st.key.clone();
+                            let job = bg.spawn(move || {
+                                self.compress_deferred(&name, &key, &diff_id, &snapshot, build_time)
+                            });
+                            deferred.push((st.layers.len() - 1, job));
+                            empty = false;
+                        }
+                    }
+                } else {
+                    st.key = st.key.child(&step.kind, &self.step_inputs(step, &st.cfg)?);
+                }
+                if !applied.makes_layer && matches!(step.kind, StepKind::Workdir(_)) {
+                    // WORKDIR / still counts as a step of the stage in BuildKit's numbering.
+                    let v = self.reporter.start(vertex_name(&display(step)));
+                    self.reporter.done(v);
+                }
+                if applied.record {
+                    st.cfg.history.push(History {
+                        created: Some(created.clone()),
+                        created_by: Some(applied.created_by),
+                        comment: Some(HISTORY_COMMENT.into()),
+                        empty_layer: empty,
+                    });
+                }
             }
-            if !applied.makes_layer && matches!(step.kind, StepKind::Workdir(_)) {
-                // WORKDIR / still counts as a step of the stage in BuildKit's numbering.
-                let v = self.reporter.start(vertex_name(&display(step)));
-                self.reporter.done(v);
+            for (i, job) in deferred {
+                st.layers[i] = job
+                    .join()
+                    .map_err(|_| Error::Other("a layer compression thread panicked".into()))??;
             }
-            if applied.record {
-                st.cfg.history.push(History {
-                    created: Some(created.clone()),
-                    created_by: Some(applied.created_by),
-                    comment: Some(HISTORY_COMMENT.into()),
-                    empty_layer: empty,
-                });
-            }
-        }
+            Ok(())
+        })?;
 
         let diff_ids: Vec<String> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
         st.cfg.rootfs = RootFs {
@@ -742,7 +786,7 @@ impl<'a> Solver<'a> {
         st: &StageState,
         build_time: i64,
         v: Vertex,
-    ) -> Result<Option<LayerDescriptor>> {
+    ) -> Result<Committed> {
         let hit = if self.req.no_cache {
             None
         } else {
@@ -751,18 +795,20 @@ impl<'a> Solver<'a> {
         };
         if let Some(rec) = hit {
             self.reporter.cached(v);
-            return Ok(rec.layer);
+            return Ok(Committed::Layer(rec.layer));
         }
         let result = self
             .execute(name, step, st, build_time, v)
-            .and_then(|layer| {
-                let rec = CacheRecord {
-                    layer: layer.clone(),
-                };
-                let blobs: Vec<String> = layer.iter().map(|l| l.digest.clone()).collect();
-                self.store
-                    .cache_put(st.key.as_str(), &rec.encode(), &blobs)?;
-                Ok(layer)
+            .and_then(|committed| {
+                if let Committed::Layer(layer) = &committed {
+                    let rec = CacheRecord {
+                        layer: layer.clone(),
+                    };
+                    let blobs: Vec<String> = layer.iter().map(|l| l.digest.clone()).collect();
+                    self.store
+                        .cache_put(st.key.as_str(), &rec.encode(), &blobs)?;
+                }
+                Ok(committed)
             });
         match &result {
             Ok(_) => self.reporter.done(v),
@@ -785,6 +831,11 @@ impl<'a> Solver<'a> {
     }
 
     /// Prepares a root over the stage's layers, applies the step, and writes the change.
+    ///
+    /// An overlay step's change is only hashed here (its diffID) and its upper dir becomes the
+    /// snapshot at once; the blob is compressed from that snapshot by [`Committed::Deferred`]'s
+    /// job, which the stage runs while its next steps do (BuildKit does not compress in line
+    /// either: its build cache holds uncompressed snapshots).
     fn execute(
         &self,
         name: &str,
@@ -792,20 +843,105 @@ impl<'a> Solver<'a> {
         st: &StageState,
         build_time: i64,
         v: Vertex,
-    ) -> Result<Option<LayerDescriptor>> {
+    ) -> Result<Committed> {
         let rootfs = self.prepare(&st.layers)?;
         match &step.kind {
             StepKind::Run(run) => self.run_step(name, step, run, &st.cfg, &rootfs, v)?,
             StepKind::Copy(c) => self.copy_step(step, c, &st.cfg, &rootfs)?,
             StepKind::Workdir(_) => self.workdir_step(step, &st.cfg, &rootfs)?,
-            _ => return Ok(None),
+            _ => return Ok(Committed::Layer(None)),
+        }
+        if let Some(diff_id) = self.overlay_diff_id(&rootfs, build_time)? {
+            let Some(diff_id) = diff_id else {
+                rootfs.cleanup()?;
+                return Ok(Committed::Layer(None));
+            };
+            let snapshot = self.store.snapshot_path(&diff_id);
+            if snapshot.is_dir() {
+                rootfs.cleanup()?;
+            } else {
+                let tree = self.upper_tree_path();
+                if !rootfs.into_upper(&tree)? {
+                    return Err(Error::Other(format!(
+                        "{name}: the overlay root has no upper dir to keep"
+                    )));
+                }
+                self.store.adopt_upper_as_snapshot(&tree, &diff_id)?;
+            }
+            return Ok(Committed::Deferred { diff_id, snapshot });
         }
         let layer = self.commit_layer(&rootfs, build_time)?;
         match &layer {
             Some(desc) => self.keep_as_snapshot(rootfs, desc)?,
             None => rootfs.cleanup()?,
         }
-        Ok(layer)
+        Ok(Committed::Layer(layer))
+    }
+
+    /// For an overlay root: `Some(None)` when it changed nothing, `Some(Some(diffID))` of its
+    /// change otherwise (the tar is hashed, not kept). `None` for a native root, whose change is
+    /// written in line.
+    fn overlay_diff_id(&self, rootfs: &Rootfs, build_time: i64) -> Result<Option<Option<String>>> {
+        let DiffSource::OverlayUpper(upper) = rootfs.diff_source() else {
+            return Ok(None);
+        };
+        let mut entries = fs::read_dir(upper).map_err(io_err(upper))?;
+        if entries.next().is_none() {
+            return Ok(Some(None));
+        }
+        let desc = cairn_layer::write_layer(
+            DiffSource::OverlayUpper(upper),
+            Compression::None,
+            &layer_options(build_time),
+            std::io::sink(),
+        )
+        .map_err(cairn_store::Error::from)?;
+        Ok(Some(
+            (desc.diff_id != empty_tar_diff_id()).then_some(desc.diff_id),
+        ))
+    }
+
+    /// Compresses the layer `diff_id` from its snapshot into the store and records `key`'s
+    /// cache entry: the deferred half of [`Solver::execute`]. The tar is written again from the
+    /// snapshot, which the store made from the same upper dir minus what no tar carries; a
+    /// different diffID would mean they differ, and fails the step rather than record it.
+    fn compress_deferred(
+        &self,
+        name: &str,
+        key: &CacheKey,
+        diff_id: &str,
+        snapshot: &Path,
+        build_time: i64,
+    ) -> Result<LayerDescriptor> {
+        let desc = self.store.write_layer(
+            DiffSource::OverlayUpper(snapshot),
+            Compression::Gzip,
+            &layer_options(build_time),
+        )?;
+        if desc.diff_id != diff_id {
+            return Err(Error::Other(format!(
+                "{name}: the layer written from the snapshot ({}) differs from the step's change ({diff_id})",
+                desc.diff_id
+            )));
+        }
+        let rec = CacheRecord {
+            layer: Some(desc.clone()),
+        };
+        self.store.cache_put(
+            key.as_str(),
+            &rec.encode(),
+            std::slice::from_ref(&desc.digest),
+        )?;
+        Ok(desc)
+    }
+
+    /// A fresh path in the scratch dir for an upper dir on its way to the store.
+    fn upper_tree_path(&self) -> PathBuf {
+        self.scratch.join(format!(
+            "upper-{}-{}",
+            std::process::id(),
+            UPPER_SEQ.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     /// Hands the upper dir the layer `desc` was written from to the store as that layer's
@@ -815,11 +951,7 @@ impl<'a> Solver<'a> {
         if self.store.snapshot_path(&desc.diff_id).is_dir() {
             return Ok(rootfs.cleanup()?);
         }
-        let tree = self.scratch.join(format!(
-            "upper-{}-{}",
-            std::process::id(),
-            UPPER_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tree = self.upper_tree_path();
         if rootfs.into_upper(&tree)? {
             if let Err(e) = self.store.adopt_upper_as_snapshot(&tree, &desc.diff_id) {
                 eprintln!(
@@ -847,14 +979,9 @@ impl<'a> Solver<'a> {
                 return Ok(None);
             }
         }
-        let desc = self.store.write_layer(
-            source,
-            Compression::Gzip,
-            &WriteOptions {
-                clamp_mtime: Some(build_time),
-                ..Default::default()
-            },
-        )?;
+        let desc = self
+            .store
+            .write_layer(source, Compression::Gzip, &layer_options(build_time))?;
         if desc.diff_id == empty_tar_diff_id() {
             return Ok(None);
         }
