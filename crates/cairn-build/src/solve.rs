@@ -851,43 +851,42 @@ impl<'a> Solver<'a> {
             StepKind::Workdir(_) => self.workdir_step(step, &st.cfg, &rootfs)?,
             _ => return Ok(Committed::Layer(None)),
         }
-        if let Some(diff_id) = self.overlay_diff_id(&rootfs, build_time)? {
-            let Some(diff_id) = diff_id else {
-                rootfs.cleanup()?;
-                return Ok(Committed::Layer(None));
-            };
-            let snapshot = self.store.snapshot_path(&diff_id);
-            if snapshot.is_dir() {
-                rootfs.cleanup()?;
-            } else {
-                let tree = self.upper_tree_path();
-                if !rootfs.into_upper(&tree)? {
-                    return Err(Error::Other(format!(
-                        "{name}: the overlay root has no upper dir to keep"
-                    )));
-                }
-                self.store.adopt_upper_as_snapshot(&tree, &diff_id)?;
+        let source = rootfs.diff_source();
+        let DiffSource::OverlayUpper(upper) = source else {
+            // A native root: compared with its pristine copy and written in line.
+            let desc =
+                self.store
+                    .write_layer(source, Compression::Gzip, &layer_options(build_time))?;
+            rootfs.cleanup()?;
+            return Ok(Committed::Layer(
+                (desc.diff_id != empty_tar_diff_id()).then_some(desc),
+            ));
+        };
+        let Some(diff_id) = self.diff_id_of(upper, build_time)? else {
+            rootfs.cleanup()?;
+            return Ok(Committed::Layer(None));
+        };
+        let snapshot = self.store.snapshot_path(&diff_id);
+        if snapshot.is_dir() {
+            rootfs.cleanup()?;
+        } else {
+            let tree = self.upper_tree_path();
+            if !rootfs.into_upper(&tree)? {
+                return Err(Error::Other(format!(
+                    "{name}: the overlay root has no upper dir to keep"
+                )));
             }
-            return Ok(Committed::Deferred { diff_id, snapshot });
+            self.store.adopt_upper_as_snapshot(&tree, &diff_id)?;
         }
-        let layer = self.commit_layer(&rootfs, build_time)?;
-        match &layer {
-            Some(desc) => self.keep_as_snapshot(rootfs, desc)?,
-            None => rootfs.cleanup()?,
-        }
-        Ok(Committed::Layer(layer))
+        Ok(Committed::Deferred { diff_id, snapshot })
     }
 
-    /// For an overlay root: `Some(None)` when it changed nothing, `Some(Some(diffID))` of its
-    /// change otherwise (the tar is hashed, not kept). `None` for a native root, whose change is
-    /// written in line.
-    fn overlay_diff_id(&self, rootfs: &Rootfs, build_time: i64) -> Result<Option<Option<String>>> {
-        let DiffSource::OverlayUpper(upper) = rootfs.diff_source() else {
-            return Ok(None);
-        };
+    /// The diffID of the change in the overlay upper dir `upper` (the tar is hashed, not kept);
+    /// `None` when it changed nothing.
+    fn diff_id_of(&self, upper: &Path, build_time: i64) -> Result<Option<String>> {
         let mut entries = fs::read_dir(upper).map_err(io_err(upper))?;
         if entries.next().is_none() {
-            return Ok(Some(None));
+            return Ok(None);
         }
         let desc = cairn_layer::write_layer(
             DiffSource::OverlayUpper(upper),
@@ -896,9 +895,7 @@ impl<'a> Solver<'a> {
             std::io::sink(),
         )
         .map_err(cairn_store::Error::from)?;
-        Ok(Some(
-            (desc.diff_id != empty_tar_diff_id()).then_some(desc.diff_id),
-        ))
+        Ok((desc.diff_id != empty_tar_diff_id()).then_some(desc.diff_id))
     }
 
     /// Compresses the layer `diff_id` from its snapshot into the store and records `key`'s
@@ -944,48 +941,12 @@ impl<'a> Solver<'a> {
         ))
     }
 
-    /// Hands the upper dir the layer `desc` was written from to the store as that layer's
-    /// snapshot, so that the next step does not unpack the blob it just wrote. Best effort: on
-    /// any failure the snapshot is simply made from the blob when needed.
-    fn keep_as_snapshot(&self, rootfs: Rootfs, desc: &LayerDescriptor) -> Result<()> {
-        if self.store.snapshot_path(&desc.diff_id).is_dir() {
-            return Ok(rootfs.cleanup()?);
-        }
-        let tree = self.upper_tree_path();
-        if rootfs.into_upper(&tree)? {
-            if let Err(e) = self.store.adopt_upper_as_snapshot(&tree, &desc.diff_id) {
-                eprintln!(
-                    "cairn: warning: keeping the snapshot of {}: {e}",
-                    desc.diff_id
-                );
-            }
-        }
-        Ok(())
-    }
-
     fn prepare(&self, layers: &[LayerDescriptor]) -> Result<Rootfs> {
         let lowers = layers
             .iter()
             .map(|l| self.store.snapshot(l))
             .collect::<Result<Vec<PathBuf>, _>>()?;
         Ok(Rootfs::prepare(&lowers, &self.scratch, self.snapshotter)?)
-    }
-
-    fn commit_layer(&self, rootfs: &Rootfs, build_time: i64) -> Result<Option<LayerDescriptor>> {
-        let source = rootfs.diff_source();
-        if let DiffSource::OverlayUpper(upper) = source {
-            let mut entries = fs::read_dir(upper).map_err(io_err(upper))?;
-            if entries.next().is_none() {
-                return Ok(None);
-            }
-        }
-        let desc = self
-            .store
-            .write_layer(source, Compression::Gzip, &layer_options(build_time))?;
-        if desc.diff_id == empty_tar_diff_id() {
-            return Ok(None);
-        }
-        Ok(Some(desc))
     }
 
     fn run_step(

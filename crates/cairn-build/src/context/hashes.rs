@@ -168,7 +168,11 @@ const RECORD_TAIL: usize = 56 + 32;
 
 impl Memo {
     fn path(&self, s: &Slot) -> &[u8] {
-        &self.file[s.at as usize..(s.at + s.len) as usize]
+        Memo::path_in(&self.file, s)
+    }
+
+    fn path_in<'a>(file: &'a [u8], s: &Slot) -> &'a [u8] {
+        &file[s.at as usize..(s.at + s.len) as usize]
     }
 
     fn entry(&self, s: &Slot) -> Entry {
@@ -231,10 +235,8 @@ fn parse(file: FileBytes) -> Option<Memo> {
     }
     let mut index = HashTable::with_capacity(slots.len());
     for s in slots {
-        let p = &file[s.at as usize..(s.at + s.len) as usize];
-        index.insert_unique(path_hash(p), s, |s| {
-            path_hash(&file[s.at as usize..(s.at + s.len) as usize])
-        });
+        let p = Memo::path_in(&file, &s);
+        index.insert_unique(path_hash(p), s, |s| path_hash(Memo::path_in(&file, s)));
     }
     Some(Memo {
         file,
@@ -328,9 +330,9 @@ impl HashMemo {
                 self.dirty.store(true, Ordering::Relaxed);
             } else {
                 let file = &memo.file;
-                let slot = memo.index.find_mut(path_hash(key), |s| {
-                    &file[s.at as usize..(s.at + s.len) as usize] == key
-                });
+                let slot = memo
+                    .index
+                    .find_mut(path_hash(key), |s| Memo::path_in(file, s) == key);
                 if let Some(slot) = slot.filter(|s| s.state != SlotState::Dropped) {
                     let found = Memo::entry_in(file, slot);
                     if found.stamp == stamp {
