@@ -447,7 +447,12 @@ struct RunExtras {
 /// and whose blob is still to be compressed ([`Solver::compress_deferred`]).
 enum Committed {
     Layer(Option<LayerDescriptor>),
-    Deferred { diff_id: String, snapshot: PathBuf },
+    Deferred {
+        diff_id: String,
+        snapshot: PathBuf,
+        /// The snapshot's durability, also left to the background job.
+        sync: cairn_store::PendingSync,
+    },
 }
 
 /// How a build step's layer is written: mtimes clamped to the build time.
@@ -632,7 +637,11 @@ impl<'a> Solver<'a> {
                             empty = false;
                         }
                         Committed::Layer(None) => {}
-                        Committed::Deferred { diff_id, snapshot } => {
+                        Committed::Deferred {
+                            diff_id,
+                            snapshot,
+                            sync,
+                        } => {
                             // Stands in until the blob is written: the next steps mount the
                             // snapshot, which is found by diffID.
                             st.layers.push(LayerDescriptor {
@@ -643,7 +652,9 @@ impl<'a> Solver<'a> {
                             });
                             let key = st.key.clone();
                             let job = bg.spawn(move || {
-                                self.compress_deferred(&name, &key, &diff_id, &snapshot, build_time)
+                                self.compress_deferred(
+                                    &name, &key, &diff_id, &snapshot, sync, build_time,
+                                )
                             });
                             deferred.push((st.layers.len() - 1, job));
                             empty = false;
@@ -867,18 +878,19 @@ impl<'a> Solver<'a> {
             return Ok(Committed::Layer(None));
         };
         let snapshot = self.store.snapshot_path(&diff_id);
-        if snapshot.is_dir() {
-            rootfs.cleanup()?;
-        } else {
-            let tree = self.upper_tree_path();
-            if !rootfs.into_upper(&tree)? {
-                return Err(Error::Other(format!(
-                    "{name}: the overlay root has no upper dir to keep"
-                )));
-            }
-            self.store.adopt_upper_as_snapshot(&tree, &diff_id)?;
+        let tree = self.upper_tree_path();
+        if !rootfs.into_upper(&tree)? {
+            return Err(Error::Other(format!(
+                "{name}: the overlay root has no upper dir to keep"
+            )));
         }
-        Ok(Committed::Deferred { diff_id, snapshot })
+        // Finds an existing snapshot (and drops the tree) under the snapshot's lock.
+        let sync = self.store.adopt_upper_as_snapshot(&tree, &diff_id)?;
+        Ok(Committed::Deferred {
+            diff_id,
+            snapshot,
+            sync,
+        })
     }
 
     /// The diffID of the change in the overlay upper dir `upper` (the tar is hashed, not kept);
@@ -908,13 +920,24 @@ impl<'a> Solver<'a> {
         key: &CacheKey,
         diff_id: &str,
         snapshot: &Path,
+        sync: cairn_store::PendingSync,
         build_time: i64,
     ) -> Result<LayerDescriptor> {
-        let desc = self.store.write_layer(
-            DiffSource::OverlayUpper(snapshot),
-            Compression::Gzip,
-            &layer_options(build_time),
-        )?;
+        // The sync waits on the disk, the compression on the CPU: side by side.
+        let (desc, synced) = std::thread::scope(|s| {
+            let syncing = s.spawn(move || sync.finish());
+            let desc = self.store.write_layer(
+                DiffSource::OverlayUpper(snapshot),
+                Compression::Gzip,
+                &layer_options(build_time),
+            );
+            let synced = syncing.join().unwrap_or_else(|_| {
+                Err(cairn_store::Error::Other("snapshot sync panicked".into()))
+            });
+            (desc, synced)
+        });
+        let desc = desc?;
+        synced?;
         if desc.diff_id != diff_id {
             return Err(Error::Other(format!(
                 "{name}: the layer written from the snapshot ({}) differs from the step's change ({diff_id})",

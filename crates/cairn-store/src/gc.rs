@@ -333,6 +333,13 @@ impl Store {
                 rep.snapshots += 1;
             }
         }
+        // A sync marker outlives its snapshot only if a crash or a prune came between them.
+        let pdir = self.root.join("snapshots-pending");
+        for e in fs::read_dir(&pdir).into_iter().flatten().flatten() {
+            if !sdir.join(e.file_name()).exists() && old_enough(&e.path()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         if !dead.is_empty() {
             let w = self.db.begin_write()?;
             {

@@ -205,6 +205,56 @@ fn snapshots_are_made_once_and_shared() {
     assert!(marker.exists(), "the second call reuses the first snapshot");
 }
 
+/// An adopted upper dir is a snapshot at once and durable later: a marker says it is not synced
+/// until `finish`. A marker left by a process that died in this boot gets the snapshot synced by
+/// its next user; one from another boot (a crash: the snapshot may be torn) gets it remade from
+/// its blob.
+#[test]
+fn adopted_snapshots_are_synced_in_the_background_and_settled_after_a_crash() {
+    let (t, store, l) = setup();
+    let marker = store
+        .root()
+        .join("snapshots-pending")
+        .join(l.diff_id.strip_prefix("sha256:").unwrap());
+    let upper = store.root().join("tmp/upper-test");
+    tree(
+        &upper,
+        &[("etc/os-release", "ID=test\n"), ("bin/app", "binary")],
+    );
+    let pending = store.adopt_upper_as_snapshot(&upper, &l.diff_id).unwrap();
+    let snap = store.snapshot_path(&l.diff_id);
+    assert!(snap.join("bin/app").is_file() && !upper.exists());
+    assert!(marker.is_file(), "not synced yet");
+    // This process's next steps use it as it is (they would deadlock on its lock otherwise).
+    assert_eq!(store.snapshot(&l).unwrap(), snap);
+    pending.finish().unwrap();
+    assert!(!marker.exists());
+
+    // Left by a process of this boot that died before syncing: synced and kept.
+    let boot = fs::read("/proc/sys/kernel/random/boot_id").unwrap();
+    fs::write(&marker, &boot).unwrap();
+    let probe = snap.join("probe");
+    fs::write(&probe, "").unwrap();
+    let other = Store::open(store.root()).unwrap();
+    assert_eq!(other.snapshot(&l).unwrap(), snap);
+    assert!(probe.exists() && !marker.exists());
+
+    // Left before a reboot: may be torn, so it is made again from the blob.
+    fs::write(&marker, "another boot").unwrap();
+    assert_eq!(other.snapshot(&l).unwrap(), snap);
+    assert!(!probe.exists(), "remade");
+    assert_eq!(fs::read_to_string(snap.join("bin/app")).unwrap(), "binary");
+    assert!(!marker.exists());
+
+    // Another snapshot there already: the tree is dropped, nothing is pending.
+    let again = store.root().join("tmp/upper-again");
+    tree(&again, &[("x", "y")]);
+    let p = store.adopt_upper_as_snapshot(&again, &l.diff_id).unwrap();
+    assert!(!again.exists() && !marker.exists());
+    p.finish().unwrap();
+    drop(t);
+}
+
 /// Stages that start from one image ask for its snapshots at the same time: one unpack is made,
 /// the others wait for it (no temp copy is thrown away), and `check` sees no stray entry.
 #[test]
