@@ -263,6 +263,7 @@ pub fn build(
         errors: Mutex::new(Vec::new()),
         stage_count: plan.stages.len() + plan.skipped.len(),
         used_keys: Mutex::new(Vec::new()),
+        written: Mutex::new(HashMap::new()),
     };
     let target = solver.solve_all()?;
 
@@ -429,6 +430,8 @@ struct Solver<'a> {
     stage_count: usize,
     /// (stage position, key) of every layer step looked up or run, for cache export.
     used_keys: Mutex<Vec<(usize, CacheKey)>>,
+    /// diffID → the blob a background compression wrote for it.
+    written: Mutex<HashMap<String, LayerDescriptor>>,
 }
 
 /// What a RUN's mounts add to its process, and what must live as long as it runs (temp dirs and
@@ -480,7 +483,7 @@ impl<'a> Solver<'a> {
                     // A panic must still fill the slot: stages waiting on this one would
                     // otherwise wait forever.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.solve_stage(pos)
+                        self.solve_stage(pos, s)
                     }))
                     .unwrap_or_else(|p| {
                         let what = p
@@ -514,7 +517,23 @@ impl<'a> Solver<'a> {
             .len()
             .checked_sub(1)
             .ok_or_else(|| Error::Other("the Dockerfile has no stage to build".into()))?;
-        self.slots.wait(last)
+        let target = self.slots.wait(last)?;
+        // Every compression has been joined with the scope: the stand-ins become descriptors.
+        let written = lock(&self.written);
+        let layers = target
+            .layers
+            .iter()
+            .map(|l| match l.media_type.is_empty() {
+                false => Ok(l.clone()),
+                true => written.get(&l.diff_id).cloned().ok_or_else(|| {
+                    Error::Other(format!("internal error: layer {} was not written", l.diff_id))
+                }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(StageResult {
+            layers,
+            ..(*target).clone()
+        }))
     }
 
     /// Position in `plan.stages` of the stage with Dockerfile index `index`.
@@ -540,7 +559,15 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn solve_stage(&self, pos: usize) -> Result<StageResult> {
+    /// Builds the stage at `pos`. The blobs of its overlay steps are compressed by threads of
+    /// `bg`, the whole build's scope: a stage that reads this one starts on its snapshots
+    /// without waiting for them, and its result lists stand-ins (`media_type` empty) until
+    /// [`Solver::solve_all`] swaps in what the threads wrote.
+    fn solve_stage<'s>(
+        &'s self,
+        pos: usize,
+        bg: &'s std::thread::Scope<'s, '_>,
+    ) -> Result<StageResult> {
         let stage = &self.plan.stages[pos];
         let label = self.stage_label(stage);
         let layer_steps = stage
@@ -603,8 +630,7 @@ impl<'a> Solver<'a> {
             .unwrap_or(0);
         let created = format_time(build_time);
 
-        std::thread::scope(|bg| -> Result<()> {
-            let mut deferred = Vec::new();
+        (|| -> Result<()> {
             for step in &stage.steps {
                 if let Some(signal) = cairn_sandbox::termination_signal() {
                     return Err(Error::Interrupted { signal });
@@ -651,12 +677,19 @@ impl<'a> Solver<'a> {
                                 media_type: String::new(),
                             });
                             let key = st.key.clone();
-                            let job = bg.spawn(move || {
-                                self.compress_deferred(
+                            bg.spawn(move || {
+                                match self.compress_deferred(
                                     &name, &key, &diff_id, &snapshot, sync, build_time,
-                                )
+                                ) {
+                                    Ok(desc) => {
+                                        lock(&self.written).insert(diff_id, desc);
+                                    }
+                                    Err(e) => {
+                                        self.cancelled.store(true, Ordering::SeqCst);
+                                        lock(&self.errors).push(e);
+                                    }
+                                }
                             });
-                            deferred.push((st.layers.len() - 1, job));
                             empty = false;
                         }
                     }
@@ -677,13 +710,8 @@ impl<'a> Solver<'a> {
                     });
                 }
             }
-            for (i, job) in deferred {
-                st.layers[i] = job
-                    .join()
-                    .map_err(|_| Error::Other("a layer compression thread panicked".into()))??;
-            }
             Ok(())
-        })?;
+        })()?;
 
         let diff_ids: Vec<String> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
         st.cfg.rootfs = RootFs {
