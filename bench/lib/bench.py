@@ -62,7 +62,7 @@ WORKLOADS = [
     dict(name="1.1-go-single", desc="1.1 Go single-stage", src="1.1-go", df="Dockerfile.single",
          bases=["golang:1.21"], touch="main.go", cold_full=1, warm=True),
     dict(name="3.1-python", desc="3.1 Python venv (apt-get + pip from PyPI)", src="3.1-python",
-         df="Dockerfile", bases=["python:3.11", "python:3.11-slim"], touch="app.py", cold_full=1,
+         df="Dockerfile", bases=["python:3.11", "python:3.11-slim"], touch="app.py", cold_full=3,
          warm=True, warm_runs_max=3),
 ]
 
