@@ -305,7 +305,7 @@ fn text(len: usize, seed: u64) -> String {
 fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
     struct NoCache;
     impl cairn_layer::ChunkCache for NoCache {
-        fn get(&self, _: &cairn_layer::ChunkKey) -> Option<Vec<u8>> {
+        fn get(&self, _: &cairn_layer::ChunkKey) -> Option<cairn_layer::CachedChunk> {
             None
         }
     }
@@ -315,9 +315,24 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
     tree(&src, &[("a/big.txt", &big), ("z/small.txt", "v1\n")]);
     let store = Store::open(&t.path().join("root")).unwrap();
     let first = tree_layer(&store, &src);
-    let index = t.path().join("root/gzip-chunks").join(&first.digest[7..]);
-    assert_eq!(fs::metadata(&index).unwrap().len() % 48, 0);
-    assert!(fs::metadata(&index).unwrap().len() >= 5 * 48);
+    // gzip-chunks-v2/<blob>: a 16-byte magic, then 60-byte records (key, offset, len, check,
+    // seal).
+    let index = t
+        .path()
+        .join("root/gzip-chunks-v2")
+        .join(&first.digest[7..]);
+    let records = |index: &Path| {
+        let bytes = fs::read(index).unwrap();
+        assert_eq!((bytes.len() - 16) % 60, 0);
+        bytes[16..]
+            .chunks_exact(60)
+            .map(|r| {
+                let at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap());
+                (at(32), at(40))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(records(&index).len() >= 5);
     // The small file changes: the big file's chunks come from the first blob.
     fs::write(src.join("z/small.txt"), "v2, longer\n").unwrap();
     let fresh = || {
@@ -342,8 +357,9 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
         want_blob
     );
     // An index that lies (every record pointing at the wrong bytes) costs time, not the blob.
-    let mut lies = fs::read(&index).unwrap();
-    for r in lies.chunks_exact_mut(48) {
+    let good = fs::read(&index).unwrap();
+    let mut lies = good.clone();
+    for r in lies[16..].chunks_exact_mut(60) {
         r[32..40].copy_from_slice(&11u64.to_le_bytes());
     }
     fs::write(&index, &lies).unwrap();
@@ -354,6 +370,27 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
     assert_eq!(third, want);
     assert_eq!(
         fs::read(store2.blob_path(&third.digest)).unwrap(),
+        want_blob
+    );
+    // Sound records, but one byte of every recorded chunk of every blob altered since (bit
+    // rot): the same.
+    fs::write(&index, &good).unwrap();
+    for e in fs::read_dir(t.path().join("root/gzip-chunks-v2")).unwrap() {
+        let e = e.unwrap();
+        let blob = t.path().join("root/blobs/sha256").join(e.file_name());
+        let mut bytes = fs::read(&blob).unwrap();
+        for (offset, len) in records(&e.path()) {
+            bytes[(offset + len / 2) as usize] ^= 0x20;
+        }
+        fs::write(&blob, &bytes).unwrap();
+    }
+    fs::write(src.join("z/small.txt"), "v4, longer again\n").unwrap();
+    let (want, want_blob) = fresh();
+    let store3 = Store::open(&t.path().join("root")).unwrap();
+    let fourth = tree_layer(&store3, &src);
+    assert_eq!(fourth, want);
+    assert_eq!(
+        fs::read(store3.blob_path(&fourth.digest)).unwrap(),
         want_blob
     );
 }
@@ -401,7 +438,7 @@ fn cache_entries_and_prune() {
     assert!(!store.has_blob(&l.digest));
     assert!(
         !t.path()
-            .join("root/gzip-chunks")
+            .join("root/gzip-chunks-v2")
             .join(&l.digest[7..])
             .exists(),
         "a pruned blob's chunk index goes with it"
