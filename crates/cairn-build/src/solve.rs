@@ -526,7 +526,10 @@ impl<'a> Solver<'a> {
             .map(|l| match l.media_type.is_empty() {
                 false => Ok(l.clone()),
                 true => written.get(&l.diff_id).cloned().ok_or_else(|| {
-                    Error::Other(format!("internal error: layer {} was not written", l.diff_id))
+                    Error::Other(format!(
+                        "internal error: layer {} was not written",
+                        l.diff_id
+                    ))
                 }),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -884,9 +887,10 @@ impl<'a> Solver<'a> {
         v: Vertex,
     ) -> Result<Committed> {
         let rootfs = self.prepare(&st.layers)?;
+        let mut pool_ops = copy::pool::PoolOps::default();
         match &step.kind {
             StepKind::Run(run) => self.run_step(name, step, run, &st.cfg, &rootfs, v)?,
-            StepKind::Copy(c) => self.copy_step(step, c, &st.cfg, &rootfs)?,
+            StepKind::Copy(c) => pool_ops = self.copy_step(step, c, &st.cfg, &rootfs)?,
             StepKind::Workdir(_) => self.workdir_step(step, &st.cfg, &rootfs)?,
             _ => return Ok(Committed::Layer(None)),
         }
@@ -901,6 +905,13 @@ impl<'a> Solver<'a> {
                 (desc.diff_id != empty_tar_diff_id()).then_some(desc),
             ));
         };
+        if !pool_ops.is_empty() {
+            // Big files from the store's file pool: linked over their placeholders, or copied
+            // ones linked into the pool (see `copy::pool`).
+            pool_ops
+                .apply(rootfs.path(), upper, &self.store.file_pool())
+                .map_err(|e| self.step_error(step, e.to_string()))?;
+        }
         let Some(diff_id) = self.diff_id_of(upper, build_time)? else {
             rootfs.cleanup()?;
             return Ok(Committed::Layer(None));
@@ -1137,13 +1148,15 @@ impl<'a> Solver<'a> {
         Ok(p)
     }
 
+    /// Runs a COPY/ADD onto `rootfs`; on an overlay root, what it left for the store's file pool
+    /// to do in the upper dir (see `copy::pool`; `CAIRN_FILE_POOL=off` turns the pool off).
     fn copy_step(
         &self,
         step: &Step,
         c: &cairn_dockerfile::Copy,
         cfg: &ImageConfig,
         rootfs: &Rootfs,
-    ) -> Result<()> {
+    ) -> Result<copy::pool::PoolOps> {
         let owner = match &c.chown {
             // A file op's owner, as BuildKit's `readUser`: a bare UID is also the GID (not the
             // passwd entry's group, unlike a RUN's user), a bare name takes its primary group.
@@ -1180,9 +1193,12 @@ impl<'a> Solver<'a> {
                 SourceRoot::Dir(&dir)
             }
         };
-        copy::apply(&req, &source, rootfs.path())
+        let pool = (rootfs.kind() == SnapshotterKind::Overlay
+            && std::env::var("CAIRN_FILE_POOL").as_deref() != Ok("off"))
+        .then(|| self.store.file_pool());
+        let (_, ops) = copy::apply_pooled(&req, &source, rootfs.path(), pool.as_ref())
             .map_err(|e| self.step_error(step, e.to_string()))?;
-        Ok(())
+        Ok(ops)
     }
 
     fn workdir_step(&self, step: &Step, cfg: &ImageConfig, rootfs: &Rootfs) -> Result<()> {

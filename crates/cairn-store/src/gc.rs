@@ -44,10 +44,13 @@ pub struct PruneReport {
     pub snapshots: usize,
     /// Build cache entries removed.
     pub cache_entries: usize,
-    /// Bytes freed (blobs and temp files; snapshots not counted).
+    /// Bytes freed (blobs, temp files, pool files; snapshots not counted).
     pub reclaimed: u64,
     /// Whether recent unreferenced files were spared because another process used the store.
     pub spared_recent: bool,
+    /// Objects of the file pool removed (nothing linked them any more); their bytes are in
+    /// `reclaimed`.
+    pub pool_files: usize,
 }
 
 const GRACE: Duration = Duration::from_secs(3600);
@@ -187,6 +190,7 @@ impl Store {
                     .push(format!("snapshot of {d}: no image uses it"));
             }
         }
+        rep.garbage.extend(self.file_pool().garbage());
         Ok(rep)
     }
 
@@ -350,6 +354,11 @@ impl Store {
             }
             w.commit().map_err(dbe)?;
         }
+        // After the snapshots: an object that only they linked is unused now. Its age is its
+        // ctime (last linked or unlinked), not its mtime, which is the copied file's.
+        let pooled = self.file_pool().prune((!exclusive).then_some(GRACE));
+        rep.pool_files = pooled.files;
+        rep.reclaimed += pooled.bytes;
         let tmp = self.tmp_dir();
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             if old_enough(&e.path()) {

@@ -65,6 +65,7 @@
 //! ROOT/snapshots/<diffID hex>/                                unpacked layers (overlay lowerdirs)
 //! ROOT/snapshots-pending/<diffID hex>                         boot ID: that snapshot is not synced yet
 //! ROOT/cache-mounts/<hash of id>/                             RUN --mount=type=cache dirs
+//! ROOT/files/<key>                                            big COPY'd files, linked into layers (file_pool)
 //! ROOT/tmp/                                                   work in progress; renamed into place
 //! ROOT/lock                                                   flock: held shared while a process writes
 //! ```
@@ -104,6 +105,7 @@ mod blobs;
 mod cache_mounts;
 mod chunks;
 mod db;
+mod file_pool;
 mod gc;
 mod images;
 mod layout;
@@ -113,6 +115,7 @@ mod tee;
 
 pub use archive::{host_arch, ArchiveFormat, LoadSource, Loaded, SaveItem};
 pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, CacheMountsPruned};
+pub use file_pool::FilePool;
 pub use gc::{CheckReport, PruneOptions, PruneReport};
 pub use images::{CacheEntry, ImageRecord};
 pub use snapshots::PendingSync;

@@ -371,6 +371,26 @@ impl HashMemo {
         }
         Ok(sha256)
     }
+
+    /// The sha256 of `path`'s content if the memo knows it for exactly this `lstat` (hashed
+    /// earlier in this build or a former one); never reads the file. A file changed within two
+    /// seconds of its hashing has none: it may change again without its stamp changing (see
+    /// [`HashMemo::file_sha256`]).
+    pub fn known_sha256(&self, path: &Path, meta: &fs::Metadata) -> Option<[u8; 32]> {
+        let stamp = Stamp::of(meta);
+        let key = path.as_os_str().as_bytes();
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = guard.added.get(key) {
+            return (e.stamp == stamp).then_some(e.sha256);
+        }
+        let file = &guard.file;
+        let slot = guard
+            .index
+            .find(path_hash(key), |s| Memo::path_in(file, s) == key)
+            .filter(|s| s.state != SlotState::Dropped)?;
+        let found = Memo::entry_in(file, slot);
+        (found.stamp == stamp).then_some(found.sha256)
+    }
 }
 
 /// Feeds the content of the file at `path` into `h`.
@@ -449,6 +469,41 @@ mod tests {
         // The changed file's old entry is not persisted again (and the new one is too recent).
         loaded.save(&cache, root).unwrap();
         assert_eq!(HashMemo::load(&cache, root).state.lock().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn known_hashes_are_only_those_already_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, fresh) = (dir.path().join("old"), dir.path().join("fresh"));
+        fs::write(&old, b"hello").unwrap();
+        age(&old);
+        fs::write(&fresh, b"new").unwrap();
+        let memo = HashMemo::default();
+        let (m_old, m_fresh) = (
+            fs::symlink_metadata(&old).unwrap(),
+            fs::symlink_metadata(&fresh).unwrap(),
+        );
+        assert_eq!(
+            memo.known_sha256(&old, &m_old),
+            None,
+            "never reads the file"
+        );
+        let h = memo.file_sha256(&old, &m_old).unwrap();
+        assert_eq!(memo.known_sha256(&old, &m_old), Some(h));
+        // Too recent to be remembered: unknown even right after hashing it.
+        memo.file_sha256(&fresh, &m_fresh).unwrap();
+        assert_eq!(memo.known_sha256(&fresh, &m_fresh), None);
+        // From a loaded memo too, and never for another stamp.
+        let cache = dir.path().join("cache");
+        memo.save(&cache, dir.path()).unwrap();
+        let loaded = HashMemo::load(&cache, dir.path());
+        assert_eq!(loaded.known_sha256(&old, &m_old), Some(h));
+        fs::write(&old, b"bye").unwrap();
+        age(&old);
+        assert_eq!(
+            loaded.known_sha256(&old, &fs::symlink_metadata(&old).unwrap()),
+            None
+        );
     }
 
     #[test]

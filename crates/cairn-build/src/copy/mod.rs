@@ -15,10 +15,14 @@
 //! resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32)>  // --chown via the stage's /etc/passwd
 //! resolve_in_root(root, path, follow_final) / mkdir_all_in_root(root, path, owner)
 //! archive::{sniff, decompress, is_archive, unpack}  // also used for a context tar
+//! apply_pooled(&CopyRequest, &SourceRoot, dest_root, Option<&FilePool>) -> Result<(CopyStats, PoolOps)>
+//!     // apply, big context files planned against the store's file pool; the caller runs the
+//!     // ops on the overlay upper dir: PoolOps::apply(merged, upper, &FilePool)
 //! ```
 //!
 //! Files: `select` (what a step takes), `digest` (its cache input), `write` (the copier),
-//! `dest` (paths confined to a root), `chmod`, `chown`, `archive`, `url`, `git`, `error`.
+//! `pool` (big files linked from the store's file pool), `dest` (paths confined to a root),
+//! `chmod`, `chown`, `archive`, `url`, `git`, `error`.
 //!
 //! Semantics follow BuildKit (dockerfile2llb + fsutil copy), with these notes:
 //! - Context files are owned by root in the image and keep their permission bits; `--from`
@@ -51,6 +55,7 @@ pub mod dest;
 mod digest;
 pub mod error;
 pub mod git;
+pub mod pool;
 mod select;
 pub mod url;
 mod write;
@@ -60,6 +65,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_dockerfile::Copy;
+use cairn_store::FilePool;
 
 use crate::context::pattern::go_clean;
 use crate::context::{BuildContext, IgnoreRules};
@@ -68,6 +74,7 @@ pub use chown::resolve_chown;
 pub use dest::{mkdir_all_in_root, resolve_in_root};
 use error::io_err;
 pub use error::{CopyError, Result};
+use pool::{Planner, PoolOps};
 use select::{Item, Selector};
 use write::{Owners, Writer};
 
@@ -162,6 +169,19 @@ pub fn inputs_digest(req: &CopyRequest, src: &SourceRoot) -> Result<String> {
 
 /// Runs the COPY/ADD onto `dest_root` (the stage's rootfs).
 pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<CopyStats> {
+    apply_pooled(req, src, dest_root, None).map(|(stats, _)| stats)
+}
+
+/// [`apply`], with the big files of a COPY from the context planned against `pool` (see
+/// [`pool`]): the ops returned must be run on the upper dir of the overlay mounted at
+/// `dest_root` before the change is read, or the layer holds empty placeholders. ADD never uses
+/// the pool (what it unpacks is written outside the copier, which tracks what it replaces).
+pub fn apply_pooled(
+    req: &CopyRequest,
+    src: &SourceRoot,
+    dest_root: &Path,
+    pool: Option<&FilePool>,
+) -> Result<(CopyStats, PoolOps)> {
     let c = req.copy;
     let cmd = cmd_name(c);
     let mode = match &c.chmod {
@@ -206,6 +226,9 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
     let root = dest_root;
     let unpack = c.add && c.unpack != Some(false);
     let mut w = Writer::new(cmd, root, owners, mode.as_ref());
+    if let (Some(pool), SourceRoot::Context(ctx), false) = (pool, src, c.add) {
+        w.pool = Some(Planner::new(pool, ctx.memo()));
+    }
     let dir_at = |p: &Path| mkdir_all_in_root(root, p, created_owner).map_err(io_err(cmd, p));
     // Where a single non-directory lands: inside a directory destination, else at the path
     // (inside it if it already is a directory).
@@ -334,5 +357,6 @@ pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<Co
             }
         }
     }
-    w.done()
+    let ops = w.pool.take().map(|p| p.finish(cmd)).unwrap_or_default();
+    Ok((w.done()?, ops))
 }

@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 use super::chmod::ModeChange;
 use super::dest::{display_in_root, resolve_in_root};
 use super::error::{io_err, CopyError, Result};
+use super::pool::{Attrs, Planner, PoolOp};
 use super::select::Entry;
 use super::CopyStats;
 
@@ -38,6 +39,8 @@ pub(crate) struct Writer<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Directory times are set last: writing into a directory changes its mtime.
     dir_times: Vec<(PathBuf, Timestamps)>,
+    /// Big files linked from or published to the store's file pool (see `pool`).
+    pub pool: Option<Planner<'a>>,
 }
 
 fn ts(sec: i64, nsec: i64) -> Timespec {
@@ -69,6 +72,7 @@ impl<'a> Writer<'a> {
             stats: CopyStats::default(),
             links: HashMap::new(),
             dir_times: Vec::new(),
+            pool: None,
         }
     }
 
@@ -84,18 +88,23 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// The permission bits an entry copied from a source with lstat `meta` gets.
+    fn mode_for(&self, meta: &fs::Metadata) -> u32 {
+        let mode = meta.mode() & 0o7777;
+        match self.mode {
+            Some(m) => m.apply(mode, meta.is_dir()),
+            None => mode,
+        }
+    }
+
     /// Sets owner, mode, xattrs and times of `target` after `src_meta` (the source's lstat).
     fn finish(&mut self, target: &Path, src: Option<&Path>, src_meta: &fs::Metadata) -> Result<()> {
         let (uid, gid) = self.owner_for(Some(src_meta));
         std::os::unix::fs::lchown(target, Some(uid), Some(gid)).map_err(self.dest_err(target))?;
         let ft = src_meta.file_type();
         if !ft.is_symlink() {
-            let mut mode = src_meta.mode() & 0o7777;
-            if let Some(m) = self.mode {
-                mode = m.apply(mode, ft.is_dir());
-            }
             // After chown, which clears setuid/setgid.
-            fs::set_permissions(target, fs::Permissions::from_mode(mode))
+            fs::set_permissions(target, fs::Permissions::from_mode(self.mode_for(src_meta)))
                 .map_err(self.dest_err(target))?;
         }
         if let Some(src) = src {
@@ -130,8 +139,14 @@ impl<'a> Writer<'a> {
 
     /// Copies one non-directory `src` (lstat `meta`) to `target`.
     pub fn node(&mut self, src: &Path, meta: &fs::Metadata, target: &Path) -> Result<()> {
+        if let Some(p) = &mut self.pool {
+            p.replacing(target);
+        }
         let ft = meta.file_type();
         if ft.is_file() {
+            if let Some((key, attrs)) = self.pool_key(src, meta, target) {
+                return self.pooled(src, meta, target, key, attrs);
+            }
             if meta.nlink() > 1 {
                 let key = (meta.dev(), meta.ino());
                 if let Some(first) = self.links.get(&key) {
@@ -142,20 +157,7 @@ impl<'a> Writer<'a> {
                 }
                 self.links.insert(key, target.to_path_buf());
             }
-            let from = File::open(src).map_err(io_err(self.cmd, src))?;
-            // Created first, cleared only if something is there (O_EXCL sees a symlink too): a
-            // copy into a new directory does not look every target up beforehand.
-            let to = match create_new(target) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.clear(target)?;
-                    create_new(target)
-                }
-                r => r,
-            };
-            self.stats.bytes += to
-                .and_then(|to| copy_file_content(from, &to))
-                .map_err(self.dest_err(target))?;
-            self.stats.files += 1;
+            self.copy_file(src, target)?;
             return self.finish(target, Some(src), meta);
         }
         self.clear(target)?;
@@ -174,6 +176,93 @@ impl<'a> Writer<'a> {
         self.finish(target, Some(src), meta)
     }
 
+    /// Copies the content of the regular file `src` to a new file at `target`.
+    fn copy_file(&mut self, src: &Path, target: &Path) -> Result<()> {
+        let from = File::open(src).map_err(io_err(self.cmd, src))?;
+        let to = self.create(target)?;
+        self.stats.bytes += copy_file_content(from, &to).map_err(self.dest_err(target))?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// A new file at `target` for writing: created first, cleared only if something is there
+    /// (O_EXCL sees a symlink too): a copy into a new directory does not look every target up
+    /// beforehand.
+    fn create(&self, target: &Path) -> Result<File> {
+        match create_new(target) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.clear(target)?;
+                create_new(target)
+            }
+            r => r,
+        }
+        .map_err(self.dest_err(target))
+    }
+
+    /// The pool key of the regular file `src` (lstat `meta`) copied to `target`, and what the
+    /// copy gives it, if the pool may serve or take it (see `pool`).
+    fn pool_key(
+        &mut self,
+        src: &Path,
+        meta: &fs::Metadata,
+        target: &Path,
+    ) -> Option<(String, Attrs)> {
+        if self.pool.is_none() || meta.size() < super::pool::MIN_SIZE {
+            return None;
+        }
+        let (uid, gid) = self.owner_for(Some(meta));
+        let mode = self.mode_for(meta);
+        let image_path = target.strip_prefix(self.root).ok()?;
+        let key = self
+            .pool
+            .as_mut()?
+            .key(src, meta, image_path, (uid, gid, mode))?;
+        let attrs = Attrs {
+            uid,
+            gid,
+            mode,
+            meta: meta.clone(),
+        };
+        Some((key, attrs))
+    }
+
+    /// Copies a file the pool may serve or take: a pool hit leaves an empty placeholder with the
+    /// file's owner, mode and times (the pool object is linked over it later); a miss copies.
+    fn pooled(
+        &mut self,
+        src: &Path,
+        meta: &fs::Metadata,
+        target: &Path,
+        key: String,
+        attrs: Attrs,
+    ) -> Result<()> {
+        let source = src.to_path_buf();
+        let target_buf = target.to_path_buf();
+        let op = if self.pool.as_ref().is_some_and(|p| p.pool.has(&key)) {
+            drop(self.create(target)?);
+            self.stats.files += 1;
+            PoolOp::Link {
+                target: target_buf,
+                key,
+                source,
+                attrs,
+            }
+        } else {
+            self.copy_file(src, target)?;
+            PoolOp::Publish {
+                target: target_buf,
+                key,
+                source,
+                attrs,
+            }
+        };
+        self.finish(target, Some(src), meta)?;
+        if let Some(p) = &mut self.pool {
+            p.push(op);
+        }
+        Ok(())
+    }
+
     /// Writes an inline file (heredoc, download) at `target`, mode `mode` before `--chmod`.
     pub fn inline(
         &mut self,
@@ -182,6 +271,9 @@ impl<'a> Writer<'a> {
         mode: u32,
         mtime: i64,
     ) -> Result<()> {
+        if let Some(p) = &mut self.pool {
+            p.replacing(target);
+        }
         self.clear(target)?;
         self.stats.bytes += write_new(content, target).map_err(self.dest_err(target))?;
         self.stats.files += 1;
