@@ -400,3 +400,24 @@ fn from_dir_copies_devices_and_fifos() {
         .file_type()
         .is_fifo());
 }
+
+/// A `--from` file's digest counts a hard link only when the selection holds the inode twice:
+/// a link from outside it (a pooled file, a snapshot's link to the store's file pool) changes
+/// nothing, while two names of one inode differ from two equal files.
+#[test]
+fn digest_counts_hard_links_within_the_selection_only() {
+    let f = fixture();
+    let stage = f.rootfs.parent().unwrap().join("stage");
+    write(&stage.join("app/a"), "same");
+    write(&stage.join("app/b"), "same");
+    let digest = |srcs: &[&str]| {
+        let c = copy(srcs, "/x/");
+        inputs_digest(&request(&c, "/"), &SourceRoot::Dir(&stage)).unwrap()
+    };
+    let plain = digest(&["/app"]);
+    fs::hard_link(stage.join("app/a"), stage.join("outside")).unwrap();
+    assert_eq!(digest(&["/app"]), plain, "a link outside the selection");
+    fs::remove_file(stage.join("app/b")).unwrap();
+    fs::hard_link(stage.join("app/a"), stage.join("app/b")).unwrap();
+    assert_ne!(digest(&["/app"]), plain, "two names of one inode");
+}

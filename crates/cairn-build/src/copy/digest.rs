@@ -60,12 +60,16 @@ impl EntryHasher<'_> {
         }
         self.seen += 1;
         if ft.is_file() {
+            // Only a repeat of an inode within the selection is a hard link in the layer; a link
+            // count from outside it (a pooled file, see `pool`) must not change the key.
             if meta.nlink() > 1 {
-                let idx = *self
+                let first = *self
                     .links
                     .entry((meta.dev(), meta.ino()))
                     .or_insert(self.seen);
-                f.num(idx);
+                if first != self.seen {
+                    f.num(first);
+                }
             }
             let h = match self.src {
                 SourceRoot::Context(c) => c.memo().file_sha256(path, meta),
