@@ -450,12 +450,7 @@ struct RunExtras {
 /// and whose blob is still to be compressed ([`Solver::compress_deferred`]).
 enum Committed {
     Layer(Option<LayerDescriptor>),
-    Deferred {
-        diff_id: String,
-        snapshot: PathBuf,
-        /// The snapshot's durability, also left to the background job.
-        sync: cairn_store::PendingSync,
-    },
+    Deferred { diff_id: String, snapshot: PathBuf },
 }
 
 /// How a build step's layer is written: mtimes clamped to the build time.
@@ -666,11 +661,7 @@ impl<'a> Solver<'a> {
                             empty = false;
                         }
                         Committed::Layer(None) => {}
-                        Committed::Deferred {
-                            diff_id,
-                            snapshot,
-                            sync,
-                        } => {
+                        Committed::Deferred { diff_id, snapshot } => {
                             // Stands in until the blob is written: the next steps mount the
                             // snapshot, which is found by diffID.
                             st.layers.push(LayerDescriptor {
@@ -681,9 +672,9 @@ impl<'a> Solver<'a> {
                             });
                             let key = st.key.clone();
                             bg.spawn(move || {
-                                match self.compress_deferred(
-                                    &name, &key, &diff_id, &snapshot, sync, build_time,
-                                ) {
+                                match self
+                                    .compress_deferred(&name, &key, &diff_id, &snapshot, build_time)
+                                {
                                     Ok(desc) => {
                                         lock(&self.written).insert(diff_id, desc);
                                     }
@@ -924,12 +915,9 @@ impl<'a> Solver<'a> {
             )));
         }
         // Finds an existing snapshot (and drops the tree) under the snapshot's lock.
-        let sync = self.store.adopt_upper_as_snapshot(&tree, &diff_id)?;
-        Ok(Committed::Deferred {
-            diff_id,
-            snapshot,
-            sync,
-        })
+        self.store
+            .adopt_upper_as_snapshot(&tree, &diff_id, &layer_options(build_time))?;
+        Ok(Committed::Deferred { diff_id, snapshot })
     }
 
     /// The diffID of the change in the overlay upper dir `upper` (the tar is hashed, not kept);
@@ -959,24 +947,13 @@ impl<'a> Solver<'a> {
         key: &CacheKey,
         diff_id: &str,
         snapshot: &Path,
-        sync: cairn_store::PendingSync,
         build_time: i64,
     ) -> Result<LayerDescriptor> {
-        // The sync waits on the disk, the compression on the CPU: side by side.
-        let (desc, synced) = std::thread::scope(|s| {
-            let syncing = s.spawn(move || sync.finish());
-            let desc = self.store.write_layer(
-                DiffSource::OverlayUpper(snapshot),
-                Compression::Gzip,
-                &layer_options(build_time),
-            );
-            let synced = syncing.join().unwrap_or_else(|_| {
-                Err(cairn_store::Error::Other("snapshot sync panicked".into()))
-            });
-            (desc, synced)
-        });
-        let desc = desc?;
-        synced?;
+        let desc = self.store.write_layer(
+            DiffSource::OverlayUpper(snapshot),
+            Compression::Gzip,
+            &layer_options(build_time),
+        )?;
         if desc.diff_id != diff_id {
             return Err(Error::Other(format!(
                 "{name}: the layer written from the snapshot ({}) differs from the step's change ({diff_id})",

@@ -47,7 +47,7 @@ impl Store {
 }
 
 /// This boot's ID (hex digits only), `None` where the kernel does not say.
-fn boot_id() -> Option<&'static str> {
+pub(crate) fn boot_id() -> Option<&'static str> {
     static ID: OnceLock<Option<String>> = OnceLock::new();
     ID.get_or_init(|| {
         let s = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

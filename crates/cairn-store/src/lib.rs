@@ -63,7 +63,7 @@
 //! ROOT/oci-layout, ROOT/index.json, ROOT/blobs/sha256/<hex>   an OCI image layout
 //! ROOT/meta.redb                                              tags, images, layer sizes, cache index
 //! ROOT/snapshots/<diffID hex>/                                unpacked layers (overlay lowerdirs)
-//! ROOT/snapshots-pending/<diffID hex>                         boot ID: that snapshot is not synced yet
+//! ROOT/snapshots-pending/<diffID hex>                         boot ID, clamp: a snapshot not known on disk
 //! ROOT/cache-mounts/<hash of id>/                             RUN --mount=type=cache dirs
 //! ROOT/files/<key>                                            big COPY'd files, linked into layers (file_pool)
 //! ROOT/tmp/                                                   work in progress; renamed into place
@@ -82,9 +82,8 @@
 //! processes may hold it open, readers never wait, and write transactions are serialised across
 //! processes by redb's own file locks. Blobs and snapshots are content-addressed and land by
 //! `rename`, so two processes writing the same blob race harmlessly. A snapshot a build adopts from
-//! its overlay upper dir is used at once and synced in the background, marked meanwhile in
-//! `snapshots-pending/`; its next user repairs (same boot) or remakes (after a crash) one whose
-//! maker died before the sync. `index.json` is written
+//! its overlay upper dir is not synced: a marker in `snapshots-pending/` names the boot it was
+//! made in, and its first user after a reboot hashes it again, keeping it only if it is whole. `index.json` is written
 //! inside the write transaction that changes what it lists and re-derived on open if a crash
 //! separated the two. A process that writes holds `ROOT/lock` shared; `prune` deletes recent
 //! unreferenced files only if it can take that lock exclusively, otherwise only files older than
@@ -118,7 +117,6 @@ pub use cache_mounts::{BuildCacheUsage, CacheLock, CacheMount, CacheMountInfo, C
 pub use file_pool::FilePool;
 pub use gc::{CheckReport, PruneOptions, PruneReport};
 pub use images::{CacheEntry, ImageRecord};
-pub use snapshots::PendingSync;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,11 @@
 //! Snapshots: each layer unpacked once, as an overlay lowerdir, shared by every image using it.
 
 use crate::blobs::check_digest;
+use crate::file_pool::boot_id;
 use crate::images::{ImageRecord, LayerInfo};
 use crate::{io_err, sync_dir, unique, Error, LayerDescriptor, Result, Store};
 use cairn_layer::UnpackMode;
+use cairn_layer::{Compression, DiffSource, WriteOptions};
 use std::fs;
 use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
@@ -26,7 +28,7 @@ impl Store {
         let dst = self.snapshot_path(&layer.diff_id);
         // Even for an existing snapshot: a process that mounts it must keep prune's hands off.
         self.mark_in_use()?;
-        if dst.is_dir() && self.settle_pending(&dst)? {
+        if dst.is_dir() && self.settle_pending(&dst, &layer.diff_id)? {
             return Ok(dst);
         }
         // One unpack per layer at a time, across threads and processes (flock locks open file
@@ -118,20 +120,28 @@ impl Store {
 
     /// Makes the snapshot of the layer with diffID `diff_id` from `tree`, a directory on the
     /// store's filesystem that holds exactly what unpacking the layer would give: the overlay
-    /// upper dir the layer was just written from. A build's next step then mounts it at once
-    /// instead of decompressing and recreating every file of the layer (BuildKit keeps its
-    /// snapshots the same way). What the layer writer leaves out of the tar is taken out of the
-    /// tree first (overlay's bookkeeping xattrs, sockets), so the snapshot equals the layer, but
-    /// for mtimes newer than the clamp, which the next steps see unclamped, as in BuildKit.
-    /// `tree` is consumed: moved into place, or removed when a snapshot is there already.
+    /// upper dir the layer was just written from, hashed with `opts`. A build's next step then
+    /// mounts it at once instead of decompressing and recreating every file of the layer
+    /// (BuildKit keeps its snapshots the same way). What the layer writer leaves out of the tar
+    /// is taken out of the tree first (overlay's bookkeeping xattrs, sockets), so the snapshot
+    /// equals the layer, but for mtimes newer than the clamp, which the next steps see
+    /// unclamped, as in BuildKit. `tree` is consumed: moved into place, or removed when a
+    /// snapshot is there already.
     ///
-    /// The snapshot is usable at once but not yet durable: syncing the filesystem here would
-    /// put the write-back of everything the step wrote on the build's critical path (a
-    /// `syncfs` took 0.23 s after a 200 MB COPY on a quiet disk, seconds on a busy one). The
-    /// returned [`PendingSync`] makes it durable ([`PendingSync::finish`]), which the build
-    /// does in the background; until then a marker in `ROOT/snapshots-pending/` says that a
-    /// crash may have torn it (see [`Store::snapshot`], which repairs or discards it).
-    pub fn adopt_upper_as_snapshot(&self, tree: &Path, diff_id: &str) -> Result<PendingSync> {
+    /// The snapshot is not synced: `syncfs` flushes every dirty page of the filesystem, the
+    /// other programs' too, and took seconds on a disk busy with another builder's write-back
+    /// (0.23 s after a 200 MB COPY on a quiet one). Instead a marker in `ROOT/snapshots-pending/`
+    /// records this boot and `opts`' clamp. Within this boot the page cache serves the snapshot
+    /// whole whatever reached the disk; after a reboot its first user hashes it again and
+    /// keeps it only if it still hashes to `diff_id` (see [`Store::snapshot`]). The marker is
+    /// created before the rename: a journalling filesystem (ext4, xfs) commits metadata changes
+    /// in order, so a snapshot that survived a crash has its marker.
+    pub fn adopt_upper_as_snapshot(
+        &self,
+        tree: &Path,
+        diff_id: &str,
+        opts: &WriteOptions,
+    ) -> Result<()> {
         let prepared = check_digest(diff_id)
             .and_then(|_| self.mark_in_use())
             .and_then(|()| strip_unarchived(tree))
@@ -144,34 +154,21 @@ impl Store {
         }
         let dst = self.snapshot_path(diff_id);
         let res = (|| {
-            let lock = self.lock_snapshot(&dst)?;
+            let _lock = self.lock_snapshot(&dst)?;
             if dst.is_dir() {
-                return Ok(PendingSync::nothing());
+                return Ok(());
             }
             let marker = self.pending_marker(&dst);
             let dir = marker.parent().unwrap_or(Path::new("."));
             fs::create_dir_all(dir).map_err(io_err(dir))?;
-            // The marker must be on disk before the rename can be: a snapshot found after a
-            // crash without its marker is trusted as whole. Its content (the boot) needs no
-            // sync: an empty or unreadable marker counts as another boot's, the safe reading.
-            fs::write(&marker, boot_id()).map_err(io_err(&marker))?;
-            sync_dir(dir)?;
+            let clamp = opts.clamp_mtime.map(|c| c.to_string()).unwrap_or_default();
+            let text = format!("{}\n{clamp}\n", boot_id().unwrap_or(""));
+            fs::write(&marker, text).map_err(io_err(&marker))?;
             if let Err(e) = fs::rename(tree, &dst) {
                 let _ = fs::remove_file(&marker);
                 return Err(io_err(&dst)(e));
             }
-            pending_here().insert(dst.clone());
-            // Shared from here: another process that finds the marker waits for the sync by
-            // taking the lock exclusively.
-            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared).map_err(|e| {
-                Error::Io {
-                    path: dst.clone(),
-                    source: e.into(),
-                }
-            })?;
-            Ok(PendingSync {
-                snapshot: Some((dst.clone(), marker, lock)),
-            })
+            Ok(())
         })();
         // A snapshot made meanwhile by someone else wins; ours, or what is left of it, goes.
         if tree.exists() {
@@ -186,29 +183,42 @@ impl Store {
             .join(dst.file_name().unwrap_or_default())
     }
 
-    /// Whether the existing snapshot `dst` can be used. One still being synced by another
-    /// process is waited for; one whose maker died before syncing it is synced now if the
-    /// machine has not rebooted since (its pages are all in the page cache), else it may be
-    /// torn: it is removed and `false` returned, so that the caller makes it again.
-    fn settle_pending(&self, dst: &Path) -> Result<bool> {
+    /// Whether the existing snapshot `dst` (of the layer `diff_id`) can be used: it has no
+    /// marker, or one of this boot, or it still hashes to `diff_id` (then the marker goes: a
+    /// reboot flushed it). One that does not is removed and `false` returned, so that the
+    /// caller makes it again from its blob. An unreadable marker counts as another boot's.
+    fn settle_pending(&self, dst: &Path, diff_id: &str) -> Result<bool> {
         let marker = self.pending_marker(dst);
-        if !marker.exists() || pending_here().contains(dst) {
+        let Ok(text) = fs::read_to_string(&marker) else {
+            return Ok(true);
+        };
+        let mut lines = text.lines();
+        let boot = lines.next().unwrap_or("");
+        if Some(boot) == boot_id() && !boot.is_empty() {
             return Ok(true);
         }
         let _lock = self.lock_snapshot(dst)?;
-        let Ok(boot) = fs::read(&marker) else {
-            // Synced and unmarked while we waited.
-            return Ok(true);
+        if !marker.exists() {
+            return Ok(dst.is_dir());
+        }
+        let opts = WriteOptions {
+            clamp_mtime: lines.next().and_then(|c| c.parse().ok()),
+            ..Default::default()
         };
-        if boot == boot_id() && dst.is_dir() {
-            sync_fs_of(dst)?;
-        } else if dst.is_dir() {
+        let whole = cairn_layer::write_layer(
+            DiffSource::OverlayUpper(dst),
+            Compression::None,
+            &opts,
+            std::io::sink(),
+        )
+        .is_ok_and(|d| d.diff_id == diff_id);
+        if !whole {
             let doomed = self.tmp_dir().join(format!("torn-{:x}", unique()));
             fs::rename(dst, &doomed).map_err(io_err(dst))?;
             let _ = fs::remove_dir_all(&doomed);
         }
         fs::remove_file(&marker).map_err(io_err(&marker))?;
-        Ok(dst.is_dir())
+        Ok(whole)
     }
 
     /// Takes the exclusive lock of the snapshot at `dst`, released on drop. The lock files live
@@ -236,57 +246,6 @@ impl Store {
     pub fn snapshots_for(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
         image.layers.iter().map(|l| self.snapshot(l)).collect()
     }
-}
-
-/// A snapshot adopted by [`Store::adopt_upper_as_snapshot`] and not yet durable.
-#[must_use = "a pending snapshot stays marked as possibly torn until `finish` syncs it"]
-#[derive(Debug)]
-pub struct PendingSync {
-    /// The snapshot, its marker and the shared lock on it; `None` when there was nothing to do.
-    snapshot: Option<(PathBuf, PathBuf, fs::File)>,
-}
-
-impl PendingSync {
-    fn nothing() -> PendingSync {
-        PendingSync { snapshot: None }
-    }
-
-    /// Syncs the snapshot's filesystem, then removes its marker and lock. Dropping a
-    /// `PendingSync` without this leaves the marker, which the next user of the snapshot
-    /// settles (see [`Store::snapshot`]).
-    pub fn finish(mut self) -> Result<()> {
-        let Some((dst, marker, lock)) = self.snapshot.take() else {
-            return Ok(());
-        };
-        let res = sync_fs_of(&dst).and_then(|()| fs::remove_file(&marker).map_err(io_err(&marker)));
-        pending_here().remove(&dst);
-        drop(lock);
-        res
-    }
-}
-
-impl Drop for PendingSync {
-    fn drop(&mut self) {
-        if let Some((dst, _, _)) = self.snapshot.take() {
-            pending_here().remove(&dst);
-        }
-    }
-}
-
-/// Snapshots this process adopted and has not synced yet: its own next steps use them as they
-/// are (the lock it holds on them would otherwise make them wait for their own sync).
-fn pending_here() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
-    static PENDING: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
-        std::sync::OnceLock::new();
-    PENDING
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
-/// This boot of the machine: page-cache contents only survive within one.
-fn boot_id() -> Vec<u8> {
-    fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default()
 }
 
 /// syncfs(2) of the filesystem holding `p`.

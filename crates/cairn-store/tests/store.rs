@@ -5,6 +5,7 @@ use cairn_layer::{Compression, DiffSource, WriteOptions};
 use cairn_store::{PruneOptions, Store};
 use oci_spec::image::{ConfigBuilder, ImageConfiguration, ImageConfigurationBuilder};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn tree(dir: &Path, files: &[(&str, &str)]) {
@@ -205,53 +206,57 @@ fn snapshots_are_made_once_and_shared() {
     assert!(marker.exists(), "the second call reuses the first snapshot");
 }
 
-/// An adopted upper dir is a snapshot at once and durable later: a marker says it is not synced
-/// until `finish`. A marker left by a process that died in this boot gets the snapshot synced by
-/// its next user; one from another boot (a crash: the snapshot may be torn) gets it remade from
-/// its blob.
+/// An adopted upper dir is a snapshot at once and never synced: a marker names the boot it was
+/// made in. Within that boot it is used as it is; after a reboot its first user hashes it
+/// again: kept (marker gone) if whole, remade from the blob if torn.
 #[test]
-fn adopted_snapshots_are_synced_in_the_background_and_settled_after_a_crash() {
+fn adopted_snapshots_are_checked_after_a_reboot_instead_of_synced() {
     let (t, store, l) = setup();
     let marker = store
         .root()
         .join("snapshots-pending")
         .join(l.diff_id.strip_prefix("sha256:").unwrap());
-    let upper = store.root().join("tmp/upper-test");
-    tree(
-        &upper,
-        &[("etc/os-release", "ID=test\n"), ("bin/app", "binary")],
-    );
-    let pending = store.adopt_upper_as_snapshot(&upper, &l.diff_id).unwrap();
+    let clamped = WriteOptions {
+        clamp_mtime: Some(0),
+        ..Default::default()
+    };
+    let adopt = |files: &[(&str, &str)]| {
+        let upper = store.root().join("tmp/upper-test");
+        tree(&upper, files);
+        store
+            .adopt_upper_as_snapshot(&upper, &l.diff_id, &clamped)
+            .unwrap();
+        assert!(!upper.exists());
+    };
+    adopt(&[("etc/os-release", "ID=test\n"), ("bin/app", "binary")]);
     let snap = store.snapshot_path(&l.diff_id);
-    assert!(snap.join("bin/app").is_file() && !upper.exists());
-    assert!(marker.is_file(), "not synced yet");
-    // This process's next steps use it as it is (they would deadlock on its lock otherwise).
-    assert_eq!(store.snapshot(&l).unwrap(), snap);
-    pending.finish().unwrap();
-    assert!(!marker.exists());
-
-    // Left by a process of this boot that died before syncing: synced and kept.
-    let boot = fs::read("/proc/sys/kernel/random/boot_id").unwrap();
-    fs::write(&marker, &boot).unwrap();
-    let probe = snap.join("probe");
-    fs::write(&probe, "").unwrap();
+    assert!(snap.join("bin/app").is_file());
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let text = fs::read_to_string(&marker).unwrap();
+    assert!(text.starts_with(&boot.trim().replace('-', "")), "{text:?}");
+    // This boot: used as it is, marker kept (nothing says it reached the disk).
+    let probe = snap.join("etc/os-release");
     let other = Store::open(store.root()).unwrap();
     assert_eq!(other.snapshot(&l).unwrap(), snap);
-    assert!(probe.exists() && !marker.exists());
+    assert!(marker.exists());
 
-    // Left before a reboot: may be torn, so it is made again from the blob.
-    fs::write(&marker, "another boot").unwrap();
+    // After a reboot, whole: hashed, kept, unmarked.
+    fs::write(&marker, "another boot\n0\n").unwrap();
     assert_eq!(other.snapshot(&l).unwrap(), snap);
-    assert!(!probe.exists(), "remade");
+    assert!(!marker.exists());
+    let ino = fs::metadata(&probe).unwrap().ino();
+
+    // After a reboot, torn (a file lost its data): remade from the blob.
+    fs::write(&marker, "another boot\n0\n").unwrap();
+    fs::write(snap.join("bin/app"), "").unwrap();
+    assert_eq!(other.snapshot(&l).unwrap(), snap);
     assert_eq!(fs::read_to_string(snap.join("bin/app")).unwrap(), "binary");
+    assert_ne!(fs::metadata(&probe).unwrap().ino(), ino, "remade");
     assert!(!marker.exists());
 
-    // Another snapshot there already: the tree is dropped, nothing is pending.
-    let again = store.root().join("tmp/upper-again");
-    tree(&again, &[("x", "y")]);
-    let p = store.adopt_upper_as_snapshot(&again, &l.diff_id).unwrap();
-    assert!(!again.exists() && !marker.exists());
-    p.finish().unwrap();
+    // Another snapshot there already: the tree is dropped, no marker is made.
+    adopt(&[("x", "y")]);
+    assert!(!marker.exists());
     drop(t);
 }
 
