@@ -237,6 +237,10 @@ impl<'a> Selector<'a> {
 
     /// Collects the entries below `dir` (sorted by name, parents before children). `include`
     /// (for `--parents`) keeps only paths it matches, their contents and their parent dirs.
+    ///
+    /// The subdirectories of a directory that has several are walked on all cores (each core
+    /// takes the next one still to do), then spliced in order: the whole walk of a big context
+    /// (`getdents`, `lstat`s, names) runs in parallel, not only the `lstat`s of one directory.
     fn walk(
         &self,
         dir: &Path,
@@ -246,6 +250,8 @@ impl<'a> Selector<'a> {
     ) -> io::Result<()> {
         let mut children = stat_children(dir)?;
         children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // (entry, path, rel, hidden or unmatched, include to descend with) of each child kept.
+        let mut kept = Vec::with_capacity(children.len());
         for (name, meta) in children {
             let path = dir.join(&name);
             let rel = rel.join(&name);
@@ -268,18 +274,68 @@ impl<'a> Selector<'a> {
                 if !matched && !descend_include.is_some_and(|p| p.could_match_under(&rel_str)) {
                     continue;
                 }
-                let mark = out.len();
-                out.push(Entry {
-                    rel: rel.clone(),
-                    meta,
-                });
-                self.walk(&path, &rel, descend_include, out)?;
-                // A hidden or unmatched directory is only kept as the parent of what is.
-                if (hidden || !matched) && out.len() == mark + 1 {
-                    out.truncate(mark);
-                }
+                let only_parent = hidden || !matched;
+                kept.push((
+                    Entry { rel, meta },
+                    Some((path, only_parent, descend_include)),
+                ));
             } else if !hidden && matched {
-                out.push(Entry { rel, meta });
+                kept.push((Entry { rel, meta }, None));
+            }
+        }
+        let subdirs: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].1.is_some()).collect();
+        let mut below: Vec<Option<Vec<Entry>>> = Vec::new();
+        let cpus = available_cpus();
+        if subdirs.len() >= 2 && cpus > 1 && !IN_WALKER.get() {
+            below.resize_with(kept.len(), || None);
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let done = std::sync::Mutex::new(Vec::new());
+            let kept = &kept;
+            std::thread::scope(|s| {
+                let worker = || -> io::Result<()> {
+                    IN_WALKER.set(true);
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = subdirs.get(k) else {
+                            return Ok(());
+                        };
+                        let (e, sub) = &kept[i];
+                        let Some((path, _, inc)) = sub else { continue };
+                        let mut v = Vec::new();
+                        self.walk(path, &e.rel, *inc, &mut v)?;
+                        done.lock().unwrap_or_else(|p| p.into_inner()).push((i, v));
+                    }
+                };
+                let others: Vec<_> = (1..cpus.min(subdirs.len()))
+                    .map(|_| s.spawn(worker))
+                    .collect();
+                let mine = worker();
+                IN_WALKER.set(false);
+                others.into_iter().try_for_each(|h| {
+                    h.join()
+                        .map_err(|_| io::Error::other("a walk thread panicked"))?
+                })?;
+                mine
+            })?;
+            for (i, v) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                below[i] = Some(v);
+            }
+        }
+        for (i, (entry, sub)) in kept.into_iter().enumerate() {
+            let Some((path, only_parent, inc)) = sub else {
+                out.push(entry);
+                continue;
+            };
+            let mark = out.len();
+            let rel = entry.rel.clone();
+            out.push(entry);
+            match below.get_mut(i).and_then(Option::take) {
+                Some(v) => out.extend(v),
+                None => self.walk(&path, &rel, inc, out)?,
+            }
+            // A hidden or unmatched directory is only kept as the parent of what is.
+            if only_parent && out.len() == mark + 1 {
+                out.truncate(mark);
             }
         }
         Ok(())
@@ -417,11 +473,9 @@ fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
             .map(|e| Ok((e.file_name(), e.metadata()?)))
             .collect()
     };
-    // Asked once: the answer reads cgroup files.
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let threads = cpus.min(entries.len() / PARALLEL_STAT_MIN);
-    if threads <= 1 {
+    let threads = available_cpus().min(entries.len() / PARALLEL_STAT_MIN);
+    // Inside a parallel walk every core is busy already.
+    if threads <= 1 || IN_WALKER.get() {
         return stat(&entries);
     }
     let chunk = entries.len().div_ceil(threads);
@@ -438,6 +492,17 @@ fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
         }
         Ok(all)
     })
+}
+
+thread_local! {
+    /// Set on the threads of a parallel walk, whose own walks stay on their thread.
+    static IN_WALKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The cores this process may use, asked once: the answer reads cgroup files.
+fn available_cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn matches_or_parent(p: &Pattern, rel: &str) -> bool {
@@ -460,6 +525,71 @@ fn matches_or_parent(p: &Pattern, rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parallel walk gives exactly the serial walk's entries, in its order, with excluded
+    /// subtrees and directories kept only as parents handled the same way.
+    #[test]
+    fn a_parallel_walk_equals_the_serial_one() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["a", "b/x", "b/y/z", "c", "skip/deep", "keep/inner", "e"] {
+            fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        for f in [
+            "top.txt",
+            "a/1",
+            "a/2",
+            "b/x/3",
+            "b/y/z/4",
+            "b/y/5",
+            "skip/deep/6",
+            "keep/inner/7",
+            "keep/8.log",
+            "e/9",
+        ] {
+            fs::write(t.path().join(f), f).unwrap();
+        }
+        let src = SourceRoot::Dir(t.path());
+        let sel = Selector {
+            cmd: "COPY",
+            src: &src,
+            exclude: IgnoreRules::new(&["skip", "**/*.log", "e/9"]).unwrap(),
+            parents: false,
+        };
+        let walk = |serial: bool| {
+            IN_WALKER.set(serial);
+            let mut out = Vec::new();
+            sel.walk(t.path(), Path::new(""), None, &mut out).unwrap();
+            IN_WALKER.set(false);
+            out.into_iter()
+                .map(|e| e.rel.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let serial = walk(true);
+        assert_eq!(
+            serial,
+            [
+                "a",
+                "a/1",
+                "a/2",
+                "b",
+                "b/x",
+                "b/x/3",
+                "b/y",
+                "b/y/5",
+                "b/y/z",
+                "b/y/z/4",
+                "c",
+                "e",
+                "keep",
+                "keep/inner",
+                "keep/inner/7",
+                "top.txt"
+            ]
+        );
+        if available_cpus() > 1 {
+            assert_eq!(walk(false), serial);
+        }
+    }
 
     #[test]
     fn large_directories_are_stat_ed_completely_on_several_threads() {
