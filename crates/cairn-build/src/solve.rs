@@ -450,7 +450,7 @@ struct RunExtras {
 /// and whose blob is still to be compressed ([`Solver::compress_deferred`]).
 enum Committed {
     Layer(Option<LayerDescriptor>),
-    Deferred { diff_id: String, snapshot: PathBuf },
+    Deferred { diff_id: String },
 }
 
 /// How a build step's layer is written: mtimes clamped to the build time.
@@ -628,84 +628,78 @@ impl<'a> Solver<'a> {
             .unwrap_or(0);
         let created = format_time(build_time);
 
-        (|| -> Result<()> {
-            for step in &stage.steps {
-                if let Some(signal) = cairn_sandbox::termination_signal() {
-                    return Err(Error::Interrupted { signal });
-                }
-                if self.cancelled.load(Ordering::SeqCst) {
-                    return Err(Error::Cancelled);
-                }
-                let applied =
-                    image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
-                let mut empty = true;
-                if applied.makes_layer {
-                    // A step that reads another stage starts when that stage is done, so that its
-                    // time is its own and the live view shows it only once it runs.
-                    for index in stages_read(step) {
-                        self.stage_result(index)?;
-                    }
-                    let name = vertex_name(&display(step));
-                    let v = self.reporter.start(name.clone());
-                    // Digesting the inputs is part of the step (BuildKit's "calculate checksum"): a
-                    // missing source fails this vertex.
-                    let inputs = self.step_inputs(step, &st.cfg).inspect_err(|e| {
-                        self.reporter.failed(v, e.to_string());
-                    })?;
-                    st.key = st.key.child(&step.kind, &inputs);
-                    let committed = self.layer_step(&name, step, &st, build_time, v)?;
-                    lock(&self.used_keys).push((pos, st.key.clone()));
-                    match committed {
-                        Committed::Layer(Some(l)) => {
-                            st.layers.push(l);
-                            empty = false;
-                        }
-                        Committed::Layer(None) => {}
-                        Committed::Deferred { diff_id, snapshot } => {
-                            // Stands in until the blob is written: the next steps mount the
-                            // snapshot, which is found by diffID.
-                            st.layers.push(LayerDescriptor {
-                                digest: diff_id.clone(),
-                                diff_id: diff_id.clone(),
-                                size: 0,
-                                media_type: String::new(),
-                            });
-                            let key = st.key.clone();
-                            bg.spawn(move || {
-                                match self
-                                    .compress_deferred(&name, &key, &diff_id, &snapshot, build_time)
-                                {
-                                    Ok(desc) => {
-                                        lock(&self.written).insert(diff_id, desc);
-                                    }
-                                    Err(e) => {
-                                        self.cancelled.store(true, Ordering::SeqCst);
-                                        lock(&self.errors).push(e);
-                                    }
-                                }
-                            });
-                            empty = false;
-                        }
-                    }
-                } else {
-                    st.key = st.key.child(&step.kind, &self.step_inputs(step, &st.cfg)?);
-                }
-                if !applied.makes_layer && matches!(step.kind, StepKind::Workdir(_)) {
-                    // WORKDIR / still counts as a step of the stage in BuildKit's numbering.
-                    let v = self.reporter.start(vertex_name(&display(step)));
-                    self.reporter.done(v);
-                }
-                if applied.record {
-                    st.cfg.history.push(History {
-                        created: Some(created.clone()),
-                        created_by: Some(applied.created_by),
-                        comment: Some(HISTORY_COMMENT.into()),
-                        empty_layer: empty,
-                    });
-                }
+        for step in &stage.steps {
+            if let Some(signal) = cairn_sandbox::termination_signal() {
+                return Err(Error::Interrupted { signal });
             }
-            Ok(())
-        })()?;
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            let applied = image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
+            let mut empty = true;
+            if applied.makes_layer {
+                // A step that reads another stage starts when that stage is done, so that its
+                // time is its own and the live view shows it only once it runs.
+                for index in stages_read(step) {
+                    self.stage_result(index)?;
+                }
+                let name = vertex_name(&display(step));
+                let v = self.reporter.start(name.clone());
+                // Digesting the inputs is part of the step (BuildKit's "calculate checksum"): a
+                // missing source fails this vertex.
+                let inputs = self.step_inputs(step, &st.cfg).inspect_err(|e| {
+                    self.reporter.failed(v, e.to_string());
+                })?;
+                st.key = st.key.child(&step.kind, &inputs);
+                let committed = self.layer_step(&name, step, &st, build_time, v)?;
+                lock(&self.used_keys).push((pos, st.key.clone()));
+                match committed {
+                    Committed::Layer(Some(l)) => {
+                        st.layers.push(l);
+                        empty = false;
+                    }
+                    Committed::Layer(None) => {}
+                    Committed::Deferred { diff_id } => {
+                        // Stands in until the blob is written: the next steps mount the
+                        // snapshot, which is found by diffID.
+                        st.layers.push(LayerDescriptor {
+                            digest: diff_id.clone(),
+                            diff_id: diff_id.clone(),
+                            size: 0,
+                            media_type: String::new(),
+                        });
+                        let key = st.key.clone();
+                        bg.spawn(move || {
+                            match self.compress_deferred(&name, &key, &diff_id, build_time) {
+                                Ok(desc) => {
+                                    lock(&self.written).insert(diff_id, desc);
+                                }
+                                Err(e) => {
+                                    self.cancelled.store(true, Ordering::SeqCst);
+                                    lock(&self.errors).push(e);
+                                }
+                            }
+                        });
+                        empty = false;
+                    }
+                }
+            } else {
+                st.key = st.key.child(&step.kind, &self.step_inputs(step, &st.cfg)?);
+            }
+            if !applied.makes_layer && matches!(step.kind, StepKind::Workdir(_)) {
+                // WORKDIR / still counts as a step of the stage in BuildKit's numbering.
+                let v = self.reporter.start(vertex_name(&display(step)));
+                self.reporter.done(v);
+            }
+            if applied.record {
+                st.cfg.history.push(History {
+                    created: Some(created.clone()),
+                    created_by: Some(applied.created_by),
+                    comment: Some(HISTORY_COMMENT.into()),
+                    empty_layer: empty,
+                });
+            }
+        }
 
         let diff_ids: Vec<String> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
         st.cfg.rootfs = RootFs {
@@ -867,7 +861,7 @@ impl<'a> Solver<'a> {
     ///
     /// An overlay step's change is only hashed here (its diffID) and its upper dir becomes the
     /// snapshot at once; the blob is compressed from that snapshot by [`Committed::Deferred`]'s
-    /// job, which the stage runs while its next steps do (BuildKit does not compress in line
+    /// job, which runs while the build's next steps do (BuildKit does not compress in line
     /// either: its build cache holds uncompressed snapshots).
     fn execute(
         &self,
@@ -907,7 +901,6 @@ impl<'a> Solver<'a> {
             rootfs.cleanup()?;
             return Ok(Committed::Layer(None));
         };
-        let snapshot = self.store.snapshot_path(&diff_id);
         let tree = self.upper_tree_path();
         if !rootfs.into_upper(&tree)? {
             return Err(Error::Other(format!(
@@ -917,7 +910,7 @@ impl<'a> Solver<'a> {
         // Finds an existing snapshot (and drops the tree) under the snapshot's lock.
         self.store
             .adopt_upper_as_snapshot(&tree, &diff_id, &layer_options(build_time))?;
-        Ok(Committed::Deferred { diff_id, snapshot })
+        Ok(Committed::Deferred { diff_id })
     }
 
     /// The diffID of the change in the overlay upper dir `upper` (the tar is hashed, not kept);
@@ -940,17 +933,16 @@ impl<'a> Solver<'a> {
     /// Compresses the layer `diff_id` from its snapshot into the store and records `key`'s
     /// cache entry: the deferred half of [`Solver::execute`]. The tar is written again from the
     /// snapshot, which the store made from the same upper dir minus what no tar carries; a
-    /// different diffID would mean they differ, and fails the step rather than record it.
+    /// different diffID would mean they differ, and fails the build rather than record it.
     fn compress_deferred(
         &self,
         name: &str,
         key: &CacheKey,
         diff_id: &str,
-        snapshot: &Path,
         build_time: i64,
     ) -> Result<LayerDescriptor> {
         let desc = self.store.write_layer(
-            DiffSource::OverlayUpper(snapshot),
+            DiffSource::OverlayUpper(&self.store.snapshot_path(diff_id)),
             Compression::Gzip,
             &layer_options(build_time),
         )?;

@@ -473,9 +473,9 @@ const SYNC_MARK: [u8; 4] = [0, 0, 0xff, 0xff];
 ///
 /// Together: at least 64 bits against a damaged index, 32 against a sound record whose bytes
 /// changed (plus the mark if the change misplaces the span), with the burst and few-bit
-/// guarantees above. Inflating the hit was exact but cost ~16 times more (CRC-32 runs at
-/// ~2 GB/s here: the workspace builds flate2 without `runtime_detection`, so zlib-rs uses its
-/// table-driven crc32, not pclmulqdq). The guarantee lives here, not in the cache: it
+/// guarantees above. Inflating the hit was exact but cost ~16 times more (measured when
+/// zlib-rs still ran its table-driven crc32, ~2 GB/s; with flate2's `runtime_detection` it uses
+/// pclmulqdq). The guarantee lives here, not in the cache: it
 /// holds for any [`ChunkCache`] handing back the check it recorded (tested with a lying cache,
 /// damaged bytes and a tampered index: the blob is the one compressing again gives).
 fn usable(key: &ChunkKey, hit: &CachedChunk, last: bool) -> bool {

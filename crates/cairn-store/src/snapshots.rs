@@ -84,7 +84,11 @@ impl Store {
                 actual: actual.to_string(),
             });
         }
-        sync_fs_of(tmp)?;
+        let d = fs::File::open(tmp).map_err(io_err(tmp))?;
+        rustix::fs::syncfs(&d).map_err(|e| Error::Io {
+            path: tmp.to_path_buf(),
+            source: e.into(),
+        })?;
         match fs::rename(tmp, dst) {
             Ok(()) => sync_dir(&self.root.join("snapshots")),
             // Another process made it first: theirs is as good as ours.
@@ -102,17 +106,31 @@ impl Store {
     /// Installs a snapshot unpacked while its layer was imported (see `import_layer`): under the
     /// snapshot's lock, unless one is there already. Removes `tmp` in every case.
     pub(crate) fn adopt_snapshot(&self, tmp: &Path, diff_id: &str, actual: &str) -> Result<()> {
+        self.adopt_with(tmp, diff_id, |dst| {
+            self.install_snapshot(tmp, dst, diff_id, actual)
+        })
+    }
+
+    /// Moves the tree `tmp` into place as the snapshot of `diff_id` with `install` (given the
+    /// snapshot's path), under the snapshot's lock, unless one is there already. Whatever
+    /// happens, `tmp` is gone afterwards: moved, or removed.
+    fn adopt_with(
+        &self,
+        tmp: &Path,
+        diff_id: &str,
+        install: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
         let res = (|| {
             check_digest(diff_id)?;
             let dst = self.snapshot_path(diff_id);
-            let _unpacking = self.lock_snapshot(&dst)?;
+            let _lock = self.lock_snapshot(&dst)?;
             if dst.is_dir() {
-                let _ = fs::remove_dir_all(tmp);
                 return Ok(());
             }
-            self.install_snapshot(tmp, &dst, diff_id, actual)
+            install(&dst)
         })();
-        if res.is_err() {
+        // A snapshot made meanwhile by someone else wins; ours, or what is left of it, goes.
+        if tmp.exists() {
             let _ = fs::remove_dir_all(tmp);
         }
         res
@@ -142,8 +160,8 @@ impl Store {
         diff_id: &str,
         opts: &WriteOptions,
     ) -> Result<()> {
-        let prepared = check_digest(diff_id)
-            .and_then(|_| self.mark_in_use())
+        let prepared = self
+            .mark_in_use()
             .and_then(|()| strip_unarchived(tree))
             .and_then(|()| {
                 fs::set_permissions(tree, fs::Permissions::from_mode(0o755)).map_err(io_err(tree))
@@ -152,29 +170,18 @@ impl Store {
             let _ = fs::remove_dir_all(tree);
             return Err(e);
         }
-        let dst = self.snapshot_path(diff_id);
-        let res = (|| {
-            let _lock = self.lock_snapshot(&dst)?;
-            if dst.is_dir() {
-                return Ok(());
-            }
-            let marker = self.pending_marker(&dst);
+        self.adopt_with(tree, diff_id, |dst| {
+            let marker = self.pending_marker(dst);
             let dir = marker.parent().unwrap_or(Path::new("."));
             fs::create_dir_all(dir).map_err(io_err(dir))?;
             let clamp = opts.clamp_mtime.map(|c| c.to_string()).unwrap_or_default();
             let text = format!("{}\n{clamp}\n", boot_id().unwrap_or(""));
             fs::write(&marker, text).map_err(io_err(&marker))?;
-            if let Err(e) = fs::rename(tree, &dst) {
+            fs::rename(tree, dst).map_err(|e| {
                 let _ = fs::remove_file(&marker);
-                return Err(io_err(&dst)(e));
-            }
-            Ok(())
-        })();
-        // A snapshot made meanwhile by someone else wins; ours, or what is left of it, goes.
-        if tree.exists() {
-            let _ = fs::remove_dir_all(tree);
-        }
-        res
+                io_err(dst)(e)
+            })
+        })
     }
 
     fn pending_marker(&self, dst: &Path) -> PathBuf {
@@ -194,7 +201,7 @@ impl Store {
         };
         let mut lines = text.lines();
         let boot = lines.next().unwrap_or("");
-        if Some(boot) == boot_id() && !boot.is_empty() {
+        if Some(boot) == boot_id() {
             return Ok(true);
         }
         let _lock = self.lock_snapshot(dst)?;
@@ -246,15 +253,6 @@ impl Store {
     pub fn snapshots_for(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
         image.layers.iter().map(|l| self.snapshot(l)).collect()
     }
-}
-
-/// syncfs(2) of the filesystem holding `p`.
-fn sync_fs_of(p: &Path) -> Result<()> {
-    let d = fs::File::open(p).map_err(io_err(p))?;
-    rustix::fs::syncfs(&d).map_err(|e| Error::Io {
-        path: p.to_path_buf(),
-        source: e.into(),
-    })
 }
 
 /// Removes from the upper dir `dir` what a layer tar does not carry: overlayfs's own xattrs

@@ -338,8 +338,6 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
             .collect::<Vec<_>>()
     };
     assert!(records(&index).len() >= 5);
-    // The small file changes: the big file's chunks come from the first blob.
-    fs::write(src.join("z/small.txt"), "v2, longer\n").unwrap();
     let fresh = || {
         let mut blob = Vec::new();
         let desc = cairn_layer::write_layer(
@@ -354,13 +352,17 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
         .unwrap();
         (desc, blob)
     };
-    let (want, want_blob) = fresh();
-    let second = tree_layer(&store, &src);
-    assert_eq!(second, want);
-    assert_eq!(
-        fs::read(store.blob_path(&second.digest)).unwrap(),
-        want_blob
-    );
+    // The small file becomes `content`, and `store` writes the layer (descriptor and blob, byte
+    // for byte) that compressing from scratch gives.
+    let rebuilt_as_fresh = |store: &Store, content: &str| {
+        fs::write(src.join("z/small.txt"), content).unwrap();
+        let (want, want_blob) = fresh();
+        let got = tree_layer(store, &src);
+        assert_eq!(got, want);
+        assert_eq!(fs::read(store.blob_path(&got.digest)).unwrap(), want_blob);
+    };
+    // The small file changes: the big file's chunks come from the first blob.
+    rebuilt_as_fresh(&store, "v2, longer\n");
     // An index that lies (every record pointing at the wrong bytes) costs time, not the blob.
     let good = fs::read(&index).unwrap();
     let mut lies = good.clone();
@@ -368,15 +370,7 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
         r[32..40].copy_from_slice(&11u64.to_le_bytes());
     }
     fs::write(&index, &lies).unwrap();
-    fs::write(src.join("z/small.txt"), "v3\n").unwrap();
-    let (want, want_blob) = fresh();
-    let store2 = Store::open(&t.path().join("root")).unwrap();
-    let third = tree_layer(&store2, &src);
-    assert_eq!(third, want);
-    assert_eq!(
-        fs::read(store2.blob_path(&third.digest)).unwrap(),
-        want_blob
-    );
+    rebuilt_as_fresh(&Store::open(&t.path().join("root")).unwrap(), "v3\n");
     // Sound records, but one byte of every recorded chunk of every blob altered since (bit
     // rot): the same.
     fs::write(&index, &good).unwrap();
@@ -389,14 +383,9 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
         }
         fs::write(&blob, &bytes).unwrap();
     }
-    fs::write(src.join("z/small.txt"), "v4, longer again\n").unwrap();
-    let (want, want_blob) = fresh();
-    let store3 = Store::open(&t.path().join("root")).unwrap();
-    let fourth = tree_layer(&store3, &src);
-    assert_eq!(fourth, want);
-    assert_eq!(
-        fs::read(store3.blob_path(&fourth.digest)).unwrap(),
-        want_blob
+    rebuilt_as_fresh(
+        &Store::open(&t.path().join("root")).unwrap(),
+        "v4, longer again\n",
     );
 }
 

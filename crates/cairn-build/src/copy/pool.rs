@@ -26,10 +26,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_store::FilePool;
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, CWD};
 use sha2::{Digest, Sha256};
 
 use super::error::{io_err, Result};
+use super::write::times_of;
 use crate::context::hashes::HashMemo;
 
 /// Smallest file the pool takes: below it, linking and its bookkeeping save little next to a
@@ -326,19 +327,6 @@ fn is_copy(at: &Path, a: &Attrs) -> bool {
     matches(at, a, a.meta.size())
 }
 
-fn times(m: &fs::Metadata) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: m.atime(),
-            tv_nsec: m.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: m.mtime(),
-            tv_nsec: m.mtime_nsec() as _,
-        },
-    }
-}
-
 /// Links the object over `at`, then gives `at`'s directory back the times it had (the link and
 /// the rename changed them; a directory's mtime is in the layer). `Ok(false)`: not linked, `at`
 /// untouched; an error: linked, but the directory's times are wrong.
@@ -352,7 +340,7 @@ fn link_keeping_dir_times(pool: &FilePool, key: &str, at: &Path) -> io::Result<b
     if pool.link_to(key, at).is_err() {
         return Ok(false);
     }
-    rustix::fs::utimensat(CWD, dir, &times(&before), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(CWD, dir, &times_of(&before), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(true)
 }
 
@@ -375,13 +363,14 @@ fn fill(at: &Path, pool: &FilePool, key: &str, source: &Path, a: &Attrs) -> io::
     drop(to);
     std::os::unix::fs::lchown(at, Some(a.uid), Some(a.gid))?;
     fs::set_permissions(at, fs::Permissions::from_mode(a.mode))?;
-    rustix::fs::utimensat(CWD, at, &times(&a.meta), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(CWD, at, &times_of(&a.meta), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{Timespec, Timestamps};
 
     struct Env {
         _tmp: tempfile::TempDir,

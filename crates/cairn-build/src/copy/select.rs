@@ -250,7 +250,8 @@ impl<'a> Selector<'a> {
     ) -> io::Result<()> {
         let mut children = stat_children(dir)?;
         children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        // (entry, path, rel, hidden or unmatched, include to descend with) of each child kept.
+        // Each child kept, and for a directory: its host path, whether it is kept only as the
+        // parent of what is kept below it (hidden or unmatched), the include to descend with.
         let mut kept = Vec::with_capacity(children.len());
         for (name, meta) in children {
             let path = dir.join(&name);

@@ -50,7 +50,7 @@ fn ts(sec: i64, nsec: i64) -> Timespec {
     }
 }
 
-fn times_of(meta: &fs::Metadata) -> Timestamps {
+pub(super) fn times_of(meta: &fs::Metadata) -> Timestamps {
     Timestamps {
         last_access: ts(meta.atime(), meta.atime_nsec()),
         last_modification: ts(meta.mtime(), meta.mtime_nsec()),
