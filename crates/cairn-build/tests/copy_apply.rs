@@ -421,3 +421,78 @@ fn digest_counts_hard_links_within_the_selection_only() {
     fs::hard_link(stage.join("app/a"), stage.join("app/b")).unwrap();
     assert_ne!(digest(&["/app"]), plain, "two names of one inode");
 }
+
+/// A directory copy big enough to be written on several threads: every entry lands as one
+/// thread writes it (content, mode, owner, times, xattrs, symlinks, hard links), and the
+/// counts add up.
+#[test]
+fn a_copy_of_many_files_is_whole_when_written_on_all_cores() {
+    let f = Dirs::new();
+    let xattrs =
+        rustix::fs::lsetxattr(&f.ctx, "user.probe", b"1", rustix::fs::XattrFlags::empty()).is_ok();
+    for i in 0..900 {
+        let p = f.ctx.join(format!("tree/d{}/f{i:04}.txt", i % 9));
+        write(&p, &format!("file {i}\n").repeat(1 + i % 7));
+        fs::set_permissions(&p, fs::Permissions::from_mode([0o644, 0o600, 0o755][i % 3])).unwrap();
+        if xattrs && i % 100 == 0 {
+            let flags = rustix::fs::XattrFlags::empty();
+            rustix::fs::lsetxattr(&p, "user.n", i.to_string().as_bytes(), flags).unwrap();
+        }
+    }
+    symlink("d0/f0000.txt", f.ctx.join("tree/link")).unwrap();
+    fs::hard_link(f.ctx.join("tree/d1/f0001.txt"), f.ctx.join("tree/d2/hard")).unwrap();
+
+    let stats = run(&f, &copy(&["tree"], "/dst"), "/").unwrap();
+    assert_eq!(
+        (stats.files, stats.symlinks, stats.hardlinks),
+        (900, 1, 1),
+        "{stats:?}"
+    );
+    let mut rels: Vec<String> = (0..900)
+        .map(|i| format!("d{}/f{i:04}.txt", i % 9))
+        .collect();
+    rels.extend(["link".into(), "d2/hard".into()]);
+    rels.extend((0..9).map(|d| format!("d{d}")));
+    for rel in &rels {
+        let (s, d) = (
+            &f.ctx.join("tree").join(rel),
+            f.rootfs.join("dst").join(rel),
+        );
+        let (sm, dm) = (
+            fs::symlink_metadata(s).unwrap(),
+            fs::symlink_metadata(&d).unwrap(),
+        );
+        assert_eq!(sm.file_type(), dm.file_type(), "{rel:?}");
+        assert_eq!((dm.uid(), dm.gid()), (0, 0), "{rel:?}");
+        assert_eq!(
+            (sm.mtime(), sm.mtime_nsec()),
+            (dm.mtime(), dm.mtime_nsec()),
+            "{rel:?}"
+        );
+        if sm.is_file() {
+            assert_eq!(mode(s), mode(&d), "{rel:?}");
+            assert_eq!(fs::read(s).unwrap(), fs::read(&d).unwrap(), "{rel:?}");
+            let mut v = [0u8; 8];
+            let want = rustix::fs::lgetxattr(s, "user.n", &mut v).map(|n| v[..n].to_vec());
+            let mut w = [0u8; 8];
+            let got = rustix::fs::lgetxattr(&d, "user.n", &mut w).map(|n| w[..n].to_vec());
+            assert_eq!(want.ok(), got.ok(), "xattr of {rel:?}");
+        } else if sm.file_type().is_symlink() {
+            assert_eq!(fs::read_link(s).unwrap(), fs::read_link(&d).unwrap());
+        }
+    }
+    let (a, b) = (
+        fs::metadata(f.rootfs.join("dst/d1/f0001.txt")).unwrap(),
+        fs::metadata(f.rootfs.join("dst/d2/hard")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "the hard link stays one");
+
+    // A failure on one of the threads is the copy's error, naming the path.
+    let g = Dirs::new();
+    for i in 0..900 {
+        write(&g.ctx.join(format!("tree/d{}/f{i:04}", i % 9)), "x");
+    }
+    fs::create_dir_all(g.rootfs.join("dst/d8/f0899/inner")).unwrap();
+    let e = run(&g, &copy(&["tree"], "/dst"), "/").unwrap_err();
+    assert!(e.to_string().contains("/dst/d8/f0899"), "{e}");
+}

@@ -115,6 +115,18 @@ pub struct CopyStats {
     pub bytes: u64,
 }
 
+impl CopyStats {
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &CopyStats) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.hardlinks += o.hardlinks;
+        self.other += o.other;
+        self.bytes += o.bytes;
+    }
+}
+
 pub(crate) fn cmd_name(c: &Copy) -> &'static str {
     if c.add {
         "ADD"
@@ -331,11 +343,7 @@ pub fn apply_pooled(
                             mode.as_ref(),
                         );
                         gw.dir(&path, &meta, &entries, &target)?;
-                        let s = gw.done()?;
-                        w.stats.files += s.files;
-                        w.stats.dirs += s.dirs;
-                        w.stats.symlinks += s.symlinks;
-                        w.stats.bytes += s.bytes;
+                        w.stats.add(&gw.done()?);
                     }
                     _ => {
                         return Err(CopyError::Fetch {

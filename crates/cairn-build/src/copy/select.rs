@@ -501,7 +501,7 @@ thread_local! {
 }
 
 /// The cores this process may use, asked once: the answer reads cgroup files.
-fn available_cpus() -> usize {
+pub(crate) fn available_cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
