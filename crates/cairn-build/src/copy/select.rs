@@ -95,6 +95,15 @@ impl<'a> Selector<'a> {
         }
     }
 
+    /// Whether neither `.dockerignore` nor `--exclude` can hide anything.
+    fn has_no_rules(&self) -> bool {
+        let ignore_empty = match self.src {
+            SourceRoot::Context(c) => c.rules().is_empty(),
+            SourceRoot::Dir(_) => true,
+        };
+        ignore_empty && self.exclude.is_empty()
+    }
+
     /// Whether the hidden directory `host` (`rel` below the source) must still be walked because
     /// an exception (`!pattern`) may re-include something in it.
     fn may_reinclude(&self, host: &Path, rel: &str) -> bool {
@@ -248,16 +257,21 @@ impl<'a> Selector<'a> {
         include: Option<&Pattern>,
         out: &mut Vec<Entry>,
     ) -> io::Result<()> {
-        let mut children = stat_children(dir)?;
-        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let children = stat_children(dir)?;
         // Each child kept, and for a directory: its host path, whether it is kept only as the
         // parent of what is kept below it (hidden or unmatched), the include to descend with.
         let mut kept = Vec::with_capacity(children.len());
+        let no_rules = self.has_no_rules();
         for (name, meta) in children {
-            let path = dir.join(&name);
             let rel = rel.join(&name);
+            // The host path of a file is only needed to match it against .dockerignore.
+            let path = if meta.is_dir() || !no_rules {
+                dir.join(&name)
+            } else {
+                PathBuf::new()
+            };
             let rel_str = rel.to_string_lossy();
-            let hidden = self.ignored(&path) || self.exclude.is_excluded(&rel_str);
+            let hidden = !no_rules && (self.ignored(&path) || self.exclude.is_excluded(&rel_str));
             let (matched, descend_include) = match include {
                 None => (true, None),
                 Some(p) => {
@@ -322,6 +336,9 @@ impl<'a> Selector<'a> {
                 below[i] = Some(v);
             }
         }
+        // Room for everything known to land here, so that the entries (big: they hold an
+        // `lstat`) are not moved again as `out` grows.
+        out.reserve(kept.len() + below.iter().flatten().map(Vec::len).sum::<usize>());
         for (i, (entry, sub)) in kept.into_iter().enumerate() {
             let Some((path, only_parent, inc)) = sub else {
                 out.push(entry);
@@ -466,33 +483,41 @@ const PARALLEL_STAT_MIN: usize = 400;
 /// `symlink_metadata(dir.join(name))` it does not resolve the whole path again for every file,
 /// which was half the time of a no-op build over a large context. The other half is the kernel's
 /// per-file work, which large directories spread over the cores.
+/// The children of `dir` with their `lstat`, sorted by name (before the `lstat`s: moving the
+/// small directory entries costs less than moving the big results).
 fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
-    let entries: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
-    let stat = |chunk: &[fs::DirEntry]| -> io::Result<Vec<(OsString, fs::Metadata)>> {
-        chunk
-            .iter()
-            .map(|e| Ok((e.file_name(), e.metadata()?)))
-            .collect()
+    let mut entries: Vec<(OsString, fs::DirEntry)> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name(), e)))
+        .collect::<io::Result<_>>()?;
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let stat = |chunk: &[(OsString, fs::DirEntry)]| -> io::Result<Vec<fs::Metadata>> {
+        chunk.iter().map(|(_, e)| e.metadata()).collect()
     };
     let threads = available_cpus().min(entries.len() / PARALLEL_STAT_MIN);
     // Inside a parallel walk every core is busy already.
-    if threads <= 1 || IN_WALKER.get() {
-        return stat(&entries);
-    }
-    let chunk = entries.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut parts = entries.chunks(chunk);
-        let first = parts.next().unwrap_or_default();
-        let others: Vec<_> = parts.map(|c| s.spawn(move || stat(c))).collect();
-        let mut all = stat(first)?;
-        for h in others {
-            all.extend(
-                h.join()
-                    .map_err(|_| io::Error::other("a stat thread panicked"))??,
-            );
-        }
-        Ok(all)
-    })
+    let metas = if threads <= 1 || IN_WALKER.get() {
+        stat(&entries)?
+    } else {
+        let chunk = entries.len().div_ceil(threads);
+        std::thread::scope(|s| -> io::Result<Vec<fs::Metadata>> {
+            let mut parts = entries.chunks(chunk);
+            let first = parts.next().unwrap_or_default();
+            let others: Vec<_> = parts.map(|c| s.spawn(move || stat(c))).collect();
+            let mut all = stat(first)?;
+            for h in others {
+                all.extend(
+                    h.join()
+                        .map_err(|_| io::Error::other("a stat thread panicked"))??,
+                );
+            }
+            Ok(all)
+        })?
+    };
+    Ok(entries
+        .into_iter()
+        .zip(metas)
+        .map(|((name, _), meta)| (name, meta))
+        .collect())
 }
 
 thread_local! {
