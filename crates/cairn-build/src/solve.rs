@@ -81,6 +81,9 @@ pub struct BuildRequest<'a> {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// Every stage's layers get a blob (`--cache-to mode=max` sends them all); otherwise only
+    /// the target's and its bases' do, and the other stages' layers stay snapshots.
+    pub blobs_for_all_stages: bool,
 }
 
 /// The bytes of a build secret; `Debug` does not show them.
@@ -264,6 +267,7 @@ pub fn build(
         stage_count: plan.stages.len() + plan.skipped.len(),
         used_keys: Mutex::new(Vec::new()),
         written: Mutex::new(HashMap::new()),
+        exported: exported_stages(&plan, req.blobs_for_all_stages),
     };
     let target = solver.solve_all()?;
 
@@ -432,6 +436,25 @@ struct Solver<'a> {
     used_keys: Mutex<Vec<(usize, CacheKey)>>,
     /// diffID → the blob a background compression wrote for it.
     written: Mutex<HashMap<String, LayerDescriptor>>,
+    /// By stage position: whether the stage's layers can be in the built image (the target and
+    /// the stages it is built `FROM`), so need a blob. The others' layers are only mounted
+    /// (`COPY --from`, `FROM` of a later build), like BuildKit's uncompressed build cache.
+    exported: Vec<bool>,
+}
+
+/// [`Solver::exported`] for `plan`: the target (the last stage) and its `FROM` chain; every
+/// stage with `all`.
+fn exported_stages(plan: &Plan, all: bool) -> Vec<bool> {
+    let mut out = vec![all; plan.stages.len()];
+    let mut at = plan.stages.len().checked_sub(1);
+    while let Some(pos) = at {
+        out[pos] = true;
+        at = match plan.stages[pos].base {
+            Base::Stage(index) => plan.stages.iter().position(|s| s.index == index),
+            _ => None,
+        };
+    }
+    out
 }
 
 /// What a RUN's mounts add to its process, and what must live as long as it runs (temp dirs and
@@ -451,6 +474,16 @@ struct RunExtras {
 enum Committed {
     Layer(Option<LayerDescriptor>),
     Deferred { diff_id: String },
+}
+
+/// The descriptor of a layer that has no blob (yet): found by its diffID, `media_type` empty.
+fn stand_in(diff_id: &str) -> LayerDescriptor {
+    LayerDescriptor {
+        digest: diff_id.to_string(),
+        diff_id: diff_id.to_string(),
+        size: 0,
+        media_type: String::new(),
+    }
 }
 
 /// How a build step's layer is written: mtimes clamped to the build time.
@@ -651,7 +684,8 @@ impl<'a> Solver<'a> {
                     self.reporter.failed(v, e.to_string());
                 })?;
                 st.key = st.key.child(&step.kind, &inputs);
-                let committed = self.layer_step(&name, step, &st, build_time, v)?;
+                let exported = self.exported[pos];
+                let committed = self.layer_step(&name, step, &st, build_time, v, exported)?;
                 lock(&self.used_keys).push((pos, st.key.clone()));
                 match committed {
                     Committed::Layer(Some(l)) => {
@@ -659,15 +693,15 @@ impl<'a> Solver<'a> {
                         empty = false;
                     }
                     Committed::Layer(None) => {}
+                    Committed::Deferred { diff_id } if !exported => {
+                        // Never in this build's image: the snapshot is the layer.
+                        st.layers.push(stand_in(&diff_id));
+                        empty = false;
+                    }
                     Committed::Deferred { diff_id } => {
                         // Stands in until the blob is written: the next steps mount the
                         // snapshot, which is found by diffID.
-                        st.layers.push(LayerDescriptor {
-                            digest: diff_id.clone(),
-                            diff_id: diff_id.clone(),
-                            size: 0,
-                            media_type: String::new(),
-                        });
+                        st.layers.push(stand_in(&diff_id));
                         let key = st.key.clone();
                         bg.spawn(move || {
                             match self.compress_deferred(&name, &key, &diff_id, build_time) {
@@ -813,6 +847,7 @@ impl<'a> Solver<'a> {
         st: &StageState,
         build_time: i64,
         v: Vertex,
+        exported: bool,
     ) -> Result<Committed> {
         let hit = if self.req.no_cache {
             None
@@ -822,18 +857,33 @@ impl<'a> Solver<'a> {
         };
         if let Some(rec) = hit {
             self.reporter.cached(v);
-            return Ok(Committed::Layer(rec.layer));
+            return Ok(match rec.layer {
+                Some(l) if l.media_type.is_empty() => Committed::Deferred { diff_id: l.diff_id },
+                layer => Committed::Layer(layer),
+            });
         }
         let result = self
             .execute(name, step, st, build_time, v)
             .and_then(|committed| {
-                if let Committed::Layer(layer) = &committed {
-                    let rec = CacheRecord {
-                        layer: layer.clone(),
-                    };
-                    let blobs: Vec<String> = layer.iter().map(|l| l.digest.clone()).collect();
-                    self.store
-                        .cache_put(st.key.as_str(), &rec.encode(), &blobs)?;
+                match &committed {
+                    Committed::Layer(layer) => {
+                        let rec = CacheRecord {
+                            layer: layer.clone(),
+                        };
+                        let blobs: Vec<String> = layer.iter().map(|l| l.digest.clone()).collect();
+                        self.store
+                            .cache_put(st.key.as_str(), &rec.encode(), &blobs)?;
+                    }
+                    // Recorded now, as its snapshot; an exported layer is recorded once its
+                    // blob is written (`compress_deferred`).
+                    Committed::Deferred { diff_id } if !exported => {
+                        let rec = CacheRecord {
+                            layer: Some(stand_in(diff_id)),
+                        };
+                        self.store
+                            .cache_put_snapshot(st.key.as_str(), &rec.encode(), diff_id)?;
+                    }
+                    Committed::Deferred { .. } => {}
                 }
                 Ok(committed)
             });
@@ -850,11 +900,16 @@ impl<'a> Solver<'a> {
         let Some(bytes) = self.store.cache_get(key.as_str())? else {
             return Ok(None);
         };
-        Ok(CacheRecord::decode(&bytes).filter(|rec| {
-            rec.layer
-                .as_ref()
-                .is_none_or(|l| self.store.has_blob(&l.digest))
-        }))
+        let Some(rec) = CacheRecord::decode(&bytes) else {
+            return Ok(None);
+        };
+        let present = match &rec.layer {
+            None => true,
+            // Only a snapshot holds it (see `Solver::exported`).
+            Some(l) if l.media_type.is_empty() => self.store.has_snapshot(&l.diff_id)?,
+            Some(l) => self.store.has_blob(&l.digest),
+        };
+        Ok(present.then_some(rec))
     }
 
     /// Prepares a root over the stage's layers, applies the step, and writes the change.

@@ -22,6 +22,11 @@ pub(crate) const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("la
 pub(crate) const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 /// Build cache key → JSON list of the blob digests the value needs.
 pub(crate) const CACHE_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("cache_blobs");
+/// Build cache key → diffID of the snapshot that is the entry's only copy of its layer: a step
+/// of a stage that the build did not export (a builder stage) is not compressed, as BuildKit
+/// does not compress its build cache. The entry lives while the snapshot does.
+pub(crate) const CACHE_SNAPSHOTS: TableDefinition<&str, &str> =
+    TableDefinition::new("cache_snapshots");
 /// Repository digest (`docker.io/library/alpine@sha256:…`, the digest a registry served, of an
 /// index when the tag named one) → image ID.
 pub(crate) const REPO_DIGESTS: TableDefinition<&str, &str> = TableDefinition::new("repo_digests");
@@ -102,13 +107,15 @@ fn has_all_tables(db: &impl ReadableDatabase) -> bool {
     let Ok(r) = db.begin_read() else {
         return false;
     };
-    // REPO_DIGESTS came last: stores made before it get it on their next write open.
+    // REPO_DIGESTS and CACHE_SNAPSHOTS came last: stores made before them get them on their next
+    // write open.
     r.open_table(IMAGES).is_ok()
         && r.open_table(TAGS).is_ok()
         && r.open_table(LAYERS).is_ok()
         && r.open_table(CACHE).is_ok()
         && r.open_table(CACHE_BLOBS).is_ok()
         && r.open_table(REPO_DIGESTS).is_ok()
+        && r.open_table(CACHE_SNAPSHOTS).is_ok()
 }
 
 fn open_writer(path: &Path) -> Result<redb::Database> {
@@ -126,6 +133,7 @@ fn open_writer(path: &Path) -> Result<redb::Database> {
             w.open_table(CACHE).map_err(dbe)?;
             w.open_table(CACHE_BLOBS).map_err(dbe)?;
             w.open_table(REPO_DIGESTS).map_err(dbe)?;
+            w.open_table(CACHE_SNAPSHOTS).map_err(dbe)?;
         }
         w.commit().map_err(dbe)?;
     }

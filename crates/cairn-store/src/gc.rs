@@ -1,7 +1,7 @@
 //! `check` and `prune`.
 
 use crate::blobs::check_digest;
-use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, TAGS};
+use crate::db::{dbe, CACHE, CACHE_BLOBS, CACHE_SNAPSHOTS, IMAGES, LAYERS, TAGS};
 use crate::images::LayerInfo;
 use crate::{io_err, Digest, Error, Result, Store};
 use redb::ReadableTable;
@@ -182,10 +182,15 @@ impl Store {
             .into_values()
             .flat_map(|m| m.layers.into_iter().map(|l| l.diff_id))
             .collect();
+        let held: HashSet<String> = self
+            .cache_snapshot_lists()?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
         let sdir = self.root.join("snapshots");
         for e in fs::read_dir(&sdir).map_err(io_err(&sdir))?.flatten() {
             let d = format!("sha256:{}", e.file_name().to_string_lossy());
-            if !live_diffs.contains(&d) {
+            if !live_diffs.contains(&d) && !held.contains(&d) {
                 rep.garbage
                     .push(format!("snapshot of {d}: no image uses it"));
             }
@@ -288,6 +293,23 @@ impl Store {
                     rep.cache_entries += 1;
                 }
             }
+            // An entry held only by a snapshot goes with it, or with the whole cache.
+            let mut snapshots = w.open_table(CACHE_SNAPSHOTS).map_err(dbe)?;
+            let held: Vec<(String, String)> = snapshots
+                .iter()
+                .map_err(dbe)?
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| (k.value().to_string(), v.value().to_string()))
+                .collect();
+            for (k, diff_id) in held {
+                if opts.build_cache || !self.snapshot_path(&diff_id).is_dir() {
+                    if cache.remove(k.as_str()).map_err(dbe)?.is_some() {
+                        rep.cache_entries += 1;
+                    }
+                    cache_blobs.remove(k.as_str()).map_err(dbe)?;
+                    snapshots.remove(k.as_str()).map_err(dbe)?;
+                }
+            }
             if opts.build_cache {
                 for k in keys(&cache)? {
                     cache.remove(k.as_str()).map_err(dbe)?;
@@ -329,6 +351,7 @@ impl Store {
         for (_, m) in self.read_all()?.0 {
             live_diffs.extend(m.layers.into_iter().map(|l| l.diff_id));
         }
+        live_diffs.extend(self.cache_snapshot_lists()?.into_iter().map(|(_, d)| d));
         let sdir = self.root.join("snapshots");
         for e in fs::read_dir(&sdir).map_err(io_err(&sdir))?.flatten() {
             let d = format!("sha256:{}", e.file_name().to_string_lossy());

@@ -1,7 +1,7 @@
 //! Images: commit, resolve, tag, list, delete; and layer bookkeeping.
 
 use crate::blobs::{check_digest, unbuffer, WritebackFile};
-use crate::db::{dbe, CACHE, CACHE_BLOBS, IMAGES, LAYERS, REPO_DIGESTS, TAGS};
+use crate::db::{dbe, CACHE, CACHE_BLOBS, CACHE_SNAPSHOTS, IMAGES, LAYERS, REPO_DIGESTS, TAGS};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 use crate::reference::{self, Reference};
 use crate::{canonical_json, Digest, Error, LayerDescriptor, Result, Store};
@@ -10,7 +10,7 @@ use oci_spec::image::ImageConfiguration;
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 
 /// Media type of the image configs cairn writes.
@@ -501,6 +501,11 @@ impl Store {
     /// Every entry of the build cache index, sorted by key: what exporting the whole cache
     /// sends.
     pub fn cache_entries(&self) -> Result<Vec<CacheEntry>> {
+        let snapshot_only: HashSet<String> = self
+            .cache_snapshot_lists()?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let r = self.db.begin_read()?;
         let values = r.open_table(CACHE).map_err(dbe)?;
         let blobs = r.open_table(CACHE_BLOBS).map_err(dbe)?;
@@ -508,6 +513,10 @@ impl Store {
         for row in values.iter().map_err(dbe)? {
             let (k, v) = row.map_err(dbe)?;
             let key = k.value().to_string();
+            // Its layer has no blob to send.
+            if snapshot_only.contains(&key) {
+                continue;
+            }
             let b = match blobs.get(key.as_str()).map_err(dbe)? {
                 Some(b) => serde_json::from_slice(b.value()).map_err(|e| Error::Corrupt {
                     what: format!("cache entry {key}"),
@@ -752,6 +761,24 @@ impl Store {
     /// Stores a build cache value; `blobs` are kept alive by `prune` as long as the entry lives,
     /// and the entry is dropped by `prune` if any of them disappears.
     pub fn cache_put(&self, key: &str, value: &[u8], blobs: &[Digest]) -> Result<()> {
+        self.cache_insert(key, value, blobs, None)
+    }
+
+    /// Stores a build cache value whose layer exists only as the snapshot of `diff_id` (no
+    /// blob): `prune` keeps the snapshot as long as the entry, and drops the entry with it. A
+    /// later [`Store::cache_put`] of the key (the blob written) replaces it.
+    pub fn cache_put_snapshot(&self, key: &str, value: &[u8], diff_id: &str) -> Result<()> {
+        check_digest(diff_id)?;
+        self.cache_insert(key, value, &[], Some(diff_id))
+    }
+
+    fn cache_insert(
+        &self,
+        key: &str,
+        value: &[u8],
+        blobs: &[Digest],
+        snapshot: Option<&str>,
+    ) -> Result<()> {
         self.mark_in_use()?;
         let b = serde_json::to_vec(blobs).map_err(|e| Error::Other(e.to_string()))?;
         let w = self.db.begin_write()?;
@@ -764,7 +791,28 @@ impl Store {
                 .map_err(dbe)?
                 .insert(key, &b[..])
                 .map_err(dbe)?;
+            let mut snapshots = w.open_table(CACHE_SNAPSHOTS).map_err(dbe)?;
+            match snapshot {
+                Some(d) => snapshots.insert(key, d).map(drop),
+                None => snapshots.remove(key).map(drop),
+            }
+            .map_err(dbe)?;
         }
         w.commit().map_err(dbe)
+    }
+
+    /// Each build cache entry held only by a snapshot: its key and the snapshot's diffID.
+    pub(crate) fn cache_snapshot_lists(&self) -> Result<Vec<(String, String)>> {
+        let r = self.db.begin_read()?;
+        // A store opened read-only before the table existed has none of these entries.
+        let Ok(t) = r.open_table(CACHE_SNAPSHOTS) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(dbe)? {
+            let (k, v) = row.map_err(dbe)?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
     }
 }

@@ -19,6 +19,15 @@ impl Store {
             .join(diff_id.strip_prefix("sha256:").unwrap_or(diff_id))
     }
 
+    /// Whether the snapshot of `diff_id` is in the store and whole (checked again after a
+    /// reboot, see `settle_pending`), without making it: for a layer that has no blob.
+    pub fn has_snapshot(&self, diff_id: &str) -> Result<bool> {
+        check_digest(diff_id)?;
+        let dst = self.snapshot_path(diff_id);
+        self.mark_in_use()?;
+        Ok(dst.is_dir() && self.settle_pending(&dst, diff_id)?)
+    }
+
     /// The layer unpacked (OCI whiteouts as overlay whiteouts), made on first use by unpacking
     /// into a temp dir that is renamed into place, so a snapshot is either whole or absent. The
     /// unpacked stream must hash to `layer.diff_id`. Do not write into it: every image with this

@@ -448,6 +448,61 @@ fn cache_entries_and_prune() {
 }
 
 #[test]
+fn a_cache_entry_held_by_a_snapshot_lives_and_dies_with_it() {
+    let (t, store, _l) = setup();
+    let src = t.path().join("src3");
+    tree(&src, &[("a", "b")]);
+    let l = store_layer(&store, &src);
+    let snap = store.snapshot(&l).unwrap();
+    store.cache_put_snapshot("s", b"v", &l.diff_id).unwrap();
+    assert!(store.has_snapshot(&l.diff_id).unwrap());
+    // Nothing references the blob: prune removes it, and keeps the snapshot and the entry.
+    let rep = store.prune(&PruneOptions::default()).unwrap();
+    assert!(rep.blobs.contains(&l.digest), "{rep:?}");
+    assert_eq!((rep.cache_entries, rep.snapshots), (0, 0), "{rep:?}");
+    assert!(snap.is_dir());
+    assert_eq!(store.cache_get("s").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(store.check().unwrap().garbage.is_empty());
+    // It has no blob to send with an exported cache.
+    assert!(store.cache_entries().unwrap().iter().all(|e| e.key != "s"));
+    // Its snapshot gone, the entry is dropped.
+    fs::remove_dir_all(&snap).unwrap();
+    assert!(!store.has_snapshot(&l.diff_id).unwrap());
+    let rep = store.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(rep.cache_entries, 1);
+    assert_eq!(store.cache_get("s").unwrap(), None);
+    // Written again with a blob list, the key no longer holds the snapshot, which prune removes.
+    store.snapshot(&store_layer(&store, &src)).unwrap();
+    store.cache_put_snapshot("s", b"v", &l.diff_id).unwrap();
+    store.cache_put("s", b"w", &[]).unwrap();
+    let rep = store.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(rep.snapshots, 1, "{rep:?}");
+    // The whole cache goes with --build-cache (`system prune`).
+    store.snapshot(&store_layer(&store, &src)).unwrap();
+    store.cache_put_snapshot("s", b"v", &l.diff_id).unwrap();
+    let rep = store
+        .prune(&PruneOptions {
+            dangling_images: false,
+            build_cache: true,
+        })
+        .unwrap();
+    assert!(rep.cache_entries >= 1);
+    assert_eq!(store.cache_get("s").unwrap(), None);
+    assert!(store.check().unwrap().garbage.is_empty());
+}
+
+/// Writes `src` as a gzip layer of `store`.
+fn store_layer(store: &Store, src: &Path) -> cairn_layer::LayerDescriptor {
+    store
+        .write_layer(
+            DiffSource::Tree(src),
+            Compression::Gzip,
+            &WriteOptions::default(),
+        )
+        .unwrap()
+}
+
+#[test]
 fn check_finds_corruption_and_stale_index() {
     let (_t, store, l) = setup();
     store

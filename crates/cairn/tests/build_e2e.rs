@@ -958,3 +958,95 @@ fn snapshot_names(env: &Cairn) -> BTreeSet<String> {
         })
         .unwrap_or_default()
 }
+
+/// The gzip blobs of the store (layers; configs and manifests are JSON).
+fn layer_blobs(env: &Cairn) -> BTreeSet<String> {
+    fs::read_dir(env.root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| fs::read(p).is_ok_and(|b| b.starts_with(&[0x1f, 0x8b])))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_builder_stages_layers_stay_snapshots_until_an_image_needs_them() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let df = "FROM busybox AS builder\n\
+              RUN echo built > /out.txt && mkdir /junk && echo x > /junk/y\n\
+              FROM busybox\n\
+              COPY --from=builder /out.txt /app/out.txt\n";
+    let env = Cairn::with_busybox();
+    env.write("Dockerfile", df);
+    let (blobs0, snaps0) = (layer_blobs(&env), snapshot_names(&env));
+    env.ok_build(&["-t", "t:final"]);
+    let new_blobs: Vec<_> = layer_blobs(&env).difference(&blobs0).cloned().collect();
+    let new_snaps: Vec<_> = snapshot_names(&env).difference(&snaps0).cloned().collect();
+    assert_eq!(new_snaps.len(), 2, "the RUN and the COPY: {new_snaps:?}");
+    assert_eq!(
+        new_blobs.len(),
+        1,
+        "only the final image's layer: {new_blobs:?}"
+    );
+
+    // The builder's step is a cache hit on its snapshot, in this build and after a prune.
+    let v = vertices(&env.ok_build(&["-t", "t:final"]));
+    assert!(v.is_cached("RUN echo built"));
+    let out = env.cairn(&["image", "prune", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = vertices(&env.ok_build(&["-t", "t:final"]));
+    assert!(v.is_cached("RUN echo built"), "prune dropped a live entry");
+
+    // Built as the target, the cached layer gets its blob: the image runs, and has the ID a
+    // fresh store gives it.
+    let iid = env.ctx.parent().unwrap().join("iid");
+    let v = vertices(&env.ok_build(&[
+        "--target",
+        "builder",
+        "-t",
+        "t:builder",
+        "--iidfile",
+        iid.to_str().unwrap(),
+    ]));
+    assert!(v.is_cached("RUN echo built"));
+    assert_eq!(layer_blobs(&env).difference(&blobs0).count(), 2);
+    let out = env.cairn(&["run", "--rm", "t:builder", "cat", "/out.txt"]);
+    assert_eq!(common::stdout(&out), "built\n", "{}", stderr(&out));
+    let fresh = Cairn::with_busybox();
+    fresh.write("Dockerfile", df);
+    let fresh_iid = fresh.ctx.parent().unwrap().join("iid");
+    fresh.ok_build(&[
+        "--target",
+        "builder",
+        "--iidfile",
+        fresh_iid.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read_to_string(&iid).unwrap(),
+        fs::read_to_string(&fresh_iid).unwrap()
+    );
+
+    // A cache entry whose snapshot is gone is a miss (the step runs again), and prune drops it.
+    env.write("Dockerfile", &df.replace("echo built", "echo again"));
+    env.ok_build(&["-t", "t:final"]);
+    let only = snapshot_names(&env)
+        .into_iter()
+        .find(|n| {
+            fs::read_to_string(env.root.join("snapshots").join(n).join("out.txt"))
+                .is_ok_and(|t| t == "again\n")
+        })
+        .expect("the new RUN's snapshot");
+    fs::remove_dir_all(env.root.join("snapshots").join(&only)).unwrap();
+    let out = env.cairn(&["image", "prune", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = vertices(&env.ok_build(&["-t", "t:final"]));
+    assert!(
+        !v.is_cached("RUN echo again"),
+        "a missing snapshot must not be a hit"
+    );
+    let out = env.cairn(&["run", "--rm", "t:final", "cat", "/app/out.txt"]);
+    assert_eq!(common::stdout(&out), "again\n", "{}", stderr(&out));
+}

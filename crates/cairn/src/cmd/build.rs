@@ -215,6 +215,9 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         secrets,
         ssh,
         allow_insecure,
+        blobs_for_all_stages: cache_to
+            .iter()
+            .any(|c| matches!(c, build_cache::CacheTo::Registry { max: true, .. })),
     };
     let renderer = Renderer::new(mode);
     let reporter = Reporter::new(&renderer);
