@@ -72,14 +72,15 @@ pub struct CacheMountsPruned {
 pub struct BuildCacheUsage {
     /// Cache records (one per cached step).
     pub entries: usize,
-    /// Bytes of the distinct blobs the records keep alive.
+    /// Bytes of the distinct blobs the records keep alive, and of the snapshots that are the
+    /// only copy of a record's layer (a builder stage's, see `Store::cache_put_snapshot`).
     pub size: u64,
     /// Of those, bytes that no image uses (what `system prune --build-cache` could free).
     pub reclaimable: u64,
 }
 
 impl Store {
-    /// Counts the build cache records and sizes the blobs they keep.
+    /// Counts the build cache records and sizes the blobs and snapshots they keep.
     pub fn build_cache_usage(&self) -> Result<BuildCacheUsage> {
         use redb::ReadableTable as _;
         let mut blobs = std::collections::BTreeSet::new();
@@ -118,6 +119,17 @@ impl Store {
             if !used.contains(b) {
                 rep.reclaimable += size;
             }
+        }
+        // No image has these layers (an image's layers have blobs): all reclaimable.
+        let held: std::collections::BTreeSet<String> = self
+            .cache_snapshot_lists()?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        for d in held {
+            let size = tree_size(&self.snapshot_path(&d))?;
+            rep.size += size;
+            rep.reclaimable += size;
         }
         Ok(rep)
     }

@@ -463,6 +463,9 @@ fn a_cache_entry_held_by_a_snapshot_lives_and_dies_with_it() {
     assert!(snap.is_dir());
     assert_eq!(store.cache_get("s").unwrap().as_deref(), Some(&b"v"[..]));
     assert!(store.check().unwrap().garbage.is_empty());
+    // `system df` counts the snapshot (one file of one byte) as the entry's size.
+    let usage = store.build_cache_usage().unwrap();
+    assert_eq!((usage.entries, usage.size, usage.reclaimable), (1, 1, 1));
     // It has no blob to send with an exported cache.
     assert!(store.cache_entries().unwrap().iter().all(|e| e.key != "s"));
     // Its snapshot gone, the entry is dropped.
