@@ -364,6 +364,30 @@ fn merged_usr_symlinks_in_the_destination_are_followed_inside_the_root() {
     assert!(!Path::new("/usr/lib/liby.so").exists());
 }
 
+/// Two source paths that land on one target through a destination symlink (`lib/x` and
+/// `usr/lib/x` with `/lib -> usr/lib`): the later one wins, however many files the copy has.
+#[test]
+fn the_later_of_two_entries_with_one_target_wins_in_a_big_copy() {
+    let f = Dirs::new();
+    fs::create_dir_all(f.rootfs.join("usr/lib")).unwrap();
+    symlink("usr/lib", f.rootfs.join("lib")).unwrap();
+    for i in 0..400 {
+        write(&f.ctx.join(format!("tree/lib/f{i:03}")), "from lib/");
+        write(
+            &f.ctx.join(format!("tree/usr/lib/f{i:03}")),
+            "from usr/lib/",
+        );
+    }
+    run(&f, &copy(&["tree"], "/"), "/").unwrap();
+    for i in 0..400 {
+        assert_eq!(
+            fs::read_to_string(f.rootfs.join(format!("usr/lib/f{i:03}"))).unwrap(),
+            "from usr/lib/",
+            "f{i:03}"
+        );
+    }
+}
+
 // Needs root: mknod of a character device.
 #[test]
 fn from_dir_copies_devices_and_fifos() {

@@ -199,14 +199,18 @@ impl Spec<'_> {
         self.finish_node(target, src, meta)
     }
 
-    /// Runs [`Spec::plain_node`] over `jobs` (source, lstat, target) on all cores; the first
-    /// failure in job order is the one returned.
-    fn plain_nodes(&self, jobs: &[(PathBuf, &fs::Metadata, PathBuf)]) -> Result<CopyStats> {
+    /// Runs [`Spec::plain_node`] over `jobs` (source, lstat, target), on all cores when the
+    /// targets are `distinct`; the first failure in job order is the one returned.
+    fn plain_nodes(
+        &self,
+        jobs: &[(PathBuf, &fs::Metadata, PathBuf)],
+        distinct: bool,
+    ) -> Result<CopyStats> {
         let threads = available_cpus()
             .min(jobs.len() / (PARALLEL_MIN_FILES / 2))
             .max(1);
         let mut total = CopyStats::default();
-        if threads == 1 || jobs.len() < PARALLEL_MIN_FILES {
+        if threads == 1 || jobs.len() < PARALLEL_MIN_FILES || !distinct {
             for (src, meta, target) in jobs {
                 self.plain_node(src, meta, target, &mut total)?;
             }
@@ -455,6 +459,9 @@ impl<'a> Writer<'a> {
         // written afterwards on all cores (a copy of 20,000 small files kept one core busy and
         // the other idle).
         let mut plain = Vec::new();
+        // A directory reached through a symlink of the destination (merged /usr) may give two
+        // entries one target; the later one must win, so those copies keep their order.
+        let mut aliased = false;
         for e in entries {
             let parent = match e.rel.parent() {
                 Some(p) if !p.as_os_str().is_empty() => match placed.get(p) {
@@ -468,7 +475,9 @@ impl<'a> Writer<'a> {
             let t = parent.join(name);
             let path = src.join(&e.rel);
             if e.meta.is_dir() {
-                let t = self.subdir(&t)?;
+                let resolved = self.subdir(&t)?;
+                aliased |= resolved != t;
+                let t = resolved;
                 self.finish(&t, Some(&path), &e.meta)?;
                 placed.insert(&e.rel, t);
             } else if self.is_plain(&e.meta) {
@@ -480,7 +489,7 @@ impl<'a> Writer<'a> {
                 self.node(&path, &e.meta, &t)?;
             }
         }
-        let stats = self.spec.plain_nodes(&plain)?;
+        let stats = self.spec.plain_nodes(&plain, !aliased)?;
         self.stats.add(&stats);
         Ok(())
     }
