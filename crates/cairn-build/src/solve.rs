@@ -476,6 +476,11 @@ enum Committed {
     Deferred { diff_id: String },
 }
 
+/// Whether `l` was made by [`stand_in`].
+fn is_stand_in(l: &LayerDescriptor) -> bool {
+    l.media_type.is_empty()
+}
+
 /// The descriptor of a layer that has no blob (yet): found by its diffID, `media_type` empty.
 fn stand_in(diff_id: &str) -> LayerDescriptor {
     LayerDescriptor {
@@ -551,7 +556,7 @@ impl<'a> Solver<'a> {
         let layers = target
             .layers
             .iter()
-            .map(|l| match l.media_type.is_empty() {
+            .map(|l| match is_stand_in(l) {
                 false => Ok(l.clone()),
                 true => written.get(&l.diff_id).cloned().ok_or_else(|| {
                     Error::Other(format!(
@@ -858,7 +863,7 @@ impl<'a> Solver<'a> {
         if let Some(rec) = hit {
             self.reporter.cached(v);
             return Ok(match rec.layer {
-                Some(l) if l.media_type.is_empty() => Committed::Deferred { diff_id: l.diff_id },
+                Some(l) if is_stand_in(&l) => Committed::Deferred { diff_id: l.diff_id },
                 layer => Committed::Layer(layer),
             });
         }
@@ -906,7 +911,7 @@ impl<'a> Solver<'a> {
         let present = match &rec.layer {
             None => true,
             // Only a snapshot holds it (see `Solver::exported`).
-            Some(l) if l.media_type.is_empty() => self.store.has_snapshot(&l.diff_id)?,
+            Some(l) if is_stand_in(l) => self.store.has_snapshot(&l.diff_id)?,
             Some(l) => self.store.has_blob(&l.digest),
         };
         Ok(present.then_some(rec))

@@ -33,11 +33,11 @@ impl Store {
     /// unpacked stream must hash to `layer.diff_id`. Do not write into it: every image with this
     /// layer shares it.
     pub fn snapshot(&self, layer: &LayerDescriptor) -> Result<PathBuf> {
-        check_digest(&layer.diff_id)?;
+        // Marks the store in use even for an existing snapshot: a process that mounts it must
+        // keep prune's hands off.
+        let ready = self.has_snapshot(&layer.diff_id)?;
         let dst = self.snapshot_path(&layer.diff_id);
-        // Even for an existing snapshot: a process that mounts it must keep prune's hands off.
-        self.mark_in_use()?;
-        if dst.is_dir() && self.settle_pending(&dst, &layer.diff_id)? {
+        if ready {
             return Ok(dst);
         }
         // One unpack per layer at a time, across threads and processes (flock locks open file

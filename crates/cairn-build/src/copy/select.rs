@@ -477,14 +477,15 @@ impl<'a> Selector<'a> {
 /// busy 2-core VM; at 512 they were stat'ed on one).
 const PARALLEL_STAT_MIN: usize = 400;
 
-/// The entries of `dir` with their `lstat`, unsorted.
+/// The entries of `dir` with their `lstat`, sorted by name.
 ///
 /// `DirEntry::metadata` is an `fstatat` relative to the open directory: unlike
 /// `symlink_metadata(dir.join(name))` it does not resolve the whole path again for every file,
 /// which was half the time of a no-op build over a large context. The other half is the kernel's
 /// per-file work, which large directories spread over the cores.
-/// The children of `dir` with their `lstat`, sorted by name (before the `lstat`s: moving the
-/// small directory entries costs less than moving the big results).
+///
+/// They are sorted before the `lstat`s: moving the small directory entries costs less than moving
+/// the big results.
 fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
     let mut entries: Vec<(OsString, fs::DirEntry)> = fs::read_dir(dir)?
         .map(|e| e.map(|e| (e.file_name(), e)))

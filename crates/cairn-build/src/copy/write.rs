@@ -289,16 +289,12 @@ impl<'a> Writer<'a> {
         self.spec.dest_err(p)
     }
 
-    /// Sets owner, mode, xattrs and times of `target` after `src_meta` (the source's lstat).
-    fn finish(&mut self, target: &Path, src: Option<&Path>, src_meta: &fs::Metadata) -> Result<()> {
-        self.spec.attrs(target, src, src_meta)?;
-        if src_meta.is_dir() {
-            self.dir_times
-                .push((target.to_path_buf(), times_of(src_meta)));
-        } else {
-            rustix::fs::utimensat(CWD, target, &times_of(src_meta), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.dest_err(target)(e.into()))?;
-        }
+    /// Sets owner, mode and xattrs of the directory `target` after `src_meta` (the source's
+    /// lstat); its times are set last, by [`Writer::done`] (writing into it changes them).
+    fn finish_dir(&mut self, target: &Path, src: &Path, src_meta: &fs::Metadata) -> Result<()> {
+        self.spec.attrs(target, Some(src), src_meta)?;
+        self.dir_times
+            .push((target.to_path_buf(), times_of(src_meta)));
         Ok(())
     }
 
@@ -450,7 +446,7 @@ impl<'a> Writer<'a> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(target).map_err(self.dest_err(target))?;
                 self.stats.dirs += 1;
-                self.finish(target, Some(src), meta)?;
+                self.finish_dir(target, src, meta)?;
             }
             Err(e) => return Err(self.dest_err(target)(e)),
         }
@@ -478,7 +474,7 @@ impl<'a> Writer<'a> {
                 let resolved = self.subdir(&t)?;
                 aliased |= resolved != t;
                 let t = resolved;
-                self.finish(&t, Some(&path), &e.meta)?;
+                self.finish_dir(&t, &path, &e.meta)?;
                 placed.insert(&e.rel, t);
             } else if self.is_plain(&e.meta) {
                 if let Some(p) = &mut self.pool {
