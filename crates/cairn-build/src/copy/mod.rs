@@ -51,6 +51,7 @@
 pub mod archive;
 pub mod chmod;
 pub mod chown;
+mod cores;
 pub mod dest;
 mod digest;
 pub mod error;

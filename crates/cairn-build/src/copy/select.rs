@@ -12,6 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::cores;
 use super::dest::resolve_in_root;
 use super::error::{io_err, CopyError, Result};
 use super::SourceRoot;
@@ -300,39 +301,20 @@ impl<'a> Selector<'a> {
         }
         let subdirs: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].1.is_some()).collect();
         let mut below: Vec<Option<Vec<Entry>>> = Vec::new();
-        let cpus = available_cpus();
+        let cpus = cores::available();
         if subdirs.len() >= 2 && cpus > 1 && !IN_WALKER.get() {
             below.resize_with(kept.len(), || None);
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let done = std::sync::Mutex::new(Vec::new());
-            let kept = &kept;
-            std::thread::scope(|s| {
-                let worker = || -> io::Result<()> {
-                    IN_WALKER.set(true);
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = subdirs.get(k) else {
-                            return Ok(());
-                        };
-                        let (e, sub) = &kept[i];
-                        let Some((path, _, inc)) = sub else { continue };
-                        let mut v = Vec::new();
-                        self.walk(path, &e.rel, *inc, &mut v)?;
-                        done.lock().unwrap_or_else(|p| p.into_inner()).push((i, v));
-                    }
-                };
-                let others: Vec<_> = (1..cpus.min(subdirs.len()))
-                    .map(|_| s.spawn(worker))
-                    .collect();
-                let mine = worker();
-                IN_WALKER.set(false);
-                others.into_iter().try_for_each(|h| {
-                    h.join()
-                        .map_err(|_| io::Error::other("a walk thread panicked"))?
-                })?;
-                mine
-            })?;
-            for (i, v) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            let walked = cores::map(&subdirs, cpus, 1, |&i| {
+                IN_WALKER.set(true);
+                let (e, sub) = &kept[i];
+                let mut v = Vec::new();
+                if let Some((path, _, inc)) = sub {
+                    self.walk(path, &e.rel, *inc, &mut v)?;
+                }
+                Ok::<_, io::Error>(v)
+            });
+            IN_WALKER.set(false);
+            for (&i, v) in subdirs.iter().zip(walked?) {
                 below[i] = Some(v);
             }
         }
@@ -491,29 +473,15 @@ fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
         .map(|e| e.map(|e| (e.file_name(), e)))
         .collect::<io::Result<_>>()?;
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let stat = |chunk: &[(OsString, fs::DirEntry)]| -> io::Result<Vec<fs::Metadata>> {
-        chunk.iter().map(|(_, e)| e.metadata()).collect()
-    };
-    let threads = available_cpus().min(entries.len() / PARALLEL_STAT_MIN);
+    let threads = cores::available().min(entries.len() / PARALLEL_STAT_MIN);
     // Inside a parallel walk every core is busy already.
-    let metas = if threads <= 1 || IN_WALKER.get() {
-        stat(&entries)?
-    } else {
-        let chunk = entries.len().div_ceil(threads);
-        std::thread::scope(|s| -> io::Result<Vec<fs::Metadata>> {
-            let mut parts = entries.chunks(chunk);
-            let first = parts.next().unwrap_or_default();
-            let others: Vec<_> = parts.map(|c| s.spawn(move || stat(c))).collect();
-            let mut all = stat(first)?;
-            for h in others {
-                all.extend(
-                    h.join()
-                        .map_err(|_| io::Error::other("a stat thread panicked"))??,
-                );
-            }
-            Ok(all)
-        })?
-    };
+    let threads = if IN_WALKER.get() { 1 } else { threads };
+    let metas = cores::map(
+        &entries,
+        threads,
+        entries.len().div_ceil(threads.max(1)),
+        |(_, e)| e.metadata(),
+    )?;
     Ok(entries
         .into_iter()
         .zip(metas)
@@ -524,12 +492,6 @@ fn stat_children(dir: &Path) -> io::Result<Vec<(OsString, fs::Metadata)>> {
 thread_local! {
     /// Set on the threads of a parallel walk, whose own walks stay on their thread.
     static IN_WALKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The cores this process may use, asked once: the answer reads cgroup files.
-pub(crate) fn available_cpus() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn matches_or_parent(p: &Pattern, rel: &str) -> bool {
@@ -613,7 +575,7 @@ mod tests {
                 "top.txt"
             ]
         );
-        if available_cpus() > 1 {
+        if cores::available() > 1 {
             assert_eq!(walk(false), serial);
         }
     }

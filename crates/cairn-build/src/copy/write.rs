@@ -10,15 +10,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
 use super::chmod::ModeChange;
+use super::cores;
 use super::dest::{display_in_root, resolve_in_root};
 use super::error::{io_err, CopyError, Result};
 use super::pool::{Attrs, Planner, PoolOp};
-use super::select::{available_cpus, Entry};
+use super::select::Entry;
 use super::CopyStats;
 
 /// Whose ownership copied entries get.
@@ -116,6 +116,17 @@ impl Spec<'_> {
             .map_err(|e| self.dest_err(target)(e.into()))
     }
 
+    /// A directory copy whose target `t` is there but is not a directory (BuildKit's words).
+    fn not_a_directory(&self, t: &Path) -> CopyError {
+        CopyError::Invalid {
+            cmd: self.cmd,
+            message: format!(
+                "cannot copy to non-directory: {}",
+                display_in_root(self.root, t)
+            ),
+        }
+    }
+
     /// Makes room for a non-directory at `target`: an existing file or symlink is replaced, a
     /// directory is an error (as BuildKit).
     fn clear(&self, target: &Path) -> Result<()> {
@@ -206,61 +217,25 @@ impl Spec<'_> {
         jobs: &[(PathBuf, &fs::Metadata, PathBuf)],
         distinct: bool,
     ) -> Result<CopyStats> {
-        let threads = available_cpus()
+        let threads = cores::available()
             .min(jobs.len() / (PARALLEL_MIN_FILES / 2))
             .max(1);
-        let mut total = CopyStats::default();
-        if threads == 1 || jobs.len() < PARALLEL_MIN_FILES || !distinct {
-            for (src, meta, target) in jobs {
-                self.plain_node(src, meta, target, &mut total)?;
-            }
-            return Ok(total);
-        }
+        let threads = if jobs.len() < PARALLEL_MIN_FILES || !distinct {
+            1
+        } else {
+            threads
+        };
         let batch = (jobs.len() / (threads * BATCHES_PER_THREAD)).max(1);
-        let next = AtomicUsize::new(0);
-        let results: Vec<(CopyStats, Option<(usize, CopyError)>)> = std::thread::scope(|s| {
-            let work = || {
-                let mut stats = CopyStats::default();
-                loop {
-                    let at = next.fetch_add(batch, Ordering::Relaxed);
-                    let Some(mine) = jobs.get(at..jobs.len().min(at + batch)) else {
-                        return (stats, None);
-                    };
-                    for (i, (src, meta, target)) in mine.iter().enumerate() {
-                        if let Err(e) = self.plain_node(src, meta, target, &mut stats) {
-                            // Stop the others at their next batch.
-                            next.store(jobs.len(), Ordering::Relaxed);
-                            return (stats, Some((at + i, e)));
-                        }
-                    }
-                }
-            };
-            let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let mut all = vec![work()];
-            all.extend(others.into_iter().map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    let e = io::Error::other("a copy thread panicked");
-                    (
-                        CopyStats::default(),
-                        Some((0, io_err(self.cmd, self.root)(e))),
-                    )
-                })
-            }));
-            all
-        });
-        let mut first: Option<(usize, CopyError)> = None;
-        for (stats, err) in results {
-            total.add(&stats);
-            if let Some((i, e)) = err {
-                if first.as_ref().is_none_or(|(j, _)| i < *j) {
-                    first = Some((i, e));
-                }
-            }
+        let per_job = cores::map(jobs, threads, batch, |(src, meta, target)| {
+            let mut stats = CopyStats::default();
+            self.plain_node(src, meta, target, &mut stats)
+                .map(|()| stats)
+        })?;
+        let mut total = CopyStats::default();
+        for stats in &per_job {
+            total.add(stats);
         }
-        match first {
-            Some((_, e)) => Err(e),
-            None => Ok(total),
-        }
+        Ok(total)
     }
 }
 
@@ -434,15 +409,7 @@ impl<'a> Writer<'a> {
             // An existing top directory keeps its owner and mode; its times become the
             // source's, as fsutil restores them.
             Ok(m) if m.is_dir() => self.dir_times.push((target.to_path_buf(), times_of(meta))),
-            Ok(_) => {
-                return Err(CopyError::Invalid {
-                    cmd: self.spec.cmd,
-                    message: format!(
-                        "cannot copy to non-directory: {}",
-                        display_in_root(self.spec.root, target)
-                    ),
-                })
-            }
+            Ok(_) => return Err(self.spec.not_a_directory(target)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(target).map_err(self.dest_err(target))?;
                 self.stats.dirs += 1;
@@ -503,22 +470,10 @@ impl<'a> Writer<'a> {
                 if r.is_dir() {
                     Ok(r)
                 } else {
-                    Err(CopyError::Invalid {
-                        cmd: self.spec.cmd,
-                        message: format!(
-                            "cannot copy to non-directory: {}",
-                            display_in_root(self.spec.root, t)
-                        ),
-                    })
+                    Err(self.spec.not_a_directory(t))
                 }
             }
-            Ok(_) => Err(CopyError::Invalid {
-                cmd: self.spec.cmd,
-                message: format!(
-                    "cannot copy to non-directory: {}",
-                    display_in_root(self.spec.root, t)
-                ),
-            }),
+            Ok(_) => Err(self.spec.not_a_directory(t)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(t).map_err(self.dest_err(t))?;
                 self.stats.dirs += 1;
