@@ -16,7 +16,7 @@ use cairn_layer::{Compression, DiffSource, LayerDescriptor, UnpackMode, WriteOpt
 use cairn_store::Store;
 
 use crate::error::{io_err, Error, Result};
-use crate::progress::Reporter;
+use crate::progress::{Reporter, Vertex};
 use crate::solve::BuildOutput;
 
 /// An `-o` request.
@@ -67,6 +67,37 @@ impl Output {
     }
 }
 
+/// The vertex that stores a built image.
+const EXPORT_TO_STORE: &str = "exporting to image";
+
+/// The name of the first vertex [`finish`] shows for these arguments: what
+/// [`crate::BuildRequest::export_vertex_name`] should be.
+pub fn first_vertex_name(outputs: &[Output], to_store: bool) -> Option<String> {
+    if to_store {
+        return Some(EXPORT_TO_STORE.into());
+    }
+    outputs.first().map(|o| output_vertex_name(o).into())
+}
+
+fn output_vertex_name(o: &Output) -> &'static str {
+    match o {
+        Output::Local(_) => "exporting to client directory",
+        Output::Tar(_) => "exporting to client tarball",
+        Output::Oci(_) => "exporting to oci image format",
+        Output::Docker(_) => "exporting to docker image format",
+    }
+}
+
+/// BuildKit's status line for the layers, with their time when there was a wait to see.
+fn layers_done(v: Vertex) -> String {
+    let t = v.elapsed().as_secs_f64();
+    if t >= 0.05 {
+        format!("exporting layers {t:.1}s done")
+    } else {
+        "exporting layers done".into()
+    }
+}
+
 /// Stores the image (when `to_store`) under `tags`, then writes every `-o` output, reporting each
 /// as BuildKit does (`exporting to image`, `writing image sha256:… done`, `naming to … done`).
 /// Returns the stored image's record.
@@ -81,9 +112,14 @@ pub fn finish(
     let value: serde_json::Value =
         serde_json::from_slice(&out.config_json).map_err(|e| Error::Other(e.to_string()))?;
     let mut record = None;
+    // Running since the build's last step when the build was asked for it (the wait for the
+    // layers' blobs is then its `exporting layers` time).
+    let mut started = out.export_vertex;
     if to_store {
-        let v = reporter.start("exporting to image");
-        reporter.status(v, "exporting layers done");
+        let v = started
+            .take()
+            .unwrap_or_else(|| reporter.start(EXPORT_TO_STORE));
+        reporter.status(v, layers_done(v));
         let committed = match already_stored(store, out, tags) {
             Some(r) => Ok(r),
             None => store.commit_image_json(&value, &out.layers, tags),
@@ -104,13 +140,17 @@ pub fn finish(
         }
     }
     for o in outputs {
-        let (what, dest) = match o {
-            Output::Local(d) => ("exporting to client directory", d),
-            Output::Tar(d) => ("exporting to client tarball", d),
-            Output::Oci(d) => ("exporting to oci image format", d),
-            Output::Docker(d) => ("exporting to docker image format", d),
+        let what = output_vertex_name(o);
+        let dest = match o {
+            Output::Local(d) | Output::Tar(d) | Output::Oci(d) | Output::Docker(d) => d,
         };
-        let v = reporter.start(what);
+        let v = match started.take() {
+            Some(v) => {
+                reporter.status(v, layers_done(v));
+                v
+            }
+            None => reporter.start(what),
+        };
         let result = match o {
             Output::Local(dir) => export_local(store, &out.layers, dir),
             Output::Tar(file) => export_rootfs_tar(store, &out.layers, file),
@@ -219,8 +259,14 @@ pub fn normalize_reference(reference: &str) -> String {
 }
 
 /// Writes `path` through `fill` into a temp file in the same directory, fsyncs it and renames it
-/// into place: a crash leaves the old file or none, never half of one.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
+/// into place: a crash leaves the old file or none, never half of one. The file is made as
+/// `File::create` makes one (0666 less the umask), as docker's outputs are; a temp file's own
+/// default, 0600, would leave a user's tarball unreadable to the others.
+pub fn write_atomic<E: From<Error>>(
+    path: &Path,
+    fill: impl FnOnce(&mut fs::File) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -228,6 +274,7 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>)
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".cairn-export-")
+        .permissions(fs::Permissions::from_mode(0o666))
         .tempfile_in(&dir)
         .map_err(io_err(&dir))?;
     fill(tmp.as_file_mut())?;
@@ -282,5 +329,17 @@ mod tests {
         write_atomic(&p, |f| f.write_all(b"two").map_err(io_err("f"))).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_output_file_gets_the_mode_file_create_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let created = d.path().join("created");
+        fs::File::create(&created).unwrap();
+        let p = d.path().join("image.tar");
+        write_atomic(&p, |f| f.write_all(b"tar").map_err(io_err("f"))).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&p), mode(&created));
     }
 }

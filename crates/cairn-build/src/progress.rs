@@ -122,6 +122,13 @@ pub struct Vertex {
     started: Instant,
 }
 
+impl Vertex {
+    /// Time since it started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}
+
 impl<'a> Reporter<'a> {
     /// A reporter sending to `sink`; the clock starts now.
     pub fn new(sink: &'a dyn ProgressSink) -> Self {

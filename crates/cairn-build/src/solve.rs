@@ -84,6 +84,11 @@ pub struct BuildRequest<'a> {
     /// Every stage's layers get a blob (`--cache-to mode=max` sends them all); otherwise only
     /// the target's and its bases' do, and the other stages' layers stay snapshots.
     pub blobs_for_all_stages: bool,
+    /// The name of the vertex the caller's export opens first (`exporting to image`): started
+    /// here as soon as the target's steps are done, so that the wait for its layers' blobs is
+    /// seen and timed in it, as BuildKit's `exporting layers` is. Handed back in
+    /// [`BuildOutput::export_vertex`].
+    pub export_vertex_name: Option<String>,
 }
 
 /// The bytes of a build secret; `Debug` does not show them.
@@ -112,6 +117,9 @@ pub struct BuildOutput {
     pub cache_keys: Vec<CacheKey>,
     /// The same for the target stage only (`mode=min`).
     pub target_cache_keys: Vec<CacheKey>,
+    /// The vertex named by [`BuildRequest::export_vertex_name`], running since the target's
+    /// steps ended; the export goes on in it.
+    pub export_vertex: Option<Vertex>,
 }
 
 /// The image a stage produced, as later stages and the exporters see it.
@@ -269,7 +277,7 @@ pub fn build(
         written: Mutex::new(HashMap::new()),
         exported: exported_stages(&plan, req.blobs_for_all_stages),
     };
-    let target = solver.solve_all()?;
+    let (target, export_vertex) = solver.solve_all()?;
 
     let mut config = target.config.clone();
     if !req.labels.is_empty() {
@@ -294,6 +302,7 @@ pub fn build(
             .map(|(_, k)| k.clone())
             .collect(),
         cache_keys: used.into_iter().map(|(_, k)| k).collect(),
+        export_vertex,
     })
 }
 
@@ -509,8 +518,14 @@ struct StageState {
 
 impl<'a> Solver<'a> {
     /// Builds every stage of the plan and returns the target's (the last) result.
-    fn solve_all(&self) -> Result<Arc<StageResult>> {
-        std::thread::scope(|s| {
+    fn solve_all(&self) -> Result<(Arc<StageResult>, Option<Vertex>)> {
+        let last = self
+            .plan
+            .stages
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| Error::Other("the Dockerfile has no stage to build".into()))?;
+        let export_vertex = std::thread::scope(|s| {
             for pos in 0..self.plan.stages.len() {
                 s.spawn(move || {
                     // A panic must still fill the slot: stages waiting on this one would
@@ -540,16 +555,17 @@ impl<'a> Solver<'a> {
                     }
                 });
             }
+            // The target's steps are done; the scope still waits for the blobs of its layers.
+            let name = self.req.export_vertex_name.as_ref()?;
+            self.slots.wait(last).ok()?;
+            Some(self.reporter.start(name.clone()))
         });
         if let Some(e) = lock(&self.errors).drain(..).next() {
+            if let Some(v) = export_vertex {
+                self.reporter.failed(v, e.to_string());
+            }
             return Err(e);
         }
-        let last = self
-            .plan
-            .stages
-            .len()
-            .checked_sub(1)
-            .ok_or_else(|| Error::Other("the Dockerfile has no stage to build".into()))?;
         let target = self.slots.wait(last)?;
         // Every compression has been joined with the scope: the stand-ins become descriptors.
         let written = lock(&self.written);
@@ -566,10 +582,11 @@ impl<'a> Solver<'a> {
                 }),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(StageResult {
+        let result = Arc::new(StageResult {
             layers,
             ..(*target).clone()
-        }))
+        });
+        Ok((result, export_vertex))
     }
 
     /// Position in `plan.stages` of the stage with Dockerfile index `index`.

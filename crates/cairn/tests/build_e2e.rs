@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::time::Instant;
 
@@ -145,7 +146,46 @@ CMD ["cat", "/app/out.txt"]
             "docker" => assert!(names.contains("manifest.json")),
             _ => assert!(names.contains("app/out.txt"), "{names}"),
         }
+        // Readable as any file the user makes (docker's outputs are), not a temp file's 0600.
+        let made = env.ctx.parent().unwrap().join("made-here");
+        fs::File::create(&made).unwrap();
+        let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&f), mode(&made), "{kind}");
     }
+}
+
+#[test]
+fn the_wait_for_the_last_layers_blob_is_shown_in_the_export() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Cairn::with_busybox();
+    // Random bytes: compressing them into the final layer's blob takes a while after the step.
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN head -c 24000000 /dev/urandom > /noise\n",
+    );
+    let out = env.ok_build(&["-t", "test:noise"]);
+    let err = stderr(&out);
+    let v = vertices(&out);
+    let export = v.id_of("exporting to image");
+    let status = err
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("#{export} exporting layers ")))
+        .unwrap_or_else(|| panic!("no timed exporting layers status:\n{err}"));
+    let secs: f64 = status
+        .strip_suffix("s done")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{status:?}"));
+    assert!(secs > 0.0, "{err}");
+    let done = err
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("#{export} DONE ")))
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(done >= secs, "the vertex's time includes the wait:\n{err}");
 }
 
 #[test]

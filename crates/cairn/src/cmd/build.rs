@@ -201,6 +201,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         }
     }
 
+    let to_store = outputs.is_empty() || !args.tags.is_empty();
     let req = BuildRequest {
         dockerfile_name: input.dockerfile_name.clone(),
         dockerfile: input.dockerfile,
@@ -218,6 +219,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         blobs_for_all_stages: cache_to
             .iter()
             .any(|c| matches!(c, build_cache::CacheTo::Registry { max: true, .. })),
+        export_vertex_name: cairn_build::export::first_vertex_name(&outputs, to_store),
     };
     let renderer = Renderer::new(mode);
     let reporter = Reporter::new(&renderer);
@@ -234,7 +236,6 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
             build_cache::add_inline(&store, &mut out)
                 .map_err(|e| cairn_build::Error::Other(format!("--cache-to type=inline: {e:#}")))?;
         }
-        let to_store = outputs.is_empty() || !args.tags.is_empty();
         let record =
             cairn_build::export::finish(&store, &out, &args.tags, &outputs, to_store, &reporter)?;
         // The store's ID is the one `cairn images` shows; it equals ours unless the store

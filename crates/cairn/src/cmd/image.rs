@@ -8,7 +8,7 @@ use cairn_store::reference::{self, Reference};
 use cairn_store::{ArchiveFormat, ImageRecord, LoadSource, SaveItem, Store};
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `cairn images` (docker images).
 #[derive(clap::Args, Debug)]
@@ -1070,36 +1070,6 @@ fn rmi_one(store: &Store, name: &str, force: bool, out: &mut impl Write) -> anyh
 // ---------------------------------------------------------------------------------------------
 // save, load
 
-/// Writes `path` through a temp file in its directory, renamed into place once complete.
-fn write_file_atomically(
-    path: &Path,
-    f: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.cairn-tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        f(&mut file)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-        std::fs::File::open(&dir)?.sync_all()?;
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
-/// Writes images as a docker-archive or an OCI layout.
 pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let format = match a.format.as_str() {
@@ -1138,13 +1108,13 @@ pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
             if as_dir {
                 store.save_dir(&items, format, p)?;
             } else {
-                write_file_atomically(p, |f| {
+                cairn_build::export::write_atomic(p, |f| {
                     store.save_tar(
                         &items,
                         format,
                         std::io::BufWriter::with_capacity(1 << 20, f),
                     )?;
-                    Ok(())
+                    Ok::<_, anyhow::Error>(())
                 })?;
             }
         }
