@@ -387,6 +387,8 @@ def run_workload(wl, r, tools, a, save, deadline):
         r["tools"][t] = dict(cold=[], noop=[], onefile=[], rss_kib=dict(cold=[], noop=[], onefile=[]),
                              size=None, layers=None, errors=[])
     cold_n = 1 if a.quick and wl["cold_full"] < 5 else (3 if a.quick else wl["cold_full"])
+    if a.cold:
+        cold_n = a.cold
     warm_n = a.runs
     if wl.get("warm_runs_max"):
         warm_n = min(warm_n, wl["warm_runs_max"])
@@ -673,6 +675,7 @@ def main():
     r.add_argument("--out", required=True)
     r.add_argument("--cairn", required=True)
     r.add_argument("--runs", type=int, default=5)
+    r.add_argument("--cold", type=int, default=0)
     r.add_argument("--quick", action="store_true")
     r.add_argument("--only", default="")
     r.add_argument("--deadline", type=float, default=0)
