@@ -382,6 +382,20 @@ impl Store {
         let pooled = self.file_pool().prune((!exclusive).then_some(GRACE));
         rep.pool_files = pooled.files;
         rep.reclaimed += pooled.bytes;
+        if opts.build_cache {
+            // The contexts' hash memos are build cache too (BuildKit's prune drops its context
+            // records): without them a build hashes its context afresh, as a cold one does.
+            for e in fs::read_dir(self.context_hash_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if old_enough(&e.path()) {
+                    rep.reclaimed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let tmp = self.tmp_dir();
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             if old_enough(&e.path()) {

@@ -253,6 +253,13 @@ impl Store {
         &self.root
     }
 
+    /// Where builds keep the content hashes of their contexts' files (a memo keyed by path and
+    /// stat, so that a rebuild reads only the files that changed): build cache, which the whole
+    /// cache's prune removes.
+    pub fn context_hash_dir(&self) -> PathBuf {
+        self.root.join("build-context")
+    }
+
     /// The directory for temporary files, on the same filesystem as the blobs.
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")

@@ -494,6 +494,23 @@ fn a_cache_entry_held_by_a_snapshot_lives_and_dies_with_it() {
     assert!(store.check().unwrap().garbage.is_empty());
 }
 
+#[test]
+fn the_contexts_hash_memos_go_with_the_whole_build_cache() {
+    let (_t, store, _) = setup();
+    let memo = store.context_hash_dir().join("context-hashes-v2-0123.bin");
+    fs::create_dir_all(memo.parent().unwrap()).unwrap();
+    fs::write(&memo, b"memo").unwrap();
+    store.prune(&PruneOptions::default()).unwrap();
+    assert!(memo.exists(), "an ordinary prune keeps the memo");
+    store
+        .prune(&PruneOptions {
+            dangling_images: false,
+            build_cache: true,
+        })
+        .unwrap();
+    assert!(!memo.exists());
+}
+
 /// Writes `src` as a gzip layer of `store`.
 fn store_layer(store: &Store, src: &Path) -> cairn_layer::LayerDescriptor {
     store

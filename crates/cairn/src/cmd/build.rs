@@ -185,7 +185,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         Some(dir) => Some(
             BuildContext::open(dir, input.dockerfile_path.as_deref())
                 .with_context(|| format!("opening the build context {}", dir.display()))?
-                .with_hash_cache(&store.root().join("build-context")),
+                .with_hash_cache(&store.context_hash_dir()),
         ),
         None => None,
     };

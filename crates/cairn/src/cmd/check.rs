@@ -166,7 +166,7 @@ pub fn check(a: CheckArgs, g: &Global) -> anyhow::Result<i32> {
     let store = super::open_store(g)?;
     let ctx = BuildContext::open(&context, on_disk(&df_path))
         .with_context(|| format!("opening the build context {}", context.display()))?
-        .with_hash_cache(&store.root().join("build-context"));
+        .with_hash_cache(&store.context_hash_dir());
     let req = BuildRequest {
         dockerfile_name: display_name(a.file.as_deref()),
         dockerfile: text,
