@@ -3,6 +3,7 @@
 //! - `layer_bench floor FILE`: the machine's floor, sha256 + gzip (same crates, same level as the
 //!   layer writer) of FILE's bytes, single-threaded, output discarded.
 //! - `layer_bench tree DIR`: `write_layer(DiffSource::Tree(DIR), Gzip)` to a discarding writer.
+//! - `layer_bench hash DIR`: the same, uncompressed: what a step's diffID costs.
 //! - `layer_bench unpack BLOB DIR`: `unpack_layer(BLOB, DIR, OverlayLower)` (a snapshot).
 //!
 //! Each prints `MODE BYTES SECONDS MB/s` (MB = 10^6 bytes; BYTES = uncompressed bytes); `tree`
@@ -18,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, path) = match (args.get(1), args.get(2)) {
         (Some(m), Some(p)) => (m.as_str(), p.as_str()),
-        _ => return Err("usage: layer_bench floor FILE | tree DIR | unpack BLOB DIR".into()),
+        _ => return Err("usage: layer_bench floor FILE | tree DIR | hash DIR | unpack BLOB DIR".into()),
     };
     let start = Instant::now();
     let mut compressed = None;
@@ -43,10 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::hint::black_box(h.finalize());
             n
         }
-        "tree" => {
+        "tree" | "hash" => {
             let (desc, stats) = write_layer_with_stats(
                 DiffSource::Tree(path.as_ref()),
-                Compression::Gzip,
+                if mode == "tree" {
+                    Compression::Gzip
+                } else {
+                    Compression::None
+                },
                 &WriteOptions::default(),
                 HashingWriter::new(std::io::sink()),
             )?;
