@@ -270,7 +270,7 @@ pub fn build(
         scratch,
         run_slots: Semaphore::new(max_parallel_runs()),
         slots: Slots::new(plan.stages.len()),
-        cancelled: AtomicBool::new(false),
+        cancelled: Arc::new(AtomicBool::new(false)),
         errors: Mutex::new(Vec::new()),
         stage_count: plan.stages.len() + plan.skipped.len(),
         used_keys: Mutex::new(Vec::new()),
@@ -438,7 +438,7 @@ struct Solver<'a> {
     scratch: PathBuf,
     run_slots: Semaphore,
     slots: Slots,
-    cancelled: AtomicBool,
+    cancelled: Arc<AtomicBool>,
     errors: Mutex<Vec<Error>>,
     stage_count: usize,
     /// (stage position, key) of every layer step looked up or run, for cache export.
@@ -500,14 +500,6 @@ fn stand_in(diff_id: &str) -> LayerDescriptor {
     }
 }
 
-/// How a build step's layer is written: mtimes clamped to the build time.
-fn layer_options(build_time: i64) -> WriteOptions {
-    WriteOptions {
-        clamp_mtime: Some(build_time),
-        ..Default::default()
-    }
-}
-
 /// A stage's state while its steps are applied.
 struct StageState {
     cfg: ImageConfig,
@@ -517,6 +509,31 @@ struct StageState {
 }
 
 impl<'a> Solver<'a> {
+    /// How this build writes its layers: mtimes clamped to `build_time`; a layer being written
+    /// stops when the build is cancelled or interrupted (a big one takes seconds).
+    fn layer_options(&self, build_time: i64) -> WriteOptions {
+        let cancelled = self.cancelled.clone();
+        WriteOptions {
+            clamp_mtime: Some(build_time),
+            cancel: Some(Arc::new(move || {
+                cancelled.load(Ordering::SeqCst) || cairn_sandbox::termination_signal().is_some()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// A store error of a layer this build wrote, with a layer stopped by
+    /// [`Solver::layer_options`]' cancel made the build's own reason to stop.
+    fn layer_error(&self, e: cairn_store::Error) -> Error {
+        if !matches!(e, cairn_store::Error::Layer(cairn_layer::Error::Cancelled)) {
+            return e.into();
+        }
+        match cairn_sandbox::termination_signal() {
+            Some(signal) => Error::Interrupted { signal },
+            None => Error::Cancelled,
+        }
+    }
+
     /// Builds every stage of the plan and returns the target's (the last) result.
     fn solve_all(&self) -> Result<(Arc<StageResult>, Option<Vertex>)> {
         let last = self
@@ -732,7 +749,10 @@ impl<'a> Solver<'a> {
                                 }
                                 Err(e) => {
                                     self.cancelled.store(true, Ordering::SeqCst);
-                                    lock(&self.errors).push(e);
+                                    // Stopped for another failure: that one is the error.
+                                    if !matches!(e, Error::Cancelled) {
+                                        lock(&self.errors).push(e);
+                                    }
                                 }
                             }
                         });
@@ -959,9 +979,10 @@ impl<'a> Solver<'a> {
         let source = rootfs.diff_source();
         let DiffSource::OverlayUpper(upper) = source else {
             // A native root: compared with its pristine copy and written in line.
-            let desc =
-                self.store
-                    .write_layer(source, Compression::Gzip, &layer_options(build_time))?;
+            let desc = self
+                .store
+                .write_layer(source, Compression::Gzip, &self.layer_options(build_time))
+                .map_err(|e| self.layer_error(e))?;
             rootfs.cleanup()?;
             return Ok(Committed::Layer(
                 (desc.diff_id != empty_tar_diff_id()).then_some(desc),
@@ -986,7 +1007,7 @@ impl<'a> Solver<'a> {
         }
         // Finds an existing snapshot (and drops the tree) under the snapshot's lock.
         self.store
-            .adopt_upper_as_snapshot(&tree, &diff_id, &layer_options(build_time))?;
+            .adopt_upper_as_snapshot(&tree, &diff_id, &self.layer_options(build_time))?;
         Ok(Committed::Deferred { diff_id })
     }
 
@@ -1000,10 +1021,10 @@ impl<'a> Solver<'a> {
         let desc = cairn_layer::write_layer(
             DiffSource::OverlayUpper(upper),
             Compression::None,
-            &layer_options(build_time),
+            &self.layer_options(build_time),
             std::io::sink(),
         )
-        .map_err(cairn_store::Error::from)?;
+        .map_err(|e| self.layer_error(e.into()))?;
         Ok((desc.diff_id != empty_tar_diff_id()).then_some(desc.diff_id))
     }
 
@@ -1018,11 +1039,14 @@ impl<'a> Solver<'a> {
         diff_id: &str,
         build_time: i64,
     ) -> Result<LayerDescriptor> {
-        let desc = self.store.write_layer(
-            DiffSource::OverlayUpper(&self.store.snapshot_path(diff_id)),
-            Compression::Gzip,
-            &layer_options(build_time),
-        )?;
+        let desc = self
+            .store
+            .write_layer(
+                DiffSource::OverlayUpper(&self.store.snapshot_path(diff_id)),
+                Compression::Gzip,
+                &self.layer_options(build_time),
+            )
+            .map_err(|e| self.layer_error(e))?;
         if desc.diff_id != diff_id {
             return Err(Error::Other(format!(
                 "{name}: the layer written from the snapshot ({}) differs from the step's change ({diff_id})",

@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, path) = match (args.get(1), args.get(2)) {
         (Some(m), Some(p)) => (m.as_str(), p.as_str()),
-        _ => return Err("usage: layer_bench floor FILE | tree DIR | hash DIR | unpack BLOB DIR".into()),
+        _ => {
+            return Err(
+                "usage: layer_bench floor FILE | tree DIR | hash DIR | unpack BLOB DIR".into(),
+            )
+        }
     };
     let start = Instant::now();
     let mut compressed = None;

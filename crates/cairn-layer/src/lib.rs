@@ -104,6 +104,10 @@ pub struct WriteOptions {
     /// gzip only: compressed chunks of earlier layers to reuse (see [`ChunkCache`]); with it,
     /// [`WriteStats::gzip_chunks`] says where this layer's chunks are.
     pub chunk_cache: Option<std::sync::Arc<dyn ChunkCache>>,
+    /// Asked between entries and between reads of a file: `true` stops the layer with
+    /// [`Error::Cancelled`] (a build interrupted while a big layer is written does not wait for
+    /// it).
+    pub cancel: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for WriteOptions {
@@ -111,6 +115,7 @@ impl std::fmt::Debug for WriteOptions {
         f.debug_struct("WriteOptions")
             .field("clamp_mtime", &self.clamp_mtime)
             .field("chunk_cache", &self.chunk_cache.is_some())
+            .field("cancel", &self.cancel.is_some())
             .finish()
     }
 }
@@ -183,6 +188,9 @@ pub enum Error {
         /// The entry's name as written in the archive.
         entry: String,
     },
+    /// [`WriteOptions::cancel`] said stop.
+    #[error("cancelled")]
+    Cancelled,
     /// Anything else.
     #[error("{0}")]
     Other(String),

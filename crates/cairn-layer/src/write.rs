@@ -208,6 +208,13 @@ impl<W: Write> TarWriter<W> {
         self.out.write_all(bytes).map_err(|e| Error::io("<tar>", e))
     }
 
+    fn check_cancel(&self) -> Result<(), Error> {
+        match &self.opts.cancel {
+            Some(cancel) if cancel() => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
     fn mtime(&self, m: &fs::Metadata) -> u64 {
         let t = m.mtime().max(0);
         match self.opts.clamp_mtime {
@@ -320,6 +327,7 @@ impl<W: Write> TarWriter<W> {
         let mut buf = std::mem::take(&mut self.buf);
         let res = (|| {
             while left > 0 {
+                self.check_cancel()?;
                 let want = buf.len().min(left as usize);
                 let n = f.read(&mut buf[..want]).map_err(|e| Error::io(path, e))?;
                 if n == 0 {
@@ -340,6 +348,7 @@ impl<W: Write> TarWriter<W> {
 
     /// Emits one filesystem object (not a whiteout) at archive path `rel`.
     fn emit(&mut self, abs: &Path, rel: &Path, m: &fs::Metadata, mode: Mode) -> Result<(), Error> {
+        self.check_cancel()?;
         let ft = m.file_type();
         let mut xattrs = read_xattrs(abs)?;
         if mode == Mode::Overlay {

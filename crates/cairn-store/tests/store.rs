@@ -346,6 +346,7 @@ fn a_rebuilt_layer_reuses_earlier_chunks_and_comes_out_the_same() {
             &WriteOptions {
                 clamp_mtime: Some(0),
                 chunk_cache: Some(std::sync::Arc::new(NoCache)),
+                ..Default::default()
             },
             &mut blob,
         )
