@@ -525,9 +525,19 @@ impl<'a> Solver<'a> {
     /// A store error of a layer this build wrote, with a layer stopped by
     /// [`Solver::layer_options`]' cancel made the build's own reason to stop.
     fn layer_error(&self, e: cairn_store::Error) -> Error {
-        if !matches!(e, cairn_store::Error::Layer(cairn_layer::Error::Cancelled)) {
-            return e.into();
+        match e {
+            cairn_store::Error::Layer(cairn_layer::Error::Cancelled) => self.stopped(),
+            e => e.into(),
         }
+    }
+
+    /// Whether the build should stop: a signal came, or another stage failed.
+    fn should_stop(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst) || cairn_sandbox::termination_signal().is_some()
+    }
+
+    /// Why work stopped when [`Solver::should_stop`] said so.
+    fn stopped(&self) -> Error {
         match cairn_sandbox::termination_signal() {
             Some(signal) => Error::Interrupted { signal },
             None => Error::Cancelled,
@@ -1266,8 +1276,13 @@ impl<'a> Solver<'a> {
         let pool = (rootfs.kind() == SnapshotterKind::Overlay
             && std::env::var("CAIRN_FILE_POOL").as_deref() != Ok("off"))
         .then(|| self.store.file_pool());
-        let (_, ops) = copy::apply_pooled(&req, &source, rootfs.path(), pool.as_ref())
-            .map_err(|e| self.step_error(step, e.to_string()))?;
+        let cancel = || self.should_stop();
+        let (_, ops) =
+            copy::apply_pooled(&req, &source, rootfs.path(), pool.as_ref(), Some(&cancel))
+                .map_err(|e| match e {
+                    copy::error::CopyError::Cancelled { .. } => self.stopped(),
+                    e => self.step_error(step, e.to_string()),
+                })?;
         Ok(ops)
     }
 

@@ -520,3 +520,34 @@ fn a_copy_of_many_files_is_whole_when_written_on_all_cores() {
     let e = run(&g, &copy(&["tree"], "/dst"), "/").unwrap_err();
     assert!(e.to_string().contains("/dst/d8/f0899"), "{e}");
 }
+
+// Needs root: chown.
+#[test]
+fn a_cancelled_copy_stops_between_files() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let f = Dirs::new();
+    // Enough files for the parallel writers too.
+    for i in 0..600 {
+        write(&f.ctx.join(format!("many/f{i:04}")), "x");
+    }
+    let ctx = BuildContext::open(&f.ctx, None).unwrap();
+    let c = copy(&["many"], "/many/");
+    let req = CopyRequest {
+        copy: &c,
+        workdir: "/",
+        owner: None,
+    };
+    let asked = AtomicUsize::new(0);
+    let cancel = || asked.fetch_add(1, Ordering::SeqCst) >= 100;
+    let err = cairn_build::copy::apply_pooled(
+        &req,
+        &SourceRoot::Context(&ctx),
+        &f.rootfs,
+        None,
+        Some(&cancel),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CopyError::Cancelled { cmd: "COPY" }), "{err}");
+    let written = fs::read_dir(f.rootfs.join("many")).unwrap().count();
+    assert!(written < 600, "{written} files: the copy went on");
+}

@@ -95,6 +95,12 @@ pub enum CopyError {
         /// What could not be resolved.
         message: String,
     },
+    /// The caller's cancel said stop (the build was interrupted); the copy is partial.
+    #[error("{cmd} cancelled")]
+    Cancelled {
+        /// COPY or ADD.
+        cmd: &'static str,
+    },
 }
 
 /// Result of COPY/ADD operations.

@@ -182,18 +182,24 @@ pub fn inputs_digest(req: &CopyRequest, src: &SourceRoot) -> Result<String> {
 
 /// Runs the COPY/ADD onto `dest_root` (the stage's rootfs).
 pub fn apply(req: &CopyRequest, src: &SourceRoot, dest_root: &Path) -> Result<CopyStats> {
-    apply_pooled(req, src, dest_root, None).map(|(stats, _)| stats)
+    apply_pooled(req, src, dest_root, None, None).map(|(stats, _)| stats)
 }
+
+/// Asked before each file a copy writes: `true` stops it with [`CopyError::Cancelled`] (a
+/// build interrupted during a big COPY does not wait for the rest).
+pub type Cancel<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// [`apply`], with the big files of a COPY from the context planned against `pool` (see
 /// [`pool`]): the ops returned must be run on the upper dir of the overlay mounted at
 /// `dest_root` before the change is read, or the layer holds empty placeholders. ADD never uses
 /// the pool (what it unpacks is written outside the copier, which tracks what it replaces).
+/// `cancel` may stop the copy between files.
 pub fn apply_pooled(
     req: &CopyRequest,
     src: &SourceRoot,
     dest_root: &Path,
     pool: Option<&FilePool>,
+    cancel: Option<Cancel<'_>>,
 ) -> Result<(CopyStats, PoolOps)> {
     let c = req.copy;
     let cmd = cmd_name(c);
@@ -238,7 +244,7 @@ pub fn apply_pooled(
     };
     let root = dest_root;
     let unpack = c.add && c.unpack != Some(false);
-    let mut w = Writer::new(cmd, root, owners, mode.as_ref());
+    let mut w = Writer::new(cmd, root, owners, mode.as_ref()).with_cancel(cancel);
     if let (Some(pool), SourceRoot::Context(ctx), false) = (pool, src, c.add) {
         w.pool = Some(Planner::new(pool, ctx.memo()));
     }
@@ -342,7 +348,8 @@ pub fn apply_pooled(
                             root,
                             Owners::Fixed(created_owner.0, created_owner.1),
                             mode.as_ref(),
-                        );
+                        )
+                        .with_cancel(cancel);
                         gw.dir(&path, &meta, &entries, &target)?;
                         w.stats.add(&gw.done()?);
                     }

@@ -19,6 +19,7 @@ use super::dest::{display_in_root, resolve_in_root};
 use super::error::{io_err, CopyError, Result};
 use super::pool::{Attrs, Planner, PoolOp};
 use super::select::Entry;
+use super::Cancel;
 use super::CopyStats;
 
 /// Whose ownership copied entries get.
@@ -48,6 +49,7 @@ struct Spec<'a> {
     root: &'a Path,
     owners: Owners,
     mode: Option<&'a ModeChange>,
+    cancel: Option<Cancel<'a>>,
 }
 
 /// Below this many independent files, a directory copy stays on one thread.
@@ -127,6 +129,14 @@ impl Spec<'_> {
         }
     }
 
+    /// Stops the copy when the caller's cancel says so.
+    fn check_cancel(&self) -> Result<()> {
+        match self.cancel {
+            Some(cancel) if cancel() => Err(CopyError::Cancelled { cmd: self.cmd }),
+            _ => Ok(()),
+        }
+    }
+
     /// Makes room for a non-directory at `target`: an existing file or symlink is replaced, a
     /// directory is an error (as BuildKit).
     fn clear(&self, target: &Path) -> Result<()> {
@@ -190,6 +200,7 @@ impl Spec<'_> {
         target: &Path,
         stats: &mut CopyStats,
     ) -> Result<()> {
+        self.check_cancel()?;
         let ft = meta.file_type();
         if ft.is_file() {
             return self.copy_file(src, meta, target, stats);
@@ -252,12 +263,19 @@ impl<'a> Writer<'a> {
                 root,
                 owners,
                 mode,
+                cancel: None,
             },
             stats: CopyStats::default(),
             links: HashMap::new(),
             dir_times: Vec::new(),
             pool: None,
         }
+    }
+
+    /// Asks `cancel` before each file (see [`super::Cancel`]).
+    pub fn with_cancel(mut self, cancel: Option<Cancel<'a>>) -> Self {
+        self.spec.cancel = cancel;
+        self
     }
 
     fn dest_err(&self, p: &Path) -> impl FnOnce(io::Error) -> CopyError {
@@ -282,6 +300,7 @@ impl<'a> Writer<'a> {
 
     /// Copies one non-directory `src` (lstat `meta`) to `target`.
     pub fn node(&mut self, src: &Path, meta: &fs::Metadata, target: &Path) -> Result<()> {
+        self.spec.check_cancel()?;
         if let Some(p) = &mut self.pool {
             p.replacing(target);
         }
