@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -167,11 +167,22 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
 pub fn base_busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
+        // Shared by every test process while busybox stays the same (the bytes are fixed): one
+        // per process left a 4 MB copy in /tmp per test binary and run. Made aside, then
+        // renamed into place; a process that loses the race uses the winner's.
+        let bin = fs::metadata(BUSYBOX)
+            .unwrap_or_else(|e| panic!("{BUSYBOX}: {e}: install busybox-static (scripts/deps)"));
         let dir =
-            std::env::temp_dir().join(format!("cairn-build-e2e-busybox-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+            std::env::temp_dir().join(format!("cairn-test-busybox-{}-{}", bin.len(), bin.mtime()));
+        let tar = dir.join("busybox.tar");
+        if tar.is_file() {
+            return tar;
+        }
+        let work =
+            std::env::temp_dir().join(format!("cairn-test-busybox-making-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&work);
         let rootfs = busybox_rootfs_with(
-            &dir.join("rootfs"),
+            &work.join("rootfs"),
             &["etc", "root", "tmp", "home/node", "proc", "dev", "sys"],
             &[
                 (
@@ -182,8 +193,12 @@ pub fn base_busybox_tar() -> &'static Path {
                 ("etc/group", b"root:x:0:\nnode:x:1000:\n", 0o644),
             ],
         );
-        let tar = dir.join("busybox.tar");
-        tar_dir_with(&rootfs, &tar, REPRODUCIBLE_TAR);
+        tar_dir_with(&rootfs, &work.join("busybox.tar"), REPRODUCIBLE_TAR);
+        fs::remove_dir_all(&rootfs).unwrap();
+        if let Err(e) = fs::rename(&work, &dir) {
+            let _ = fs::remove_dir_all(&work);
+            assert!(tar.is_file(), "{}: {e}", dir.display());
+        }
         tar
     })
 }
