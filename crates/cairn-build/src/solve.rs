@@ -500,6 +500,11 @@ fn stand_in(diff_id: &str) -> LayerDescriptor {
     }
 }
 
+/// A signal came, or (`cancelled`) another stage failed.
+fn stop_requested(cancelled: &AtomicBool) -> bool {
+    cancelled.load(Ordering::SeqCst) || cairn_sandbox::termination_signal().is_some()
+}
+
 /// A stage's state while its steps are applied.
 struct StageState {
     cfg: ImageConfig,
@@ -515,9 +520,7 @@ impl<'a> Solver<'a> {
         let cancelled = self.cancelled.clone();
         WriteOptions {
             clamp_mtime: Some(build_time),
-            cancel: Some(Arc::new(move || {
-                cancelled.load(Ordering::SeqCst) || cairn_sandbox::termination_signal().is_some()
-            })),
+            cancel: Some(Arc::new(move || stop_requested(&cancelled))),
             ..Default::default()
         }
     }
@@ -533,7 +536,7 @@ impl<'a> Solver<'a> {
 
     /// Whether the build should stop: a signal came, or another stage failed.
     fn should_stop(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst) || cairn_sandbox::termination_signal().is_some()
+        stop_requested(&self.cancelled)
     }
 
     /// Why work stopped when [`Solver::should_stop`] said so.
@@ -711,11 +714,8 @@ impl<'a> Solver<'a> {
         let created = format_time(build_time);
 
         for step in &stage.steps {
-            if let Some(signal) = cairn_sandbox::termination_signal() {
-                return Err(Error::Interrupted { signal });
-            }
-            if self.cancelled.load(Ordering::SeqCst) {
-                return Err(Error::Cancelled);
+            if self.should_stop() {
+                return Err(self.stopped());
             }
             let applied = image::apply_step(&mut st.cfg, &mut st.meta, &step.kind, &step.original);
             let mut empty = true;
