@@ -500,6 +500,22 @@ fn stand_in(diff_id: &str) -> LayerDescriptor {
     }
 }
 
+fn is_empty_dir(dir: &Path) -> Result<bool> {
+    Ok(fs::read_dir(dir).map_err(io_err(dir))?.next().is_none())
+}
+
+/// When a layer step's blob is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobWhen {
+    /// Not in this build: the layer's stage is not in the image, its snapshot is the layer.
+    Never,
+    /// By a thread of the stage, from the snapshot, while the next steps run.
+    Deferred,
+    /// In the step, in the pass that gives its diffID: the target's last layer step, which
+    /// nothing after it would overlap (deferred, its tar would be written twice).
+    InLine,
+}
+
 /// A signal came, or (`cancelled`) another stage failed.
 fn stop_requested(cancelled: &AtomicBool) -> bool {
     cancelled.load(Ordering::SeqCst) || cairn_sandbox::termination_signal().is_some()
@@ -713,7 +729,13 @@ impl<'a> Solver<'a> {
             .unwrap_or(0);
         let created = format_time(build_time);
 
-        for step in &stage.steps {
+        let last_layer_step = stage.steps.iter().rposition(|s| {
+            matches!(
+                s.kind,
+                StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)
+            )
+        });
+        for (i, step) in stage.steps.iter().enumerate() {
             if self.should_stop() {
                 return Err(self.stopped());
             }
@@ -734,7 +756,14 @@ impl<'a> Solver<'a> {
                 })?;
                 st.key = st.key.child(&step.kind, &inputs);
                 let exported = self.exported[pos];
-                let committed = self.layer_step(&name, step, &st, build_time, v, exported)?;
+                let blob = if !exported {
+                    BlobWhen::Never
+                } else if pos + 1 == self.plan.stages.len() && Some(i) == last_layer_step {
+                    BlobWhen::InLine
+                } else {
+                    BlobWhen::Deferred
+                };
+                let committed = self.layer_step(&name, step, &st, build_time, v, blob)?;
                 lock(&self.used_keys).push((pos, st.key.clone()));
                 match committed {
                     Committed::Layer(Some(l)) => {
@@ -899,7 +928,7 @@ impl<'a> Solver<'a> {
         st: &StageState,
         build_time: i64,
         v: Vertex,
-        exported: bool,
+        blob: BlobWhen,
     ) -> Result<Committed> {
         let hit = if self.req.no_cache {
             None
@@ -915,7 +944,7 @@ impl<'a> Solver<'a> {
             });
         }
         let result = self
-            .execute(name, step, st, build_time, v)
+            .execute(name, step, st, build_time, v, blob == BlobWhen::InLine)
             .and_then(|committed| {
                 match &committed {
                     Committed::Layer(layer) => {
@@ -928,7 +957,7 @@ impl<'a> Solver<'a> {
                     }
                     // Recorded now, as its snapshot; an exported layer is recorded once its
                     // blob is written (`compress_deferred`).
-                    Committed::Deferred { diff_id } if !exported => {
+                    Committed::Deferred { diff_id } if blob == BlobWhen::Never => {
                         let rec = CacheRecord {
                             layer: Some(stand_in(diff_id)),
                         };
@@ -969,7 +998,9 @@ impl<'a> Solver<'a> {
     /// An overlay step's change is only hashed here (its diffID) and its upper dir becomes the
     /// snapshot at once; the blob is compressed from that snapshot by [`Committed::Deferred`]'s
     /// job, which runs while the build's next steps do (BuildKit does not compress in line
-    /// either: its build cache holds uncompressed snapshots).
+    /// either: its build cache holds uncompressed snapshots). With `blob_in_line` (the target's
+    /// last layer step: no next step to overlap) the blob is written here instead, in the same
+    /// pass as the diffID.
     fn execute(
         &self,
         name: &str,
@@ -977,6 +1008,7 @@ impl<'a> Solver<'a> {
         st: &StageState,
         build_time: i64,
         v: Vertex,
+        blob_in_line: bool,
     ) -> Result<Committed> {
         let rootfs = self.prepare(&st.layers)?;
         let mut pool_ops = copy::pool::PoolOps::default();
@@ -1005,7 +1037,12 @@ impl<'a> Solver<'a> {
                 .apply(rootfs.path(), upper, &self.store.file_pool())
                 .map_err(|e| self.step_error(step, e.to_string()))?;
         }
-        let Some(diff_id) = self.diff_id_of(upper, build_time)? else {
+        let written = if blob_in_line {
+            self.blob_of(upper, build_time)?
+        } else {
+            self.diff_id_of(upper, build_time)?.map(|d| (d, None))
+        };
+        let Some((diff_id, blob)) = written else {
             rootfs.cleanup()?;
             return Ok(Committed::Layer(None));
         };
@@ -1018,14 +1055,37 @@ impl<'a> Solver<'a> {
         // Finds an existing snapshot (and drops the tree) under the snapshot's lock.
         self.store
             .adopt_upper_as_snapshot(&tree, &diff_id, &self.layer_options(build_time))?;
-        Ok(Committed::Deferred { diff_id })
+        Ok(match blob {
+            Some(desc) => Committed::Layer(Some(desc)),
+            None => Committed::Deferred { diff_id },
+        })
+    }
+
+    /// The change in the overlay upper dir `upper` written as a gzip blob into the store, with
+    /// its diffID; `None` when it changed nothing.
+    fn blob_of(
+        &self,
+        upper: &Path,
+        build_time: i64,
+    ) -> Result<Option<(String, Option<LayerDescriptor>)>> {
+        if is_empty_dir(upper)? {
+            return Ok(None);
+        }
+        let desc = self
+            .store
+            .write_layer(
+                DiffSource::OverlayUpper(upper),
+                Compression::Gzip,
+                &self.layer_options(build_time),
+            )
+            .map_err(|e| self.layer_error(e))?;
+        Ok((desc.diff_id != empty_tar_diff_id()).then(|| (desc.diff_id.clone(), Some(desc))))
     }
 
     /// The diffID of the change in the overlay upper dir `upper` (the tar is hashed, not kept);
     /// `None` when it changed nothing.
     fn diff_id_of(&self, upper: &Path, build_time: i64) -> Result<Option<String>> {
-        let mut entries = fs::read_dir(upper).map_err(io_err(upper))?;
-        if entries.next().is_none() {
+        if is_empty_dir(upper)? {
             return Ok(None);
         }
         let desc = cairn_layer::write_layer(

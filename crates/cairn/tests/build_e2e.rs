@@ -161,10 +161,11 @@ fn the_wait_for_the_last_layers_blob_is_shown_in_the_export() {
         return;
     }
     let env = Cairn::with_busybox();
-    // Random bytes: compressing them into the final layer's blob takes a while after the step.
+    // Random bytes take a while to compress; the blob is written while the next step runs
+    // (the last step's own blob is written in that step).
     env.write(
         "Dockerfile",
-        "FROM busybox\nRUN head -c 24000000 /dev/urandom > /noise\n",
+        "FROM busybox\nRUN head -c 24000000 /dev/urandom > /noise\nRUN true\n",
     );
     let out = env.ok_build(&["-t", "test:noise"]);
     let err = stderr(&out);
@@ -186,6 +187,48 @@ fn the_wait_for_the_last_layers_blob_is_shown_in_the_export() {
         .and_then(|t| t.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("{err}"));
     assert!(done >= secs, "the vertex's time includes the wait:\n{err}");
+}
+
+#[test]
+fn the_last_steps_blob_written_in_its_step_is_the_one_written_later() {
+    // Needs root (see the file's doc).
+    if !can_run() {
+        return;
+    }
+    let env = Cairn::with_busybox();
+    let run = "RUN seq 1 300000 > /nums && mkdir -p /d/e && ln -s ../nums /d/e/l && ln /nums /hard";
+    // The RUN is the last step: its blob is written in the step.
+    env.write("Dockerfile.last", &format!("FROM busybox\n{run}\n"));
+    let last = env.ctx.join("Dockerfile.last");
+    let last = last.to_str().unwrap();
+    env.ok_build(&["-f", last, "-t", "test:last"]);
+    let after_last = layer_blobs(&env);
+    // The same RUN followed by another: its blob is written by a thread while that one runs.
+    env.write(
+        "Dockerfile.more",
+        &format!("FROM busybox\n{run}\nRUN true\n"),
+    );
+    let more = env.ctx.join("Dockerfile.more");
+    env.ok_build(&[
+        "--no-cache",
+        "-f",
+        more.to_str().unwrap(),
+        "-t",
+        "test:more",
+    ]);
+    assert_eq!(
+        layer_blobs(&env),
+        after_last,
+        "a second blob for the same layer"
+    );
+    let layers = |tag: &str| {
+        let v: Value = serde_json::from_str(&common::ok(&env.root, &["inspect", tag])).unwrap();
+        v[0]["RootFS"]["Layers"].clone()
+    };
+    assert_eq!(layers("test:last"), layers("test:more"));
+    // The step written in line was recorded in the cache with its blob.
+    let out = env.ok_build(&["-f", last, "-t", "test:last"]);
+    assert!(vertices(&out).is_cached("RUN seq"), "{}", stderr(&out));
 }
 
 #[test]
@@ -686,7 +729,7 @@ fn ctrl_c_while_the_last_layer_is_compressed_stops_the_build() {
     // Random bytes compress slowly: the build is still writing the blob when the signal comes.
     env.write(
         "Dockerfile",
-        "FROM busybox\nRUN head -c 300000000 /dev/urandom > /noise\n",
+        "FROM busybox\nRUN head -c 300000000 /dev/urandom > /noise\nRUN true\n",
     );
     let (status, seen, rest) = interrupt_when(&env, &["-t", "test:noise"], "exporting to image");
     assert_eq!(status.code(), Some(130), "{seen}{rest}");
