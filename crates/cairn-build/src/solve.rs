@@ -511,8 +511,8 @@ enum BlobWhen {
     Never,
     /// By a thread of the stage, from the snapshot, while the next steps run.
     Deferred,
-    /// In the step, in the pass that gives its diffID: the target's last layer step, which
-    /// nothing after it would overlap (deferred, its tar would be written twice).
+    /// In the step, in the pass that gives its diffID: the target's steps after its last RUN,
+    /// which nothing but other file copies would overlap (deferred, its tar is written twice).
     InLine,
 }
 
@@ -729,12 +729,16 @@ impl<'a> Solver<'a> {
             .unwrap_or(0);
         let created = format_time(build_time);
 
-        let last_layer_step = stage.steps.iter().rposition(|s| {
-            matches!(
-                s.kind,
-                StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)
-            )
-        });
+        // The target's steps after its last RUN write their blobs in line: a deferred blob would
+        // overlap only them (file copies, on the same cores), and costs a second tar.
+        let last_run = stage
+            .steps
+            .iter()
+            .rposition(|s| matches!(s.kind, StepKind::Run(_)));
+        let in_line_from = match last_run {
+            Some(r) => r + 1,
+            None => 0,
+        };
         for (i, step) in stage.steps.iter().enumerate() {
             if self.should_stop() {
                 return Err(self.stopped());
@@ -758,7 +762,7 @@ impl<'a> Solver<'a> {
                 let exported = self.exported[pos];
                 let blob = if !exported {
                     BlobWhen::Never
-                } else if pos + 1 == self.plan.stages.len() && Some(i) == last_layer_step {
+                } else if pos + 1 == self.plan.stages.len() && i >= in_line_from {
                     BlobWhen::InLine
                 } else {
                     BlobWhen::Deferred
@@ -998,9 +1002,8 @@ impl<'a> Solver<'a> {
     /// An overlay step's change is only hashed here (its diffID) and its upper dir becomes the
     /// snapshot at once; the blob is compressed from that snapshot by [`Committed::Deferred`]'s
     /// job, which runs while the build's next steps do (BuildKit does not compress in line
-    /// either: its build cache holds uncompressed snapshots). With `blob_in_line` (the target's
-    /// last layer step: no next step to overlap) the blob is written here instead, in the same
-    /// pass as the diffID.
+    /// either: its build cache holds uncompressed snapshots). With `blob_in_line` (see
+    /// [`BlobWhen::InLine`]) the blob is written here instead, in the same pass as the diffID.
     fn execute(
         &self,
         name: &str,
