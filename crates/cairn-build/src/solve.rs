@@ -759,8 +759,7 @@ impl<'a> Solver<'a> {
                     self.reporter.failed(v, e.to_string());
                 })?;
                 st.key = st.key.child(&step.kind, &inputs);
-                let exported = self.exported[pos];
-                let blob = if !exported {
+                let blob = if !self.exported[pos] {
                     BlobWhen::Never
                 } else if pos + 1 == self.plan.stages.len() && i >= in_line_from {
                     BlobWhen::InLine
@@ -775,7 +774,7 @@ impl<'a> Solver<'a> {
                         empty = false;
                     }
                     Committed::Layer(None) => {}
-                    Committed::Deferred { diff_id } if !exported => {
+                    Committed::Deferred { diff_id } if blob == BlobWhen::Never => {
                         // Never in this build's image: the snapshot is the layer.
                         st.layers.push(stand_in(&diff_id));
                         empty = false;
@@ -1042,6 +1041,7 @@ impl<'a> Solver<'a> {
         }
         let written = if blob_in_line {
             self.blob_of(upper, build_time)?
+                .map(|desc| (desc.diff_id.clone(), Some(desc)))
         } else {
             self.diff_id_of(upper, build_time)?.map(|d| (d, None))
         };
@@ -1066,11 +1066,7 @@ impl<'a> Solver<'a> {
 
     /// The change in the overlay upper dir `upper` written as a gzip blob into the store, with
     /// its diffID; `None` when it changed nothing.
-    fn blob_of(
-        &self,
-        upper: &Path,
-        build_time: i64,
-    ) -> Result<Option<(String, Option<LayerDescriptor>)>> {
+    fn blob_of(&self, upper: &Path, build_time: i64) -> Result<Option<LayerDescriptor>> {
         if is_empty_dir(upper)? {
             return Ok(None);
         }
@@ -1082,7 +1078,7 @@ impl<'a> Solver<'a> {
                 &self.layer_options(build_time),
             )
             .map_err(|e| self.layer_error(e))?;
-        Ok((desc.diff_id != empty_tar_diff_id()).then(|| (desc.diff_id.clone(), Some(desc))))
+        Ok((desc.diff_id != empty_tar_diff_id()).then_some(desc))
     }
 
     /// The diffID of the change in the overlay upper dir `upper` (the tar is hashed, not kept);

@@ -200,7 +200,6 @@ impl Spec<'_> {
         target: &Path,
         stats: &mut CopyStats,
     ) -> Result<()> {
-        self.check_cancel()?;
         let ft = meta.file_type();
         if ft.is_file() {
             return self.copy_file(src, meta, target, stats);
@@ -228,16 +227,14 @@ impl Spec<'_> {
         jobs: &[(PathBuf, &fs::Metadata, PathBuf)],
         distinct: bool,
     ) -> Result<CopyStats> {
-        let threads = cores::available()
-            .min(jobs.len() / (PARALLEL_MIN_FILES / 2))
-            .max(1);
         let threads = if jobs.len() < PARALLEL_MIN_FILES || !distinct {
             1
         } else {
-            threads
+            cores::available().min(jobs.len() / (PARALLEL_MIN_FILES / 2))
         };
         let batch = (jobs.len() / (threads * BATCHES_PER_THREAD)).max(1);
         let per_job = cores::map(jobs, threads, batch, |(src, meta, target)| {
+            self.check_cancel()?;
             let mut stats = CopyStats::default();
             self.plain_node(src, meta, target, &mut stats)
                 .map(|()| stats)

@@ -1070,6 +1070,7 @@ fn rmi_one(store: &Store, name: &str, force: bool, out: &mut impl Write) -> anyh
 // ---------------------------------------------------------------------------------------------
 // save, load
 
+/// Writes images as a docker-archive or an OCI layout.
 pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
     let store = store(g)?;
     let format = match a.format.as_str() {
