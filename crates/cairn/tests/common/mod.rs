@@ -161,19 +161,34 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
     tar
 }
 
-/// The build tests' busybox rootfs tar, made once per test process: /bin/busybox and a link per
-/// applet, /etc/passwd with root and node (1000), /etc/group. Fixed mtimes, owners and order, so
-/// the same bytes every time.
+/// The directories of the build tests' busybox rootfs (see [`base_busybox_tar`]).
+const BASE_DIRS: &[&str] = &["etc", "root", "tmp", "home/node", "proc", "dev", "sys"];
+
+/// Its files: path, contents, mode.
+const BASE_FILES: &[(&str, &[u8], u32)] = &[
+    (
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n",
+        0o644,
+    ),
+    ("etc/group", b"root:x:0:\nnode:x:1000:\n", 0o644),
+];
+
+/// The build tests' busybox rootfs tar: /bin/busybox and a link per applet, /etc/passwd with
+/// root and node (1000), /etc/group. Fixed mtimes, owners and order, so the same bytes every
+/// time.
 pub fn base_busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        // Shared by every test process while busybox stays the same (the bytes are fixed): one
-        // per process left a 4 MB copy in /tmp per test binary and run. Made aside, then
-        // renamed into place; a process that loses the race uses the winner's.
+        // Shared by every test process while busybox and the layout above stay the same (the
+        // bytes are fixed): one per process left a 4 MB copy in /tmp per test binary and run.
+        // Made aside, then renamed into place; a process that loses the race uses the winner's.
+        use std::hash::{Hash, Hasher};
         let bin = fs::metadata(BUSYBOX)
             .unwrap_or_else(|e| panic!("{BUSYBOX}: {e}: install busybox-static (scripts/deps)"));
-        let dir =
-            std::env::temp_dir().join(format!("cairn-test-busybox-{}-{}", bin.len(), bin.mtime()));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (bin.len(), bin.mtime(), BASE_DIRS, BASE_FILES).hash(&mut h);
+        let dir = std::env::temp_dir().join(format!("cairn-test-busybox-{:016x}", h.finish()));
         let tar = dir.join("busybox.tar");
         if tar.is_file() {
             return tar;
@@ -181,18 +196,7 @@ pub fn base_busybox_tar() -> &'static Path {
         let work =
             std::env::temp_dir().join(format!("cairn-test-busybox-making-{}", std::process::id()));
         let _ = fs::remove_dir_all(&work);
-        let rootfs = busybox_rootfs_with(
-            &work.join("rootfs"),
-            &["etc", "root", "tmp", "home/node", "proc", "dev", "sys"],
-            &[
-                (
-                    "etc/passwd",
-                    b"root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n",
-                    0o644,
-                ),
-                ("etc/group", b"root:x:0:\nnode:x:1000:\n", 0o644),
-            ],
-        );
+        let rootfs = busybox_rootfs_with(&work.join("rootfs"), BASE_DIRS, BASE_FILES);
         tar_dir_with(&rootfs, &work.join("busybox.tar"), REPRODUCIBLE_TAR);
         fs::remove_dir_all(&rootfs).unwrap();
         if let Err(e) = fs::rename(&work, &dir) {
