@@ -295,10 +295,14 @@ def touch(wl, token):
         f.write(line + "\n")
 
 
+def template_path(wl, a):
+    key = "+".join(sorted(b.replace("/", "_").replace(":", "_") for b in wl["bases"]))
+    return os.path.join(a.work, "roots", "tpl-" + key)
+
+
 def template_root(wl, a):
     """A cairn store holding only the workload's base images (imported once per base set)."""
-    key = "+".join(sorted(b.replace("/", "_").replace(":", "_") for b in wl["bases"]))
-    tpl = os.path.join(a.work, "roots", "tpl-" + key)
+    tpl = template_path(wl, a)
     # A template made by another cairn binary is remade: what `import` leaves in the store (e.g.
     # unpacked snapshots, or not) is part of the cold state being measured.
     ready = os.path.join(tpl, ".ready")
@@ -378,6 +382,11 @@ def run(a):
         t_wl = time.time()
         run_workload(wl, r, tools, a, save, deadline)
         r["seconds"] = round(time.time() - t_wl, 1)
+        # a full run's templates and stores took 15 GB: each goes once no later workload needs it
+        later = wls[wls.index(wl) + 1:]
+        if all(template_path(w, a) != wl["template"] for w in later):
+            shutil.rmtree(wl["template"], ignore_errors=True)
+        shutil.rmtree(tools.cur_root, ignore_errors=True)
         if r["status"] == "running":
             r["status"] = "complete"
         save()
