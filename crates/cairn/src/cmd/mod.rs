@@ -3,6 +3,7 @@
 pub mod build;
 pub mod check;
 pub mod dockerfile;
+mod format;
 pub mod image;
 pub mod outline;
 pub mod registry;

@@ -9,6 +9,7 @@
 //! of its rootfs is made on disk but the mount point, and its directory is recycled
 //! (`containers/.spares/`) for the next one.
 
+use super::format;
 use crate::Global;
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_sandbox::{
@@ -1003,23 +1004,9 @@ fn rfc3339(secs: f64) -> String {
     )
 }
 
-/// Docker's `units.HumanDuration`.
+/// Docker's `units.HumanDuration` of `secs` (Go truncates a duration to whole seconds first).
 fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    let (m, h) = (s / 60, s / 3600);
-    match () {
-        _ if s < 1 => "Less than a second".into(),
-        _ if s == 1 => "1 second".into(),
-        _ if s < 60 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
-        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
-        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", h / 24 / 365),
-    }
+    format::human_duration(secs as i64)
 }
 
 fn status_text(s: &ContainerState) -> String {
@@ -1047,8 +1034,8 @@ fn status_text(s: &ContainerState) -> String {
 
 fn quoted_command(args: &[String], trunc: bool) -> String {
     let joined = args.join(" ");
-    if trunc && joined.chars().count() > 20 {
-        format!("\"{}…\"", joined.chars().take(19).collect::<String>())
+    if trunc {
+        format!("\"{}\"", format::ellipsis(&joined, 20))
     } else {
         format!("\"{joined}\"")
     }
@@ -1066,24 +1053,6 @@ pub fn ps(a: PsArgs, g: &Global) -> Result<i32> {
         }
         return Ok(0);
     }
-    let rows: Vec<[String; 7]> = shown
-        .iter()
-        .map(|(c, s)| {
-            [
-                if a.no_trunc {
-                    c.id.clone()
-                } else {
-                    c.id[..12].to_string()
-                },
-                c.image.clone(),
-                quoted_command(&c.spec.args, !a.no_trunc),
-                format!("{} ago", human_duration(now() - c.created)),
-                status_text(s),
-                String::new(),
-                c.name.clone(),
-            ]
-        })
-        .collect();
     let header = [
         "CONTAINER ID",
         "IMAGE",
@@ -1093,27 +1062,23 @@ pub fn ps(a: PsArgs, g: &Global) -> Result<i32> {
         "PORTS",
         "NAMES",
     ];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (i, cell) in r.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
+    let mut rows = vec![header.map(String::from).to_vec()];
+    rows.extend(shown.iter().map(|(c, s)| {
+        vec![
+            if a.no_trunc {
+                c.id.clone()
             } else {
-                out.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+                c.id[..12].to_string()
+            },
+            c.image.clone(),
+            quoted_command(&c.spec.args, !a.no_trunc),
+            format!("{} ago", human_duration(now() - c.created)),
+            status_text(s),
+            String::new(),
+            c.name.clone(),
+        ]
+    }));
+    print!("{}", format::tabwrite(&rows));
     Ok(0)
 }
 
@@ -1376,6 +1341,8 @@ mod tests {
         assert_eq!(human_duration(3.2), "3 seconds");
         assert_eq!(human_duration(65.0), "About a minute");
         assert_eq!(human_duration(7200.0), "2 hours");
+        // go-units rounds hours: 1 h 40 min is "2 hours", not "About an hour"
+        assert_eq!(human_duration(6000.0), "2 hours");
         let s = ContainerState {
             status: "running".into(),
             started: Some(now() - 3.5),
