@@ -8,6 +8,7 @@ pub mod image;
 pub mod outline;
 pub mod registry;
 pub mod run;
+mod template;
 
 use crate::{Cli, Command, Global};
 
