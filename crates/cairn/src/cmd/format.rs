@@ -1,40 +1,8 @@
-//! docker's formatting rules (go-units sizes and durations, Go's time and `%.3g`, the CLI's
-//! tabwriter), shared by every command that prints a table.
+//! docker's formatting rules (go-units durations, Go's time, the CLI's tabwriter; sizes are
+//! `cairn check`'s), shared by every command that prints a table.
 
-/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, `%.3g`.
-pub(crate) fn human_size(size: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut s = size as f64;
-    let mut i = 0;
-    while s >= 1000.0 && i < UNITS.len() - 1 {
-        s /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", go_g3(s), UNITS[i])
-}
-
-/// Go's `%.3g` for 0 ≤ v < 1000 (and the 999.5.. edge that rounds to `1e+03`).
-pub(crate) fn go_g3(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let exp = v.abs().log10().floor() as i32;
-    // Round to 3 significant digits first: the exponent may change (999.7 → 1e+03).
-    let rounded = format!("{:.2e}", v);
-    let (mant, e) = rounded.split_once('e').unwrap_or((&rounded, "0"));
-    let e: i32 = e.parse().unwrap_or(exp);
-    if !(-4..3).contains(&e) {
-        let m = mant.trim_end_matches('0').trim_end_matches('.');
-        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
-    }
-    let decimals = (2 - e).max(0) as usize;
-    let s = format!("{:.*}", decimals, v);
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
+// One implementation of docker's sizes serves `cairn check` and the image commands.
+pub(crate) use cairn_check::human::human_size;
 
 /// go-units `HumanDuration`.
 pub(crate) fn human_duration(secs: i64) -> String {
