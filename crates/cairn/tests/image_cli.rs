@@ -257,6 +257,21 @@ fn tag_save_load_rmi_prune() {
         );
         assert!(ok(&root2, &["system", "check"]).ends_with("ok\n"));
     }
+    // As docker: no archive into a directory that does not exist (nor one made for it).
+    let missing = t.path().join("no-such-dir/out.tar");
+    let out = cairn(&root)
+        .args(["save", "-o", missing.to_str().unwrap(), "busybox"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("failed to save image: invalid output path: directory")
+            && err.contains("no-such-dir\" does not exist"),
+        "{err}"
+    );
+    assert!(!t.path().join("no-such-dir").exists());
+
     // Save to stdout (no -o) gives the same bytes as -o.
     let piped = cairn(&root)
         .args(["save", "busybox", "localhost:5000/bb:v1"])

@@ -696,7 +696,45 @@ fn rmi_one(store: &Store, name: &str, force: bool, out: &mut impl Write) -> anyh
 // save, load
 
 /// Writes images as a docker-archive or an OCI layout.
+/// The docker CLI's `ValidateOutputPath`: the output's directory must exist (the archive is
+/// not written into a directory made up from a typo), and an existing output must be a
+/// directory or a regular file.
+fn validate_output_path(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        if !dir.exists() {
+            bail!(
+                "invalid output path: directory {:?} does not exist",
+                dir.display().to_string()
+            );
+        }
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let t = m.file_type();
+    let got = if t.is_dir() || t.is_file() {
+        return Ok(());
+    } else if t.is_block_device() || t.is_char_device() {
+        "got a device"
+    } else if t.is_fifo() {
+        "got a named pipe"
+    } else if t.is_socket() {
+        "got a socket"
+    } else {
+        "got an irregular file"
+    };
+    bail!(
+        "invalid output path: {:?} must be a directory or a regular file: {got}",
+        path.display().to_string()
+    )
+}
+
 pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
+    if let Some(p) = &a.output {
+        validate_output_path(p).context("failed to save image")?;
+    }
     let store = store(g)?;
     let format = match a.format.as_str() {
         "docker" | "docker-archive" => ArchiveFormat::Docker,
