@@ -33,6 +33,31 @@ pub enum Output {
 }
 
 impl Output {
+    /// The file this output writes (not `-`, not a directory output).
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Output::Local(_) => None,
+            Output::Tar(p) | Output::Oci(p) | Output::Docker(p) => {
+                (p.as_os_str() != "-").then_some(p.as_path())
+            }
+        }
+    }
+
+    /// Fails, as docker's CLI does before it builds, when the output file's directory does not
+    /// exist (`failed to open F: open F: no such file or directory`). A directory output is made.
+    pub fn check_dest(&self) -> std::result::Result<(), String> {
+        let Some(file) = self.file() else {
+            return Ok(());
+        };
+        match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => Err(format!(
+                "failed to open {f}: open {f}: no such file or directory",
+                f = file.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses `type=local,dest=DIR` (docker's `-o` syntax; a bare path means `local`).
     pub fn parse(spec: &str) -> std::result::Result<Output, String> {
         if !spec.contains('=') {
@@ -261,7 +286,8 @@ pub fn normalize_reference(reference: &str) -> String {
 /// Writes `path` through `fill` into a temp file in the same directory, fsyncs it and renames it
 /// into place: a crash leaves the old file or none, never half of one. The file is made as
 /// `File::create` makes one (0666 less the umask), as docker's outputs are; a temp file's own
-/// default, 0600, would leave a user's tarball unreadable to the others.
+/// default, 0600, would leave a user's tarball unreadable to the others. Its directory must
+/// exist, as for docker's `-o type=tar,dest=F`, `save -o` and `--iidfile`.
 pub fn write_atomic<E: From<Error>>(
     path: &Path,
     fill: impl FnOnce(&mut fs::File) -> std::result::Result<(), E>,
@@ -271,7 +297,6 @@ pub fn write_atomic<E: From<Error>>(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".cairn-export-")
         .permissions(fs::Permissions::from_mode(0o666))

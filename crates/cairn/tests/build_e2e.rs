@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{cairn_cmd, output_with_stdin, stderr, tar_dir, Cairn};
+use common::{cairn_cmd, output_with_stdin, stderr, stdout, tar_dir, Cairn};
 use serde_json::Value;
 
 fn can_run() -> bool {
@@ -152,6 +152,24 @@ CMD ["cat", "/app/out.txt"]
         let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&f), mode(&made), "{kind}");
     }
+    // As docker's: an archive's directory must exist, and that is said before any step runs.
+    let missing = env.ctx.parent().unwrap().join("no-such-dir/img.tar");
+    let out = env.build(&[
+        "--no-cache",
+        "-o",
+        &format!("type=tar,dest={}", missing.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "failed to open {m}: open {m}: no such file or directory",
+            m = missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("RUN"), "{}", stdout(&out));
+    assert!(!missing.parent().unwrap().exists());
 }
 
 #[test]

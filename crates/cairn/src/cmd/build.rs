@@ -133,6 +133,9 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<i32> {
         .iter()
         .map(|o| Output::parse(o).map_err(|e| anyhow::anyhow!("-o {o}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for o in &outputs {
+        o.check_dest().map_err(anyhow::Error::msg)?;
+    }
     // Checked before building, not after minutes of work.
     for t in &args.tags {
         cairn_store::reference::normalize(t)
