@@ -297,6 +297,8 @@ pub fn write_atomic<E: From<Error>>(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Named here: the temp file's own error would name the temp file, twice.
+    fs::metadata(&dir).map_err(io_err(&dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".cairn-export-")
         .permissions(fs::Permissions::from_mode(0o666))

@@ -90,9 +90,48 @@ fn main() -> ExitCode {
     let code = match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ERROR: {err:#}");
+            eprintln!("ERROR: {}", error_text(&err));
             1
         }
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The error and its causes, `: `-joined as anyhow's `{:#}`, but a cause that the message so far
+/// already ends with is left out: the library errors' messages include their source (`path:
+/// source`), which the chain then gives again.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let lib = cairn_build::Error::Io {
+            path: "/x/y".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(lib).context("writing /x/y/id");
+        assert_eq!(
+            error_text(&err),
+            "writing /x/y/id: /x/y: No such file or directory (os error 2)"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
+    }
 }
