@@ -49,13 +49,13 @@ impl Output {
         let Some(file) = self.file() else {
             return Ok(());
         };
-        match file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(dir) if !dir.is_dir() => Err(format!(
-                "failed to open {f}: open {f}: no such file or directory",
-                f = file.display()
-            )),
-            _ => Ok(()),
+        if output_dir(file).is_dir() {
+            return Ok(());
         }
+        Err(format!(
+            "failed to open {f}: open {f}: no such file or directory",
+            f = file.display()
+        ))
     }
 
     /// Parses `type=local,dest=DIR` (docker's `-o` syntax; a bare path means `local`).
@@ -283,6 +283,13 @@ pub fn normalize_reference(reference: &str) -> String {
     cairn_store::reference::normalize(reference).unwrap_or_else(|_| reference.to_string())
 }
 
+/// The directory an output file `path` is written in: its parent, or `.` for a bare name.
+pub fn output_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Writes `path` through `fill` into a temp file in the same directory, fsyncs it and renames it
 /// into place: a crash leaves the old file or none, never half of one. The file is made as
 /// `File::create` makes one (0666 less the umask), as docker's outputs are; a temp file's own
@@ -293,24 +300,21 @@ pub fn write_atomic<E: From<Error>>(
     fill: impl FnOnce(&mut fs::File) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = output_dir(path);
     // Named here: the temp file's own error would name the temp file, twice.
-    fs::metadata(&dir).map_err(io_err(&dir))?;
+    fs::metadata(dir).map_err(io_err(dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".cairn-export-")
         .permissions(fs::Permissions::from_mode(0o666))
-        .tempfile_in(&dir)
-        .map_err(io_err(&dir))?;
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     tmp.persist(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: e.error,
     })?;
-    if let Ok(d) = fs::File::open(&dir) {
+    if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())

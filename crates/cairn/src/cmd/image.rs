@@ -695,19 +695,16 @@ fn rmi_one(store: &Store, name: &str, force: bool, out: &mut impl Write) -> anyh
 // ---------------------------------------------------------------------------------------------
 // save, load
 
-/// Writes images as a docker-archive or an OCI layout.
 /// The docker CLI's `ValidateOutputPath`: the output's directory must exist (the archive is
 /// not written into a directory made up from a typo), and an existing output must be a
 /// directory or a regular file.
 fn validate_output_path(path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        if !dir.exists() {
-            bail!(
-                "invalid output path: directory {:?} does not exist",
-                dir.display().to_string()
-            );
-        }
+    let dir = cairn_build::export::output_dir(path);
+    if !dir.exists() {
+        bail!(
+            "invalid output path: directory {:?} does not exist",
+            dir.display().to_string()
+        );
     }
     use std::os::unix::fs::FileTypeExt;
     let Ok(m) = std::fs::metadata(path) else {
@@ -731,6 +728,7 @@ fn validate_output_path(path: &std::path::Path) -> anyhow::Result<()> {
     )
 }
 
+/// Writes images as a docker-archive or an OCI layout.
 pub fn save(a: SaveArgs, g: &Global) -> anyhow::Result<i32> {
     if let Some(p) = &a.output {
         validate_output_path(p).context("failed to save image")?;
